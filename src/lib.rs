@@ -1,0 +1,12 @@
+//! order-engine: an event-sourced order engine for trading platforms.
+//!
+//! See ARCHITECTURE.md for the map. The pure cores (`order`, `aggregate`) never
+//! do I/O; `store` and `projections` are the shell around the log.
+
+pub mod aggregate;
+pub mod clock;
+pub mod events;
+pub mod order;
+pub mod projections;
+pub mod store;
+pub mod telemetry;
