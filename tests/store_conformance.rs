@@ -1,0 +1,518 @@
+//! The event store conformance suite: every test body here runs against every
+//! backend (PostgreSQL and SQLite), so they cannot drift apart.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::TestDb;
+use futures_util::future::{join_all, BoxFuture, FutureExt};
+use order_engine::events::{decode, EventMetadata, NewEvent, StreamId, TraceContext};
+use order_engine::order::{OrderEvent, OrderType};
+use order_engine::projections::LogTail;
+use order_engine::store::{
+    append, read_stream_all, AppendRequest, Appended, BeforeCommitHook, Conflict, FaultInjected, StoreError,
+    APPEND_EVENTS_MAX,
+};
+use rust_decimal_macros::dec;
+use serde_json::json;
+use tokio::sync::{oneshot, Mutex};
+use uuid::Uuid;
+
+on_every_backend!(
+    appended_events_read_back_in_order,
+    a_stale_expected_version_is_a_conflict_and_writes_nothing,
+    a_new_stream_must_be_expected_at_version_zero,
+    a_batch_commits_every_stream_but_the_conflicting_one,
+    a_repeated_command_returns_the_original_result,
+    the_whole_log_reads_in_dense_pages,
+    a_stream_reads_from_a_version,
+    metadata_survives_storage,
+    the_database_refuses_update_and_delete,
+    invalid_appends_are_refused_before_any_write,
+    a_version_one_event_loads_as_the_current_type,
+    concurrent_writers_to_one_stream_never_both_win,
+    a_reader_never_passes_an_uncommitted_append,
+    a_rolled_back_append_leaves_no_gap_and_no_stall,
+    a_tail_wakes_on_append,
+);
+
+fn stream(name: &str) -> StreamId {
+    StreamId::new(format!("{name}-{}", Uuid::new_v4())).unwrap()
+}
+
+fn event(n: u64) -> NewEvent {
+    NewEvent {
+        event_id: Uuid::new_v4(),
+        event_type: "Tested".into(),
+        schema_version: 1,
+        payload: json!({ "n": n, "amount": "1502.50" }),
+        metadata: EventMetadata::default(),
+    }
+}
+
+fn request(stream_id: &StreamId, expected_version: u64, count: u64) -> AppendRequest {
+    AppendRequest {
+        stream_id: stream_id.clone(),
+        expected_version,
+        command_id: None,
+        events: (1..=count).map(event).collect(),
+    }
+}
+
+async fn must_append(db: &common::TestStore, request: AppendRequest) -> Appended {
+    append(db.store.as_ref(), request).await.unwrap().unwrap()
+}
+
+async fn appended_events_read_back_in_order(db: TestDb) {
+    // Proves an append is readable with its versions, positions, payloads and event ids.
+    let s = db.open(None).await;
+    let id = stream("order");
+    let req = request(&id, 0, 3);
+    let sent: Vec<_> = req.events.clone();
+    let appended = must_append(&s, req).await;
+    assert_eq!((appended.first_version, appended.last_version), (1, 3));
+    assert_eq!((appended.first_position, appended.last_position), (1, 3));
+    assert!(!appended.deduplicated);
+
+    let read = read_stream_all(s.store.as_ref(), &id, 1).await.unwrap();
+    assert_eq!(read.len(), 3);
+    for (i, (stored, sent)) in read.iter().zip(&sent).enumerate() {
+        assert_eq!(stored.stream_version, i as u64 + 1);
+        assert_eq!(stored.global_position, i as u64 + 1);
+        assert_eq!(stored.event_id, sent.event_id);
+        assert_eq!(stored.payload, sent.payload);
+        assert_eq!(stored.event_type, "Tested");
+    }
+    assert_eq!(s.store.stream_version(&id).await.unwrap(), 3);
+    assert_eq!(s.store.head_position().await.unwrap(), 3);
+}
+
+async fn a_stale_expected_version_is_a_conflict_and_writes_nothing(db: TestDb) {
+    // Proves a writer that decided on an old version is told so and changes nothing.
+    let s = db.open(None).await;
+    let id = stream("order");
+    must_append(&s, request(&id, 0, 2)).await;
+    let outcome = append(s.store.as_ref(), request(&id, 1, 1)).await.unwrap();
+    assert_eq!(
+        outcome,
+        Err(Conflict {
+            stream_id: id.clone(),
+            expected: 1,
+            actual: 2
+        })
+    );
+    assert_eq!(s.store.stream_version(&id).await.unwrap(), 2);
+    assert_eq!(s.store.head_position().await.unwrap(), 2);
+}
+
+async fn a_new_stream_must_be_expected_at_version_zero(db: TestDb) {
+    // Proves expecting events in an empty stream, or none in a full one, conflicts.
+    let s = db.open(None).await;
+    let id = stream("order");
+    let outcome = append(s.store.as_ref(), request(&id, 4, 1)).await.unwrap();
+    assert_eq!(outcome.err().map(|c| c.actual), Some(0));
+    must_append(&s, request(&id, 0, 1)).await;
+    let outcome = append(s.store.as_ref(), request(&id, 0, 1)).await.unwrap();
+    assert_eq!(outcome.err().map(|c| (c.expected, c.actual)), Some((0, 1)));
+}
+
+async fn a_batch_commits_every_stream_but_the_conflicting_one(db: TestDb) {
+    // Proves one transaction checks each stream on its own: one conflict fails only its stream.
+    let s = db.open(None).await;
+    let (a, b, c) = (stream("a"), stream("b"), stream("c"));
+    must_append(&s, request(&b, 0, 1)).await;
+    let results = s
+        .store
+        .append_batch(vec![request(&a, 0, 2), request(&b, 0, 1), request(&c, 0, 1)])
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 3);
+    let first = results[0].as_ref().unwrap();
+    assert_eq!((first.first_position, first.last_position), (2, 3));
+    assert_eq!(results[1].as_ref().err().map(|c| c.actual), Some(1));
+    let third = results[2].as_ref().unwrap();
+    assert_eq!((third.first_position, third.first_version), (4, 1));
+    assert_eq!(s.store.stream_version(&b).await.unwrap(), 1);
+    let positions: Vec<u64> = s
+        .store
+        .read_all(0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.global_position)
+        .collect();
+    assert_eq!(positions, vec![1, 2, 3, 4]);
+}
+
+async fn a_repeated_command_returns_the_original_result(db: TestDb) {
+    // Proves a retried command (same id, e.g. after an unknown COMMIT outcome) is written once.
+    let s = db.open(None).await;
+    let id = stream("order");
+    let command_id = Uuid::new_v4();
+    let mut first = request(&id, 0, 2);
+    first.command_id = Some(command_id);
+    let original = must_append(&s, first.clone()).await;
+
+    let retried = must_append(&s, first).await;
+    assert!(retried.deduplicated);
+    assert_eq!(
+        Appended {
+            deduplicated: false,
+            ..retried.clone()
+        },
+        original
+    );
+    // Even a retry that decided on a now-stale version gets the original answer.
+    let mut stale = request(&id, 0, 1);
+    stale.command_id = Some(command_id);
+    assert_eq!(must_append(&s, stale).await, retried);
+    assert_eq!(s.store.stream_version(&id).await.unwrap(), 2);
+    assert_eq!(s.store.head_position().await.unwrap(), 2);
+
+    // The same command id on another stream is another command.
+    let other = stream("order");
+    let mut elsewhere = request(&other, 0, 1);
+    elsewhere.command_id = Some(command_id);
+    assert!(!must_append(&s, elsewhere).await.deduplicated);
+}
+
+async fn the_whole_log_reads_in_dense_pages(db: TestDb) {
+    // Proves paging the whole log returns every position once, in order.
+    let s = db.open(None).await;
+    for i in 0..5 {
+        must_append(&s, request(&stream(&format!("s{i}")), 0, 5)).await;
+    }
+    let mut tail = LogTail::new(Arc::clone(&s.store), 0).with_page_size(7);
+    let mut positions = Vec::new();
+    while let Some(page) = tail.try_next_batch().await.unwrap() {
+        assert!(page.len() <= 7);
+        positions.extend(page.iter().map(|e| e.global_position));
+    }
+    assert_eq!(positions, (1..=25).collect::<Vec<u64>>());
+    assert_eq!(tail.position(), 25);
+}
+
+async fn a_stream_reads_from_a_version(db: TestDb) {
+    // Proves reading a stream from version k skips only what precedes k, and other streams.
+    let s = db.open(None).await;
+    let (a, b) = (stream("a"), stream("b"));
+    must_append(&s, request(&a, 0, 3)).await;
+    must_append(&s, request(&b, 0, 2)).await;
+    must_append(&s, request(&a, 3, 2)).await;
+    let read = s.store.read_stream(&a, 3, 100).await.unwrap();
+    let versions: Vec<u64> = read.iter().map(|e| e.stream_version).collect();
+    assert_eq!(versions, vec![3, 4, 5]);
+    assert!(read.iter().all(|e| e.stream_id == a));
+    assert_eq!(s.store.read_stream(&a, 2, 1).await.unwrap().len(), 1);
+    assert!(s.store.read_stream(&stream("none"), 1, 10).await.unwrap().is_empty());
+}
+
+async fn metadata_survives_storage(db: TestDb) {
+    // Proves correlation, causation, who, source, trace context and command id are kept.
+    let s = db.open(None).await;
+    let id = stream("order");
+    let metadata = EventMetadata {
+        correlation_id: Some(Uuid::new_v4()),
+        causation_id: Some(Uuid::new_v4()),
+        who: Some("user:0190".into()),
+        source: Some("http".into()),
+        trace: Some(TraceContext {
+            traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+            tracestate: Some("vendor=x".into()),
+        }),
+    };
+    let command_id = Uuid::new_v4();
+    let mut req = request(&id, 0, 1);
+    req.events[0].metadata = metadata.clone();
+    req.command_id = Some(command_id);
+    must_append(&s, req).await;
+    let stored = &s.store.read_stream(&id, 1, 1).await.unwrap()[0];
+    assert_eq!(stored.metadata, metadata);
+    assert_eq!(stored.command_id, Some(command_id));
+    let age = chrono::Utc::now() - stored.recorded_at;
+    assert!(
+        age < chrono::Duration::seconds(60) && age > chrono::Duration::seconds(-60),
+        "recorded_at {age}"
+    );
+}
+
+async fn the_database_refuses_update_and_delete(db: TestDb) {
+    // Proves the append-only rule is the database's, not only the code's.
+    let s = db.open(None).await;
+    let id = stream("order");
+    let mut req = request(&id, 0, 1);
+    req.command_id = Some(Uuid::new_v4());
+    must_append(&s, req).await;
+    for sql in [
+        "UPDATE events SET event_type = 'Forged'",
+        "DELETE FROM events",
+        "UPDATE stream_commands SET last_version = 9",
+        "DELETE FROM stream_commands",
+    ] {
+        let error = s.raw.execute(sql).await.expect_err(sql);
+        assert!(error.contains("append-only"), "{sql}: {error}");
+    }
+    if let common::Raw::Postgres(_) = s.raw {
+        let error = s.raw.execute("TRUNCATE events").await.expect_err("TRUNCATE");
+        assert!(error.contains("append-only"), "TRUNCATE: {error}");
+    }
+    let stored = s.store.read_stream(&id, 1, 1).await.unwrap();
+    assert_eq!(stored[0].event_type, "Tested");
+}
+
+async fn invalid_appends_are_refused_before_any_write(db: TestDb) {
+    // Proves empty and oversized appends get a specific error and write nothing.
+    let s = db.open(None).await;
+    let id = stream("order");
+    let empty = append(s.store.as_ref(), request(&id, 0, 0)).await;
+    assert!(
+        matches!(empty, Err(StoreError::InvalidAppend(ref m)) if m.contains("no events")),
+        "{empty:?}"
+    );
+    let huge = append(s.store.as_ref(), request(&id, 0, APPEND_EVENTS_MAX as u64 + 1)).await;
+    assert!(
+        matches!(huge, Err(StoreError::InvalidAppend(ref m)) if m.contains("at most")),
+        "{huge:?}"
+    );
+    assert_eq!(s.store.head_position().await.unwrap(), 0);
+}
+
+async fn a_version_one_event_loads_as_the_current_type(db: TestDb) {
+    // Proves upcasting: a stored v1 OrderSubmitted (the seed's single `price`) loads as v2.
+    let s = db.open(None).await;
+    let order_id = Uuid::new_v4();
+    let payload = json!({
+        "order_id": order_id, "user_id": Uuid::new_v4(), "symbol": "AAPL", "side": "BUY",
+        "order_type": "LIMIT", "quantity": "10", "price": "140.5",
+        "market_price_at_submission": "150.25", "market_data_timestamp": "2025-11-04T10:00:00Z",
+        "submitted_at": "2025-11-04T10:00:00Z"
+    });
+    let sql = format!(
+        "INSERT INTO events (global_position, stream_id, stream_version, event_id, event_type, schema_version, \
+                             payload, metadata, command_id, recorded_at) \
+         VALUES (1, 'order-{order_id}', 1, '{}', 'OrderSubmitted', 1, '{payload}', '{{}}', NULL, \
+                 '2025-11-04T10:00:00+00:00')",
+        Uuid::new_v4()
+    );
+    s.raw.execute(&sql).await.unwrap();
+    let stored = s.store.read_stream(&StreamId::order(order_id), 1, 1).await.unwrap();
+    assert_eq!(stored[0].schema_version, 1);
+    match decode::<OrderEvent>(&stored[0]).unwrap() {
+        OrderEvent::OrderSubmitted(e) => {
+            assert_eq!(e.order_type, OrderType::Limit);
+            assert_eq!(e.limit_price, Some(dec!(140.5)));
+            assert_eq!(e.stop_price, None);
+            assert_eq!(e.order_id, order_id);
+        }
+        other => panic!("decoded as {other:?}"),
+    }
+}
+
+async fn concurrent_writers_to_one_stream_never_both_win(db: TestDb) {
+    // Proves two processes racing on one stream: exactly one append per version wins.
+    let (a, b) = (db.open(None).await, db.open(None).await);
+    let id = stream("order");
+    let writers = [Arc::clone(&a.store), Arc::clone(&b.store)];
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let store = Arc::clone(&writers[w % 2]);
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut wins = 0_u32;
+            let mut conflicts = 0_u32;
+            for _ in 0..10 {
+                // Decide on the version just read, as an actor would; retry on conflict.
+                let version = store.stream_version(&id).await.unwrap();
+                match append(store.as_ref(), request(&id, version, 1)).await.unwrap() {
+                    Ok(_) => wins += 1,
+                    Err(conflict) => {
+                        assert!(conflict.actual > version, "conflict without progress: {conflict:?}");
+                        conflicts += 1;
+                    }
+                }
+            }
+            (wins, conflicts)
+        }));
+    }
+    let results: Vec<(u32, u32)> = join_all(tasks).await.into_iter().map(Result::unwrap).collect();
+    let wins: u32 = results.iter().map(|r| r.0).sum();
+    let events = read_stream_all(a.store.as_ref(), &id, 1).await.unwrap();
+    assert_eq!(events.len() as u32, wins);
+    let versions: Vec<u64> = events.iter().map(|e| e.stream_version).collect();
+    assert_eq!(versions, (1..=u64::from(wins)).collect::<Vec<_>>());
+    let ids: HashSet<Uuid> = events.iter().map(|e| e.event_id).collect();
+    assert_eq!(ids.len(), events.len());
+}
+
+/// A hook that parks appends to `held` until released, reporting when it parked.
+fn holding_hook(held: StreamId, release: oneshot::Receiver<bool>, parked: oneshot::Sender<()>) -> BeforeCommitHook {
+    let release = Arc::new(Mutex::new(Some(release)));
+    let parked = Arc::new(std::sync::Mutex::new(Some(parked)));
+    Arc::new(
+        move |appended: &[Appended]| -> BoxFuture<'static, Result<(), FaultInjected>> {
+            let ours = appended.iter().any(|a| a.stream_id == held);
+            let release = Arc::clone(&release);
+            let parked = parked.lock().unwrap().take().filter(|_| ours);
+            async move {
+                if !ours {
+                    return Ok(());
+                }
+                if let Some(parked) = parked {
+                    let _ = parked.send(());
+                }
+                let commit = match release.lock().await.take() {
+                    Some(receiver) => receiver.await.unwrap_or(false),
+                    None => true,
+                };
+                if commit {
+                    Ok(())
+                } else {
+                    Err(FaultInjected("test rolled the append back".into()))
+                }
+            }
+            .boxed()
+        },
+    )
+}
+
+const OTHERS: usize = 200;
+
+async fn a_reader_never_passes_an_uncommitted_append(db: TestDb) {
+    // Proves the gap-free read: while one append is held open before COMMIT,
+    // 200 concurrent appends from another process cannot become visible past it,
+    // and once it commits a tailing reader gets all 201 in order with nothing skipped.
+    let held = stream("held");
+    let (release_tx, release_rx) = oneshot::channel();
+    let (parked_tx, parked_rx) = oneshot::channel();
+    let holder = db.open(Some(holding_hook(held.clone(), release_rx, parked_tx))).await;
+    let other = db.open(None).await;
+    must_append(&other, request(&stream("before"), 0, 1)).await;
+
+    let hold_store = Arc::clone(&holder.store);
+    let held_req = request(&held, 0, 1);
+    let held_task = tokio::spawn(async move { append(hold_store.as_ref(), held_req).await });
+    parked_rx.await.unwrap();
+
+    let streams: Vec<StreamId> = (0..OTHERS).map(|i| stream(&format!("other{i}"))).collect();
+    let others: Vec<_> = streams
+        .iter()
+        .map(|id| {
+            let store = Arc::clone(&other.store);
+            let req = request(id, 0, 1);
+            tokio::spawn(async move { append(store.as_ref(), req).await })
+        })
+        .collect();
+
+    // The reader, meanwhile, sees nothing past position 1.
+    let watch_until = Instant::now() + Duration::from_millis(600);
+    while Instant::now() < watch_until {
+        let visible = other.store.read_all(1, 1_000).await.unwrap();
+        assert!(
+            visible.is_empty(),
+            "a reader passed the held append: {:?}",
+            visible[0].stream_id
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    release_tx.send(true).unwrap();
+    let held_at = held_task.await.unwrap().unwrap().unwrap();
+    assert_eq!(held_at.first_position, 2);
+    for task in others {
+        task.await.unwrap().unwrap().unwrap();
+    }
+
+    let mut tail = LogTail::new(Arc::clone(&other.store), 1);
+    let mut seen = Vec::new();
+    while seen.len() < OTHERS + 1 {
+        let batch = tokio::time::timeout(Duration::from_secs(10), tail.next_batch())
+            .await
+            .unwrap()
+            .unwrap();
+        seen.extend(batch);
+    }
+    assert_eq!(
+        seen[0].stream_id, held,
+        "the held append must come first: it took its position first"
+    );
+    let positions: Vec<u64> = seen.iter().map(|e| e.global_position).collect();
+    assert_eq!(positions, (2..=OTHERS as u64 + 2).collect::<Vec<_>>());
+    let others_seen: HashSet<&StreamId> = seen[1..].iter().map(|e| &e.stream_id).collect();
+    assert_eq!(others_seen, streams.iter().collect::<HashSet<_>>());
+}
+
+async fn a_rolled_back_append_leaves_no_gap_and_no_stall(db: TestDb) {
+    // Proves a rolled-back append frees its position: later appends fill it and
+    // a tailing reader goes on at once, with no gap to wait out.
+    let held = stream("held");
+    let (release_tx, release_rx) = oneshot::channel();
+    let (parked_tx, parked_rx) = oneshot::channel();
+    let holder = db.open(Some(holding_hook(held.clone(), release_rx, parked_tx))).await;
+    let other = db.open(None).await;
+
+    let hold_store = Arc::clone(&holder.store);
+    let held_task = tokio::spawn(async move { append(hold_store.as_ref(), request(&held, 0, 3)).await });
+    parked_rx.await.unwrap();
+    let others: Vec<_> = (0..OTHERS)
+        .map(|i| {
+            let store = Arc::clone(&other.store);
+            let req = request(&stream(&format!("other{i}")), 0, 1);
+            tokio::spawn(async move { append(store.as_ref(), req).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    release_tx.send(false).unwrap();
+    let rolled_back = held_task.await.unwrap();
+    assert!(matches!(rolled_back, Err(StoreError::Fault(_))), "{rolled_back:?}");
+
+    let started = Instant::now();
+    for task in others {
+        task.await.unwrap().unwrap().unwrap();
+    }
+    let mut tail = LogTail::new(Arc::clone(&other.store), 0);
+    let mut positions = Vec::new();
+    while positions.len() < OTHERS {
+        let batch = tokio::time::timeout(Duration::from_secs(10), tail.next_batch())
+            .await
+            .unwrap()
+            .unwrap();
+        positions.extend(batch.iter().map(|e| e.global_position));
+    }
+    assert_eq!(positions, (1..=OTHERS as u64).collect::<Vec<_>>());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "readers stalled for {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        other
+            .store
+            .stream_version(&StreamId::new("held").unwrap())
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+async fn a_tail_wakes_on_append(db: TestDb) {
+    // Proves a caught-up tail is woken by an append rather than waiting out its poll interval.
+    let s = db.open(None).await;
+    let mut tail = LogTail::new(Arc::clone(&s.store), 0).with_poll_interval(Duration::from_secs(30));
+    let waiter = tokio::spawn(async move {
+        let started = Instant::now();
+        let batch = tail.next_batch().await.unwrap();
+        (batch.len(), started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    must_append(&s, request(&stream("order"), 0, 2)).await;
+    let (count, waited) = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(count, 2);
+    assert!(waited < Duration::from_secs(5), "woke after {waited:?}");
+}
