@@ -42,7 +42,13 @@ async fn an_append_in_one_process_wakes_a_tail_in_another() {
         }],
     };
     append(writer.store.as_ref(), request).await.unwrap().unwrap();
-    let (count, waited) = tokio::time::timeout(Duration::from_secs(10), waiter).await.unwrap().unwrap();
+    let (count, waited) = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(count, 1);
-    assert!(waited < Duration::from_secs(5), "the tail waited {waited:?}: NOTIFY did not reach it");
+    assert!(
+        waited < Duration::from_secs(5),
+        "the tail waited {waited:?}: NOTIFY did not reach it"
+    );
 }
