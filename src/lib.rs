@@ -3,10 +3,14 @@
 //! See ARCHITECTURE.md for the map. The pure cores (`order`, `aggregate`) never
 //! do I/O; `store` and `projections` are the shell around the log.
 
+pub mod accounts;
 pub mod aggregate;
+pub mod balance;
 pub mod clock;
 pub mod events;
+pub mod market;
 pub mod order;
 pub mod projections;
+pub mod saga;
 pub mod store;
 pub mod telemetry;
