@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 const PURE: &[&str] = &[
     "src/aggregate.rs",
     "src/order",
+    "src/saga",
     "src/store/plan.rs",
     "src/events/codec.rs",
 ];
