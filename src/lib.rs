@@ -4,6 +4,7 @@
 //! do I/O; `store` and `projections` are the shell around the log.
 
 pub mod accounts;
+pub mod actors;
 pub mod aggregate;
 pub mod balance;
 pub mod clock;

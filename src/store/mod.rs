@@ -59,6 +59,12 @@ pub trait EventStore: Send + Sync + 'static {
     /// timeout (SQLite), so callers treat the timeout as "poll now".
     async fn wait_for_append(&self, after_position: u64, timeout: Duration);
 
+    /// Where the reader `name` has got to; 0 when it never saved one.
+    async fn load_checkpoint(&self, name: &str) -> Result<u64, StoreError>;
+
+    /// Records that the reader `name` has handled everything up to `position`.
+    async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError>;
+
     /// Which backend this is, for logs and health output.
     fn backend(&self) -> &'static str;
 }

@@ -348,6 +348,27 @@ impl EventStore for PostgresStore {
         self.head.wait_past(after_position, timeout).await;
     }
 
+    async fn load_checkpoint(&self, name: &str) -> Result<u64, StoreError> {
+        let position: Option<i64> = sqlx::query_scalar("SELECT position FROM checkpoints WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(position.map_or(0, to_u64))
+    }
+
+    async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO checkpoints (name, position, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = EXCLUDED.updated_at",
+        )
+        .bind(name)
+        .bind(to_i64(position)?)
+        .bind(self.clock.now())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
     fn backend(&self) -> &'static str {
         "postgres"
     }

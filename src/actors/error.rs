@@ -1,0 +1,29 @@
+//! What can go wrong when an order actor handles a command.
+
+use crate::order::OrderRejection;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActorError {
+    #[error(transparent)]
+    Rejected(#[from] OrderRejection),
+    #[error("the event log: {0}")]
+    Store(#[from] StoreError),
+    #[error("order {order_id}: another writer kept appending; gave up after {attempts} attempts, retry later")]
+    Contended { order_id: uuid::Uuid, attempts: u32 },
+    #[error("order {order_id} holds an event this engine cannot read: {reason}")]
+    Unreadable { order_id: uuid::Uuid, reason: String },
+    #[error("the order's actor is overloaded or stopping; retry later")]
+    Unavailable,
+}
+
+impl ActorError {
+    /// Whether the same command may succeed if sent again.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Store(e) => e.is_transient(),
+            Self::Contended { .. } | Self::Unavailable => true,
+            Self::Rejected(_) | Self::Unreadable { .. } => false,
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! Order actors: one actix actor per live order, found through a registry,
+//! hydrated from its stream, handling one command at a time.
+//!
+//! The actor is the only effectful step around the order's pure core: load,
+//! decide, append, evolve, reply. It never publishes or calls other services.
+
+mod command_loop;
+mod error;
+mod order_actor;
+mod registry;
+
+pub use error::ActorError;
+pub use order_actor::{CommandReply, ExecuteCommand, OrderActor};
+pub use registry::{ActorConfig, OrderRegistry};

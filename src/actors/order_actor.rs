@@ -1,0 +1,162 @@
+//! The actix actor that owns one order while it is live.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use uuid::Uuid;
+
+use super::command_loop::{run_command, OrderCore};
+use super::error::ActorError;
+use super::registry::{ActorConfig, RegistryLink};
+use crate::events::{EventMetadata, StreamId};
+use crate::order::{Order, OrderCommand};
+use crate::store::{Appended, EventStore};
+
+/// Handle one command for this order.
+#[derive(Debug, Clone)]
+pub struct ExecuteCommand {
+    pub command: OrderCommand,
+    /// Idempotency: the same id is applied once, whatever the retries.
+    pub command_id: Uuid,
+    pub metadata: EventMetadata,
+}
+
+impl Message for ExecuteCommand {
+    type Result = Result<CommandReply, ActorError>;
+}
+
+/// The order after the command, and where its events landed.
+#[derive(Debug, Clone)]
+pub struct CommandReply {
+    pub order: Option<Order>,
+    pub appended: Option<Appended>,
+}
+
+/// Read the order's current state (after catching up with the stream).
+#[derive(Debug, Clone, Copy)]
+pub struct GetOrder;
+
+impl Message for GetOrder {
+    type Result = Result<Option<Order>, ActorError>;
+}
+
+/// Stop after the messages already queued.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Passivate;
+
+impl Message for Passivate {
+    type Result = ();
+}
+
+pub struct OrderActor {
+    order_id: Uuid,
+    /// Taken out while a command runs (the handler is atomic, so nothing else sees it).
+    core: OrderCore,
+    store: Arc<dyn EventStore>,
+    config: ActorConfig,
+    last_used: Instant,
+    link: RegistryLink,
+}
+
+impl OrderActor {
+    pub(crate) fn new(order_id: Uuid, store: Arc<dyn EventStore>, config: ActorConfig, link: RegistryLink) -> Self {
+        Self {
+            order_id,
+            core: OrderCore::default(),
+            store,
+            config,
+            last_used: Instant::now(),
+            link,
+        }
+    }
+}
+
+impl Actor for OrderActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.config.mailbox_capacity);
+        let idle_after = self.config.passivate_after;
+        ctx.run_interval(self.config.passivation_check_interval(), move |actor, ctx| {
+            if actor.last_used.elapsed() >= idle_after {
+                ctx.stop();
+            }
+        });
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.link.deregister(self.order_id);
+    }
+}
+
+impl Handler<ExecuteCommand> for OrderActor {
+    type Result = AtomicResponse<Self, Result<CommandReply, ActorError>>;
+
+    fn handle(&mut self, message: ExecuteCommand, _ctx: &mut Self::Context) -> Self::Result {
+        self.last_used = Instant::now();
+        let mut core = std::mem::take(&mut self.core);
+        let store = Arc::clone(&self.store);
+        let order_id = self.order_id;
+        let retries = self.config.conflict_retries_max;
+        let work = async move {
+            // A new actor, or one whose last command failed midway, loads first.
+            let result = match core
+                .catch_up(store.as_ref(), &StreamId::order(order_id), order_id)
+                .await
+            {
+                Ok(()) => run_command(
+                    &store,
+                    &mut core,
+                    order_id,
+                    &message.command,
+                    message.command_id,
+                    &message.metadata,
+                    retries,
+                )
+                .await
+                .map(|handled| CommandReply {
+                    order: core.state.order().cloned(),
+                    appended: handled.appended,
+                }),
+                Err(error) => Err(error),
+            };
+            (core, result)
+        };
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(|(core, result), actor, _ctx| {
+            actor.core = core;
+            actor.last_used = Instant::now();
+            result
+        })))
+    }
+}
+
+impl Handler<GetOrder> for OrderActor {
+    type Result = AtomicResponse<Self, Result<Option<Order>, ActorError>>;
+
+    fn handle(&mut self, _message: GetOrder, _ctx: &mut Self::Context) -> Self::Result {
+        self.last_used = Instant::now();
+        let mut core = std::mem::take(&mut self.core);
+        let store = Arc::clone(&self.store);
+        let order_id = self.order_id;
+        let work = async move {
+            let result = core
+                .catch_up(store.as_ref(), &StreamId::order(order_id), order_id)
+                .await
+                .map(|()| core.state.order().cloned());
+            (core, result)
+        };
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(|(core, result), actor, _ctx| {
+            actor.core = core;
+            result
+        })))
+    }
+}
+
+impl Handler<Passivate> for OrderActor {
+    type Result = ();
+
+    fn handle(&mut self, _message: Passivate, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
