@@ -9,6 +9,7 @@ pub mod aggregate;
 pub mod balance;
 pub mod clock;
 pub mod events;
+pub mod ledger;
 pub mod market;
 pub mod order;
 pub mod projections;

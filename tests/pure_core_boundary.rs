@@ -10,6 +10,7 @@ const PURE: &[&str] = &[
     "src/saga",
     "src/store/plan.rs",
     "src/events/codec.rs",
+    "src/ledger/account",
 ];
 
 /// What a pure module must not mention outside comments.

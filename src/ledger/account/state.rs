@@ -1,0 +1,208 @@
+//! The account as folded from its stream, and `evolve`.
+//!
+//! `evolve` is total and trusts its events (they come from `decide` or the
+//! log); it only checks, in debug builds, that the money invariants still hold.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use super::event::AccountEvent;
+
+/// The kind of money movement a receipt records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Operation {
+    Deposit,
+    Reserve,
+    Deduct,
+    Release,
+    Credit,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Deposit => "deposit",
+            Operation::Reserve => "reserve",
+            Operation::Deduct => "deduct",
+            Operation::Release => "release",
+            Operation::Credit => "credit",
+        }
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What one idempotency key did. The balance after is kept too, so a repeated
+/// call gets the very answer the first one got, whatever happened since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub operation: Operation,
+    /// None for a deposit, which belongs to no order.
+    pub order_id: Option<Uuid>,
+    /// The amount that moved (for a release: what was still reserved, maybe zero).
+    pub amount: Decimal,
+    pub available_after: Decimal,
+    pub reserved_after: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub user_id: Uuid,
+    pub opened_at: DateTime<Utc>,
+    /// Free to reserve.
+    pub available: Decimal,
+    /// Held per order. An order whose reservation reaches zero is removed.
+    pub reserved: BTreeMap<Uuid, Decimal>,
+    /// Running totals since opening: money in (deposits, credits) and out (deductions).
+    pub deposited: Decimal,
+    pub credited: Decimal,
+    pub deducted: Decimal,
+    /// Every applied idempotency key and what it did.
+    pub receipts: BTreeMap<String, Receipt>,
+}
+
+impl Account {
+    fn new(user_id: Uuid, opened_at: DateTime<Utc>) -> Self {
+        Self {
+            user_id,
+            opened_at,
+            available: Decimal::ZERO,
+            reserved: BTreeMap::new(),
+            deposited: Decimal::ZERO,
+            credited: Decimal::ZERO,
+            deducted: Decimal::ZERO,
+            receipts: BTreeMap::new(),
+        }
+    }
+
+    /// Everything held for working orders.
+    pub fn reserved_total(&self) -> Decimal {
+        self.reserved.values().copied().sum()
+    }
+
+    /// What is held for one order; zero when nothing is.
+    pub fn reserved_for(&self, order_id: Uuid) -> Decimal {
+        self.reserved.get(&order_id).copied().unwrap_or(Decimal::ZERO)
+    }
+
+    pub fn receipt(&self, idempotency_key: &str) -> Option<&Receipt> {
+        self.receipts.get(idempotency_key)
+    }
+
+    /// Money is neither made nor lost inside the account: what it holds
+    /// (available and reserved) is what came in less what went out.
+    pub fn is_conserved(&self) -> bool {
+        self.available + self.reserved_total() == self.deposited + self.credited - self.deducted
+    }
+
+    /// Available and every reservation are non-negative, and money is conserved.
+    pub fn invariants_hold(&self) -> bool {
+        self.available >= Decimal::ZERO && self.reserved.values().all(|r| *r >= Decimal::ZERO) && self.is_conserved()
+    }
+
+    fn set_reservation(&mut self, order_id: Uuid, amount: Decimal) {
+        if amount.is_zero() {
+            self.reserved.remove(&order_id);
+        } else {
+            self.reserved.insert(order_id, amount);
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AccountState {
+    #[default]
+    NotOpened,
+    Open(Box<Account>),
+}
+
+impl AccountState {
+    pub fn account(&self) -> Option<&Account> {
+        match self {
+            AccountState::NotOpened => None,
+            AccountState::Open(account) => Some(account),
+        }
+    }
+}
+
+pub fn evolve(state: AccountState, event: &AccountEvent) -> AccountState {
+    let mut account = match (state, event) {
+        (AccountState::NotOpened, AccountEvent::AccountOpened(e)) => {
+            return AccountState::Open(Box::new(Account::new(e.user_id, e.opened_at)))
+        }
+        (AccountState::Open(account), _) => account,
+        (AccountState::NotOpened, other) => {
+            debug_assert!(false, "{other:?} before AccountOpened");
+            return AccountState::NotOpened;
+        }
+    };
+    let (operation, order_id, amount, key) = match event {
+        AccountEvent::AccountOpened(_) => {
+            debug_assert!(false, "AccountOpened twice for {}", account.user_id);
+            return AccountState::Open(account);
+        }
+        AccountEvent::FundsDeposited(e) => {
+            account.available += e.amount;
+            account.deposited += e.amount;
+            (Operation::Deposit, None, e.amount, &e.idempotency_key)
+        }
+        AccountEvent::FundsReserved(e) => {
+            account.available -= e.amount;
+            let held = account.reserved_for(e.order_id) + e.amount;
+            account.set_reservation(e.order_id, held);
+            (Operation::Reserve, Some(e.order_id), e.amount, &e.idempotency_key)
+        }
+        AccountEvent::ReservationDeducted(e) => {
+            let left = account.reserved_for(e.order_id) - e.amount;
+            account.set_reservation(e.order_id, left);
+            account.deducted += e.amount;
+            (Operation::Deduct, Some(e.order_id), e.amount, &e.idempotency_key)
+        }
+        AccountEvent::ReservationReleased(e) => {
+            // Subtract what the event says moved rather than clearing the entry,
+            // so a log that disagrees with itself trips the checks below.
+            let left = account.reserved_for(e.order_id) - e.amount;
+            debug_assert!(left.is_zero(), "release of {} left {left} reserved", e.order_id);
+            account.set_reservation(e.order_id, left);
+            account.available += e.amount;
+            (Operation::Release, Some(e.order_id), e.amount, &e.idempotency_key)
+        }
+        AccountEvent::FundsCredited(e) => {
+            account.available += e.amount;
+            account.credited += e.amount;
+            (Operation::Credit, Some(e.order_id), e.amount, &e.idempotency_key)
+        }
+    };
+    debug_assert!(
+        !account.receipts.contains_key(key),
+        "idempotency key {key:?} applied twice"
+    );
+    let receipt = Receipt {
+        operation,
+        order_id,
+        amount,
+        available_after: account.available,
+        reserved_after: account.reserved_total(),
+    };
+    account.receipts.insert(key.clone(), receipt);
+    debug_assert!(
+        account.available >= Decimal::ZERO,
+        "available {} < 0",
+        account.available
+    );
+    debug_assert!(
+        account.reserved.values().all(|r| *r >= Decimal::ZERO),
+        "negative reservation in {:?}",
+        account.reserved
+    );
+    debug_assert!(account.is_conserved(), "money not conserved: {account:?}");
+    AccountState::Open(account)
+}

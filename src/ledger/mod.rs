@@ -1,0 +1,340 @@
+//! The embedded ledger: [`BalanceService`] over account streams
+//! (`account-<user id>`) in the same event log as orders. The pure rules live
+//! in `account/`; this file is their shell (load, decide, append, retry).
+//!
+//! Never writes to an account except through `decide` with an expected
+//! version, and never writes when reading.
+
+pub mod account;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rust_decimal::Decimal;
+use uuid::{uuid, Uuid};
+
+use self::account::{AccountAggregate, AccountCommand, AccountEvent, AccountRejection, AccountState, Receipt};
+use crate::aggregate::Aggregate;
+use crate::balance::{Balance, BalanceError, BalanceOp, BalanceReceipt, BalanceService, ReleaseOp};
+use crate::clock::Clock;
+use crate::events::{decode, encode, DecodeError, EventMetadata, NewEvent, StreamId};
+use crate::order::check_positive_amount;
+use crate::store::{append, read_stream_all, AppendRequest, EventStore, StoreError};
+
+/// Command ids of ledger appends are UUIDv5 of the idempotency key in this
+/// namespace, so every process derives the same id for the same request and
+/// the store writes it once. Fixed forever: changing it breaks dedup of retries.
+pub const LEDGER_NAMESPACE: Uuid = uuid!("6b1f2c1e-1d0a-5c55-9d8e-4c6564676572");
+
+/// The key of the embedded default's funding deposit, the same in every process.
+pub const DEMO_FUNDING_KEY: &str = "demo-funding";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerConfig {
+    /// Deposited into every account when it is first used; zero opens it empty.
+    pub demo_balance: Decimal,
+    /// How many times one call reloads and decides again after losing a race
+    /// for the account's stream version, before answering `Unavailable`.
+    pub conflict_retries_max: u32,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self {
+            demo_balance: Decimal::new(10_000, 0),
+            conflict_retries_max: 32,
+        }
+    }
+}
+
+/// The embedded balance service: accounts as event-sourced streams.
+pub struct EmbeddedLedger {
+    store: Arc<dyn EventStore>,
+    clock: Arc<dyn Clock>,
+    config: LedgerConfig,
+}
+
+/// An account as folded from its stream, with the version it was read at.
+struct Loaded {
+    state: AccountState,
+    version: u64,
+}
+
+impl EmbeddedLedger {
+    pub fn new(store: Arc<dyn EventStore>, clock: Arc<dyn Clock>, config: LedgerConfig) -> Self {
+        Self { store, clock, config }
+    }
+
+    pub fn config(&self) -> &LedgerConfig {
+        &self.config
+    }
+
+    /// Adds money to an account (operators, tests). Idempotent by key.
+    pub async fn deposit(
+        &self,
+        user_id: Uuid,
+        amount: Decimal,
+        idempotency_key: &str,
+    ) -> Result<BalanceReceipt, BalanceError> {
+        let command = AccountCommand::Deposit {
+            amount,
+            idempotency_key: idempotency_key.to_owned(),
+            at: self.clock.now(),
+        };
+        self.execute(user_id, None, "operator", command).await
+    }
+
+    /// The account's full state folded from its stream, for audits and tests.
+    /// `NotOpened` for an account never written; reading opens nothing.
+    pub async fn account_state(&self, user_id: Uuid) -> Result<AccountState, BalanceError> {
+        Ok(self.load(user_id).await?.state)
+    }
+
+    async fn load(&self, user_id: Uuid) -> Result<Loaded, BalanceError> {
+        let stream = StreamId::account(user_id);
+        let recorded = read_stream_all(self.store.as_ref(), &stream, 1)
+            .await
+            .map_err(store_error)?;
+        let mut state = AccountState::default();
+        for event in &recorded {
+            let event: AccountEvent = decode(event).map_err(decode_error)?;
+            state = AccountAggregate::evolve(state, &event);
+        }
+        let version = recorded.last().map_or(0, |e| e.stream_version);
+        Ok(Loaded { state, version })
+    }
+
+    /// The events that open an account the first time it is used: opened, then
+    /// funded with the demo balance under a fixed key.
+    fn opening(&self, user_id: Uuid) -> Result<Vec<AccountEvent>, BalanceError> {
+        let at = self.clock.now();
+        let mut commands = vec![AccountCommand::Open { user_id, at }];
+        if self.config.demo_balance > Decimal::ZERO {
+            commands.push(AccountCommand::Deposit {
+                amount: self.config.demo_balance,
+                idempotency_key: DEMO_FUNDING_KEY.to_owned(),
+                at,
+            });
+        }
+        let mut state = AccountState::default();
+        let mut events = Vec::new();
+        for command in &commands {
+            let (next, new) = AccountAggregate::handle(&state, command).map_err(|r| {
+                BalanceError::Rejected(format!("the configured demo balance cannot open an account: {r}"))
+            })?;
+            state = next;
+            events.extend(new);
+        }
+        Ok(events)
+    }
+
+    /// Load, decide, append at the loaded version; reload and decide again when
+    /// another writer got there first. Answers from the key's receipt.
+    async fn execute(
+        &self,
+        user_id: Uuid,
+        order_id: Option<Uuid>,
+        source: &str,
+        command: AccountCommand,
+    ) -> Result<BalanceReceipt, BalanceError> {
+        let key = command
+            .idempotency_key()
+            .ok_or_else(|| BalanceError::Rejected("a money movement needs an idempotency key".into()))?
+            .to_owned();
+        let stream_id = StreamId::account(user_id);
+        let command_id = Uuid::new_v5(&LEDGER_NAMESPACE, key.as_bytes());
+        let mut conflicts = 0_u32;
+        loop {
+            let Loaded { state, version } = self.load(user_id).await?;
+            // Opening travels in the same append as the first command, at
+            // expected version 0: of two processes opening one account at once,
+            // exactly one append lands, so the demo funding happens once. And a
+            // refused first command writes nothing, not even the opening.
+            let mut events = match state {
+                AccountState::NotOpened => self.opening(user_id)?,
+                AccountState::Open(_) => Vec::new(),
+            };
+            let state = AccountAggregate::fold(state, &events);
+            let (state, decided) = AccountAggregate::handle(&state, &command).map_err(rejection)?;
+            if decided.is_empty() {
+                // The key was applied before: answer with what it did then.
+                return answer(user_id, &state, &key);
+            }
+            events.extend(decided);
+            let request = AppendRequest {
+                stream_id: stream_id.clone(),
+                expected_version: version,
+                command_id: Some(command_id),
+                events: self.envelopes(&events, order_id, command_id, source)?,
+            };
+            match append(self.store.as_ref(), request).await.map_err(store_error)? {
+                Ok(appended) if !appended.deduplicated => return answer(user_id, &state, &key),
+                // Another process applied this very request since we read: its
+                // receipt is in the log now.
+                Ok(_) => {
+                    let reloaded = self.load(user_id).await?;
+                    return answer(user_id, &reloaded.state, &key);
+                }
+                Err(conflict) => {
+                    conflicts += 1;
+                    if conflicts > self.config.conflict_retries_max {
+                        // Transient by nature: the saga retries later with the same key.
+                        return Err(BalanceError::Unavailable(format!(
+                            "account {user_id} is too contended: {conflicts} lost races ({conflict})"
+                        )));
+                    }
+                    tracing::debug!(%user_id, %key, conflicts, "ledger append lost a race; reloading");
+                }
+            }
+        }
+    }
+
+    fn envelopes(
+        &self,
+        events: &[AccountEvent],
+        order_id: Option<Uuid>,
+        command_id: Uuid,
+        source: &str,
+    ) -> Result<Vec<NewEvent>, BalanceError> {
+        let metadata = EventMetadata {
+            correlation_id: order_id,
+            causation_id: Some(command_id),
+            who: None,
+            source: Some(source.to_owned()),
+            trace: None,
+        };
+        events
+            .iter()
+            .map(|event| encode(event, Uuid::now_v7(), metadata.clone()).map_err(decode_error))
+            .collect()
+    }
+
+    fn balance(&self, user_id: Uuid, state: &AccountState) -> Balance {
+        match state.account() {
+            Some(account) => Balance {
+                user_id,
+                available: account.available,
+                reserved: account.reserved_total(),
+            },
+            // Not opened yet: what the first write will open it with.
+            None => Balance {
+                user_id,
+                available: self.config.demo_balance.max(Decimal::ZERO),
+                reserved: Decimal::ZERO,
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl BalanceService for EmbeddedLedger {
+    /// An unknown account reads as the demo balance it would be opened with,
+    /// and nothing is written: reads must stay safe to repeat and to expose
+    /// (probing random ids must not grow the log), and the first write opens
+    /// the account with exactly this balance, so the answer stays true.
+    async fn get_balance(&self, user_id: Uuid) -> Result<Balance, BalanceError> {
+        let loaded = self.load(user_id).await?;
+        Ok(self.balance(user_id, &loaded.state))
+    }
+
+    async fn reserve(&self, op: BalanceOp) -> Result<BalanceReceipt, BalanceError> {
+        let command = AccountCommand::Reserve {
+            order_id: op.order_id,
+            amount: op.amount,
+            idempotency_key: op.idempotency_key,
+            at: self.clock.now(),
+        };
+        self.execute(op.user_id, Some(op.order_id), "saga", command).await
+    }
+
+    async fn deduct(&self, op: BalanceOp) -> Result<BalanceReceipt, BalanceError> {
+        let command = AccountCommand::Deduct {
+            order_id: op.order_id,
+            amount: op.amount,
+            idempotency_key: op.idempotency_key,
+            at: self.clock.now(),
+        };
+        self.execute(op.user_id, Some(op.order_id), "saga", command).await
+    }
+
+    async fn credit(&self, op: BalanceOp) -> Result<BalanceReceipt, BalanceError> {
+        let command = AccountCommand::Credit {
+            order_id: op.order_id,
+            amount: op.amount,
+            idempotency_key: op.idempotency_key,
+            at: self.clock.now(),
+        };
+        self.execute(op.user_id, Some(op.order_id), "saga", command).await
+    }
+
+    async fn release(&self, op: ReleaseOp) -> Result<BalanceReceipt, BalanceError> {
+        let command = AccountCommand::Release {
+            order_id: op.order_id,
+            idempotency_key: op.idempotency_key,
+            at: self.clock.now(),
+        };
+        self.execute(op.user_id, Some(op.order_id), "saga", command).await
+    }
+
+    async fn sufficient_funds(&self, user_id: Uuid, amount: Decimal) -> Result<bool, BalanceError> {
+        check_positive_amount(amount).map_err(|reason| BalanceError::Rejected(format!("amount {amount} {reason}")))?;
+        Ok(self.get_balance(user_id).await?.available >= amount)
+    }
+}
+
+/// The caller's answer, read from the key's receipt in the state.
+fn answer(user_id: Uuid, state: &AccountState, key: &str) -> Result<BalanceReceipt, BalanceError> {
+    let receipt: &Receipt = state
+        .account()
+        .and_then(|account| account.receipt(key))
+        .ok_or_else(|| {
+            BalanceError::Rejected(format!(
+                "account {user_id} has no receipt for key {key:?} after applying it; the log disagrees with itself"
+            ))
+        })?;
+    Ok(BalanceReceipt {
+        idempotency_key: key.to_owned(),
+        amount: receipt.amount,
+        balance: Balance {
+            user_id,
+            available: receipt.available_after,
+            reserved: receipt.reserved_after,
+        },
+    })
+}
+
+fn rejection(rejection: AccountRejection) -> BalanceError {
+    match rejection {
+        AccountRejection::InsufficientFunds { available, requested } => {
+            BalanceError::InsufficientFunds { available, requested }
+        }
+        AccountRejection::NoReservation { order_id } => BalanceError::NoReservation { order_id },
+        AccountRejection::ExceedsReservation {
+            order_id,
+            reserved,
+            requested,
+        } => BalanceError::ExceedsReservation {
+            order_id,
+            reserved,
+            requested,
+        },
+        other @ (AccountRejection::NotOpened
+        | AccountRejection::InvalidAmount { .. }
+        | AccountRejection::InvalidIdempotencyKey { .. }
+        | AccountRejection::KeyReused { .. }) => BalanceError::Rejected(other.to_string()),
+    }
+}
+
+fn store_error(error: StoreError) -> BalanceError {
+    if error.is_transient() {
+        BalanceError::Unavailable(error.to_string())
+    } else {
+        BalanceError::Rejected(error.to_string())
+    }
+}
+
+/// An unreadable account event is not the caller's fault, but no retry fixes
+/// it either; it is permanent and says so.
+fn decode_error(error: DecodeError) -> BalanceError {
+    BalanceError::Rejected(format!("account stream unreadable: {error}"))
+}
