@@ -12,6 +12,17 @@ use tokio::sync::broadcast;
 
 use crate::order::Symbol;
 
+mod hours;
+mod simulator;
+mod walk;
+
+pub use hours::{HoursError, MarketHours, Session};
+pub use simulator::{
+    ListedSymbol, MarketSimulator, SetPriceError, SimulatorConfig, DEFAULT_FEED_CAPACITY, DEFAULT_MAX_STEP_BPS,
+    DEFAULT_SEED, DEFAULT_TICK_INTERVAL, FEED_CAPACITY_MAX, FEED_CAPACITY_MIN, TICK_INTERVAL_MIN,
+};
+pub use walk::{apply_move, walk_step, BPS_PER_UNIT, MAX_PRICE, MAX_STEP_BPS_MAX, MIN_PRICE, PRICE_SCALE};
+
 /// A price observed at a time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PriceQuote {
