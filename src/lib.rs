@@ -8,6 +8,7 @@ pub mod actors;
 pub mod aggregate;
 pub mod balance;
 pub mod clock;
+pub mod engine;
 pub mod events;
 pub mod ledger;
 pub mod market;

@@ -125,6 +125,14 @@ impl OrderRegistry {
         Err(ActorError::Unavailable)
     }
 
+    /// Passivates every live actor (their queued commands still run); for shutdown.
+    pub fn stop_all(&self) {
+        let mut live = self.inner.live.lock().unwrap_or_else(PoisonError::into_inner);
+        for (_, entry) in live.drain() {
+            entry.addr.do_send(Passivate);
+        }
+    }
+
     /// How many order actors are alive now.
     pub fn live_count(&self) -> usize {
         self.inner.live.lock().unwrap_or_else(PoisonError::into_inner).len()

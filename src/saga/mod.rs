@@ -6,6 +6,7 @@
 //! The pure core (`decide`, `evolve`, `next_actions`) never does I/O; the
 //! runner in the engine is its shell.
 
+mod amount;
 mod decide;
 mod event;
 mod plan;
@@ -15,6 +16,7 @@ mod step;
 #[cfg(test)]
 mod tests;
 
+pub use amount::reserve_amount;
 pub use decide::{decide, SagaCommand, SagaRejection, StepOutcome};
 pub use event::{
     ObservedOrder, OrderObserved, SagaCompleted, SagaEvent, SagaStarted, StepAttempted, StepFailed, StepSucceeded,

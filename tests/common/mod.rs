@@ -3,6 +3,8 @@
 //! otherwise skip loudly).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod engine;
+
 use std::io::Write;
 use std::sync::Arc;
 
@@ -87,7 +89,13 @@ impl TestDb {
     pub async fn open(&self, hook: Option<BeforeCommitHook>) -> TestStore {
         match self {
             Self::Postgres { url, .. } => {
-                let mut store = PostgresStore::open(PostgresConfig::new(url.clone())).await.unwrap();
+                // Small pools: many tests, each with several stores, share one server.
+                let config = PostgresConfig {
+                    read_connections: 3,
+                    write_connections: 2,
+                    ..PostgresConfig::new(url.clone())
+                };
+                let mut store = PostgresStore::open(config).await.unwrap();
                 if let Some(hook) = hook {
                     store = store.with_before_commit_hook(hook);
                 }
@@ -189,6 +197,32 @@ macro_rules! on_every_backend {
         mod sqlite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::common::TestDb::sqlite()).await;
+                }
+            )*
+        }
+    };
+}
+
+/// Like `on_every_backend!`, for tests that need an actix system (the engine).
+#[macro_export]
+macro_rules! on_every_backend_in_actix {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[actix_rt::test]
+                async fn $name() {
+                    let test = concat!("postgres::", stringify!($name));
+                    if let Some(db) = $crate::common::TestDb::postgres(test).await {
+                        super::$name(db).await;
+                    }
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[actix_rt::test]
                 async fn $name() {
                     super::$name($crate::common::TestDb::sqlite()).await;
                 }

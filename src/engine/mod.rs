@@ -1,0 +1,221 @@
+//! The engine: order actors, the balance saga and the matcher, wired to a
+//! store and the outside services, behind a small facade (submit, cancel, get).
+//!
+//! Must be started inside an actix system (order actors live on its arbiter).
+
+mod crash;
+mod matching;
+mod reactor;
+mod saga_runner;
+
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+pub use crash::{CrashPoint, Halted};
+pub use matching::{on_price, MatchAction, WorkingOrder};
+pub use reactor::REACTOR_CHECKPOINT;
+pub use saga_runner::{SagaConfig, ENGINE_NAMESPACE};
+
+use crate::accounts::{AccountError, Accounts};
+use crate::actors::{ActorConfig, ActorError, ExecuteCommand, OrderRegistry};
+use crate::balance::BalanceService;
+use crate::clock::Clock;
+use crate::events::EventMetadata;
+use crate::market::{MarketData, MarketError};
+use crate::order::{CancelOrder, Order, OrderCommand, OrderRejection, OrderType, Quote, Side, SubmitOrder};
+use crate::store::EventStore;
+use reactor::Reactor;
+use saga_runner::SagaContext;
+
+/// The services the engine runs against.
+#[derive(Clone)]
+pub struct EngineDeps {
+    pub store: Arc<dyn EventStore>,
+    pub balance: Arc<dyn BalanceService>,
+    pub market: Arc<dyn MarketData>,
+    pub accounts: Arc<dyn Accounts>,
+    pub clock: Arc<dyn Clock>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EngineConfig {
+    pub actors: ActorConfig,
+    pub saga: SagaConfig,
+}
+
+/// An order as a caller asks for it.
+#[derive(Debug, Clone)]
+pub struct SubmitRequest {
+    /// The caller's id for the order (the idempotency key of queue producers); new when None.
+    pub order_id: Option<Uuid>,
+    pub user_id: Uuid,
+    pub symbol: String,
+    pub side: Side,
+    pub order_type: OrderType,
+    pub quantity: Decimal,
+    pub limit_price: Option<Decimal>,
+    pub stop_price: Option<Decimal>,
+    pub metadata: EventMetadata,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Rejected(#[from] OrderRejection),
+    #[error("account {0} is not active or may not trade")]
+    AccountNotAllowed(Uuid),
+    #[error("order {0} not found")]
+    NotFound(Uuid),
+    #[error("a service the engine needs is unavailable; retry later: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<ActorError> for EngineError {
+    fn from(error: ActorError) -> Self {
+        match error {
+            ActorError::Rejected(rejection) => Self::Rejected(rejection),
+            other if other.is_transient() => Self::Unavailable(other.to_string()),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+pub struct Engine {
+    deps: EngineDeps,
+    registry: OrderRegistry,
+    shutdown: watch::Sender<bool>,
+    reactor: tokio::task::JoinHandle<()>,
+}
+
+impl Engine {
+    /// Starts the actors' registry and the reactor; returns at once.
+    pub fn start(config: EngineConfig, deps: EngineDeps, crash: Option<Arc<CrashPoint>>) -> Self {
+        let registry = OrderRegistry::new(Arc::clone(&deps.store), config.actors.clone());
+        let ctx = Arc::new(SagaContext {
+            store: Arc::clone(&deps.store),
+            registry: registry.clone(),
+            balance: Arc::clone(&deps.balance),
+            clock: Arc::clone(&deps.clock),
+            config: config.saga.clone(),
+            crash,
+        });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let reactor = tokio::spawn(Reactor::run(ctx, Arc::clone(&deps.market), shutdown_rx));
+        Self {
+            deps,
+            registry,
+            shutdown,
+            reactor,
+        }
+    }
+
+    pub fn registry(&self) -> &OrderRegistry {
+        &self.registry
+    }
+
+    pub fn deps(&self) -> &EngineDeps {
+        &self.deps
+    }
+
+    /// Validates, quotes and records a new order. Returns it as PENDING; the
+    /// saga then reserves funds and the market fills it.
+    pub async fn submit(&self, request: SubmitRequest) -> Result<Order, EngineError> {
+        let status = self.deps.accounts.status(request.user_id).await.map_err(|e| match e {
+            AccountError::NotFound(id) => EngineError::AccountNotAllowed(id),
+            other if other.is_transient() => EngineError::Unavailable(other.to_string()),
+            other => EngineError::Internal(other.to_string()),
+        })?;
+        if !status.active || !status.can_trade {
+            return Err(EngineError::AccountNotAllowed(request.user_id));
+        }
+        let quote = match self.deps.market.current_price(&request.symbol).await {
+            Ok(price) => {
+                let market_open = self
+                    .deps
+                    .market
+                    .is_market_open(&request.symbol)
+                    .await
+                    .map_err(|e| EngineError::Unavailable(e.to_string()))?;
+                Some(Quote {
+                    price: price.price,
+                    as_of: price.as_of,
+                    market_open,
+                })
+            }
+            Err(MarketError::UnknownSymbol(_)) => None,
+            Err(error) => return Err(EngineError::Unavailable(error.to_string())),
+        };
+        let order_id = request.order_id.unwrap_or_else(Uuid::now_v7);
+        let command = OrderCommand::Submit(SubmitOrder {
+            order_id,
+            user_id: request.user_id,
+            symbol: request.symbol,
+            side: request.side,
+            order_type: request.order_type,
+            quantity: request.quantity,
+            limit_price: request.limit_price,
+            stop_price: request.stop_price,
+            quote,
+            submitted_at: self.deps.clock.now(),
+        });
+        let mut metadata = request.metadata;
+        metadata.correlation_id = metadata.correlation_id.or(Some(order_id));
+        let message = ExecuteCommand {
+            command,
+            // Submitting one order id twice records it once.
+            command_id: Uuid::new_v5(&ENGINE_NAMESPACE, format!("{order_id}:submit").as_bytes()),
+            metadata,
+        };
+        let reply = self.registry.execute(order_id, message).await?;
+        reply
+            .order
+            .ok_or_else(|| EngineError::Internal(format!("order {order_id} missing after submission")))
+    }
+
+    /// Cancels a user's order while it is not final.
+    pub async fn cancel(&self, order_id: Uuid, user_id: Uuid, reason: &str) -> Result<Order, EngineError> {
+        self.owned(order_id, user_id).await?;
+        let message = ExecuteCommand {
+            command: OrderCommand::Cancel(CancelOrder {
+                reason: reason.to_owned(),
+                cancelled_at: self.deps.clock.now(),
+            }),
+            command_id: Uuid::now_v7(),
+            metadata: EventMetadata {
+                correlation_id: Some(order_id),
+                who: Some(format!("user:{user_id}")),
+                ..EventMetadata::default()
+            },
+        };
+        let reply = self.registry.execute(order_id, message).await?;
+        reply.order.ok_or(EngineError::NotFound(order_id))
+    }
+
+    /// The order as its stream says now, if `user_id` owns it.
+    pub async fn owned(&self, order_id: Uuid, user_id: Uuid) -> Result<Order, EngineError> {
+        match self.registry.get(order_id).await? {
+            Some(order) if order.user_id == user_id => Ok(order),
+            // Another user's order is indistinguishable from a missing one.
+            _ => Err(EngineError::NotFound(order_id)),
+        }
+    }
+
+    /// The order as its stream says now.
+    pub async fn get(&self, order_id: Uuid) -> Result<Option<Order>, EngineError> {
+        Ok(self.registry.get(order_id).await?)
+    }
+
+    /// Stops the reactor (saving its checkpoint); in-flight commands finish.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        if let Err(error) = self.reactor.await {
+            tracing::warn!(%error, "reactor ended abnormally");
+        }
+        self.registry.stop_all();
+    }
+}

@@ -1,0 +1,351 @@
+//! The reactor: follows the log from its checkpoint and reacts. Order events
+//! start and inform sagas and keep the index of working orders; market ticks
+//! fill or trigger those orders.
+//!
+//! Its checkpoint is a low-water mark: the position before the oldest order
+//! whose saga has not completed. After a restart it replays from there, which
+//! rebuilds every open saga and working order; replayed reactions are absorbed
+//! by idempotency (derived command ids, balance keys).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, watch};
+use uuid::Uuid;
+
+use super::matching::{on_price, MatchAction, WorkingOrder};
+use super::saga_runner::{saga_task, SagaContext, SagaInput, ENGINE_NAMESPACE};
+use crate::actors::{ActorError, ExecuteCommand};
+use crate::events::{decode, EventMetadata, RecordedEvent};
+use crate::market::{MarketData, Tick};
+use crate::order::{ExecuteOrder, FailOrder, OrderCommand, OrderEvent, OrderSubmitted, TriggerOrder};
+use crate::projections::LogTail;
+use crate::saga::{reserve_amount, ObservedOrder};
+
+/// The checkpoint name of the reactor.
+pub const REACTOR_CHECKPOINT: &str = "engine.reactor";
+/// How often the low-water mark is saved.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// A fill or trigger sent this long ago without an answer may be sent again.
+const MATCH_RESEND_AFTER: Duration = Duration::from_secs(5);
+
+struct SagaSlot {
+    inbox: mpsc::Sender<SagaInput>,
+    generation: u64,
+}
+
+pub(crate) struct Reactor {
+    ctx: Arc<SagaContext>,
+    market: Arc<dyn MarketData>,
+    sagas: HashMap<Uuid, SagaSlot>,
+    next_generation: u64,
+    saga_done_tx: mpsc::UnboundedSender<(Uuid, u64)>,
+    /// Open sagas by the position of their order's submission: the low-water mark.
+    open_since: BTreeMap<u64, Uuid>,
+    open_position: HashMap<Uuid, u64>,
+    /// Submissions of orders not yet final, for building working orders.
+    submitted: HashMap<Uuid, OrderSubmitted>,
+    working: HashMap<Uuid, WorkingOrder>,
+    by_symbol: HashMap<String, HashSet<Uuid>>,
+    in_flight: HashMap<Uuid, std::time::Instant>,
+    match_done_tx: mpsc::UnboundedSender<Uuid>,
+}
+
+impl Reactor {
+    pub(crate) async fn run(ctx: Arc<SagaContext>, market: Arc<dyn MarketData>, mut shutdown: watch::Receiver<bool>) {
+        let start = loop {
+            match ctx.store.load_checkpoint(REACTOR_CHECKPOINT).await {
+                Ok(position) => break position,
+                Err(error) => {
+                    tracing::warn!(%error, "reactor cannot read its checkpoint; retrying");
+                    tokio::select! {
+                        _ = shutdown.changed() => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        };
+        tracing::info!(from_position = start, "reactor resuming");
+        let (saga_done_tx, mut saga_done_rx) = mpsc::unbounded_channel();
+        let (match_done_tx, mut match_done_rx) = mpsc::unbounded_channel();
+        let mut ticks = market.subscribe();
+        let mut reactor = Reactor {
+            ctx: Arc::clone(&ctx),
+            market,
+            sagas: HashMap::new(),
+            next_generation: 0,
+            saga_done_tx,
+            open_since: BTreeMap::new(),
+            open_position: HashMap::new(),
+            submitted: HashMap::new(),
+            working: HashMap::new(),
+            by_symbol: HashMap::new(),
+            in_flight: HashMap::new(),
+            match_done_tx,
+        };
+        let mut tail = LogTail::new(Arc::clone(&ctx.store), start);
+        let mut saved = start;
+        let mut save_timer = tokio::time::interval(CHECKPOINT_INTERVAL);
+        loop {
+            if ctx.crash.as_ref().is_some_and(|c| c.is_halted()) {
+                return;
+            }
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                batch = tail.next_batch(), if reactor.sagas.len() < ctx.config.active_max => match batch {
+                    Ok(batch) => {
+                        for event in &batch {
+                            reactor.route(event).await;
+                        }
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "reactor cannot read the log; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                },
+                tick = ticks.recv() => match tick {
+                    Ok(tick) => reactor.on_tick(&tick),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::debug!(missed, "reactor lagged behind the tick feed; later ticks carry the latest prices");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => ticks = reactor.market.subscribe(),
+                },
+                Some((order_id, generation)) = saga_done_rx.recv() => {
+                    if reactor.sagas.get(&order_id).is_some_and(|s| s.generation == generation) {
+                        reactor.sagas.remove(&order_id);
+                    }
+                }
+                Some(order_id) = match_done_rx.recv() => {
+                    reactor.in_flight.remove(&order_id);
+                }
+                _ = save_timer.tick() => {
+                    let mark = reactor.low_water_mark(tail.position());
+                    if mark != saved && ctx.store.save_checkpoint(REACTOR_CHECKPOINT, mark).await.is_ok() {
+                        saved = mark;
+                    }
+                }
+            }
+        }
+        let mark = reactor.low_water_mark(tail.position());
+        if let Err(error) = ctx.store.save_checkpoint(REACTOR_CHECKPOINT, mark).await {
+            tracing::warn!(%error, "reactor could not save its checkpoint at shutdown; it will replay a little more");
+        }
+    }
+
+    fn low_water_mark(&self, tail_position: u64) -> u64 {
+        match self.open_since.keys().next() {
+            Some(oldest) => oldest.saturating_sub(1),
+            None => tail_position,
+        }
+    }
+
+    async fn route(&mut self, recorded: &RecordedEvent) {
+        match recorded.stream_id.category() {
+            "order" => {}
+            "saga" => {
+                if recorded.event_type == "SagaCompleted" {
+                    if let Some(order_id) = id_in(recorded, "saga-") {
+                        if let Some(position) = self.open_position.remove(&order_id) {
+                            self.open_since.remove(&position);
+                        }
+                    }
+                }
+                return;
+            }
+            _ => return,
+        }
+        let event: OrderEvent = match decode(recorded) {
+            Ok(event) => event,
+            Err(error) => {
+                tracing::error!(position = recorded.global_position, %error, "reactor skips an order event it cannot read");
+                return;
+            }
+        };
+        let Some(order_id) = id_in(recorded, "order-") else {
+            return;
+        };
+        let observed = match &event {
+            OrderEvent::OrderSubmitted(submitted) => {
+                self.open_since.insert(recorded.global_position, order_id);
+                self.open_position.insert(order_id, recorded.global_position);
+                self.submitted.insert(order_id, submitted.clone());
+                let input = SagaInput::Start {
+                    event_id: recorded.event_id,
+                    user_id: submitted.user_id,
+                    side: submitted.side,
+                    reserve_amount: reserve_amount(submitted, self.ctx.config.market_buffer_bps),
+                };
+                self.tell_saga(order_id, input).await;
+                return;
+            }
+            OrderEvent::OrderAccepted(accepted) => {
+                if let Some(submitted) = self.submitted.get(&order_id) {
+                    let working = WorkingOrder::accepted(submitted, accepted.reserved_amount);
+                    self.by_symbol
+                        .entry(working.symbol.to_string())
+                        .or_default()
+                        .insert(order_id);
+                    self.working.insert(order_id, working);
+                    self.match_now(order_id).await;
+                }
+                return;
+            }
+            OrderEvent::OrderTriggered(_) => {
+                if let Some(working) = self.working.get_mut(&order_id) {
+                    working.triggered = true;
+                }
+                self.in_flight.remove(&order_id);
+                self.match_now(order_id).await;
+                return;
+            }
+            OrderEvent::OrderExecuted(e) => ObservedOrder::Executed {
+                total_value: e.total_value,
+            },
+            OrderEvent::OrderCancelled(e) => ObservedOrder::Cancelled {
+                reason: e.reason.clone(),
+            },
+            OrderEvent::OrderFailed(e) => ObservedOrder::Failed {
+                reason: e.reason.clone(),
+            },
+        };
+        self.forget_working(order_id);
+        self.tell_saga(
+            order_id,
+            SagaInput::Observe {
+                event_id: recorded.event_id,
+                order: observed,
+            },
+        )
+        .await;
+    }
+
+    fn forget_working(&mut self, order_id: Uuid) {
+        self.submitted.remove(&order_id);
+        self.in_flight.remove(&order_id);
+        if let Some(working) = self.working.remove(&order_id) {
+            if let Some(ids) = self.by_symbol.get_mut(working.symbol.as_str()) {
+                ids.remove(&order_id);
+            }
+        }
+    }
+
+    async fn tell_saga(&mut self, order_id: Uuid, input: SagaInput) {
+        if let Some(slot) = self.sagas.get(&order_id) {
+            match slot.inbox.send(input.clone()).await {
+                Ok(()) => return,
+                // The task ended: start another, which reloads from the stream.
+                Err(_) => {
+                    self.sagas.remove(&order_id);
+                }
+            }
+        }
+        let (tx, rx) = mpsc::channel(self.ctx.config.inbox_capacity.max(1));
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        // Capacity is at least one and the receiver is alive: this cannot fail.
+        let _ = tx.try_send(input);
+        tokio::spawn(saga_task(
+            Arc::clone(&self.ctx),
+            order_id,
+            generation,
+            rx,
+            self.saga_done_tx.clone(),
+        ));
+        self.sagas.insert(order_id, SagaSlot { inbox: tx, generation });
+    }
+
+    /// An order just became able to fill (accepted, or triggered): try the current price.
+    async fn match_now(&mut self, order_id: Uuid) {
+        let Some(symbol) = self.working.get(&order_id).map(|w| w.symbol.to_string()) else {
+            return;
+        };
+        match self.market.current_price(&symbol).await {
+            Ok(quote) => self.try_match(order_id, quote.price),
+            Err(error) => tracing::warn!(%order_id, %error, "no price to match against; waiting for the next tick"),
+        }
+    }
+
+    fn on_tick(&mut self, tick: &Tick) {
+        let ids: Vec<Uuid> = self
+            .by_symbol
+            .get(tick.symbol.as_str())
+            .map(|ids| ids.iter().copied().collect())
+            .unwrap_or_default();
+        for order_id in ids {
+            self.try_match(order_id, tick.price);
+        }
+    }
+
+    fn try_match(&mut self, order_id: Uuid, price: rust_decimal::Decimal) {
+        let Some(working) = self.working.get(&order_id) else {
+            return;
+        };
+        if self
+            .in_flight
+            .get(&order_id)
+            .is_some_and(|sent| sent.elapsed() < MATCH_RESEND_AFTER)
+        {
+            return;
+        }
+        let now = self.ctx.clock.now();
+        let (command, what) = match on_price(working, price) {
+            None => return,
+            Some(MatchAction::Trigger { market_price }) => (
+                OrderCommand::Trigger(TriggerOrder {
+                    market_price,
+                    triggered_at: now,
+                }),
+                "trigger".to_owned(),
+            ),
+            Some(MatchAction::Execute { price }) if working.affordable_at(price) => (
+                OrderCommand::Execute(ExecuteOrder {
+                    execution_price: price,
+                    market_price: price,
+                    executed_at: now,
+                }),
+                "execute".to_owned(),
+            ),
+            Some(MatchAction::Execute { price }) => (
+                OrderCommand::Fail(FailOrder {
+                    reason: format!(
+                        "the market moved to {price}: {} × {price} exceeds the {} reserved for this order",
+                        working.quantity, working.reserved_amount
+                    ),
+                    failed_at: now,
+                }),
+                "fail:unaffordable".to_owned(),
+            ),
+        };
+        self.in_flight.insert(order_id, std::time::Instant::now());
+        let registry = self.ctx.registry.clone();
+        let done = self.match_done_tx.clone();
+        let message = ExecuteCommand {
+            command,
+            command_id: Uuid::new_v5(&ENGINE_NAMESPACE, format!("{order_id}:{what}").as_bytes()),
+            metadata: EventMetadata {
+                correlation_id: Some(order_id),
+                causation_id: None,
+                who: Some("market".into()),
+                source: Some("market".into()),
+                trace: None,
+            },
+        };
+        tokio::spawn(async move {
+            match registry.execute(order_id, message).await {
+                Ok(_) | Err(ActorError::Rejected(_)) => {}
+                Err(error) => tracing::warn!(%order_id, %error, "could not send a fill to the order"),
+            }
+            let _ = done.send(order_id);
+        });
+    }
+}
+
+/// Order and saga streams are `order-<uuid>` and `saga-<uuid>`.
+fn id_in(recorded: &RecordedEvent, prefix: &str) -> Option<Uuid> {
+    recorded
+        .stream_id
+        .as_str()
+        .strip_prefix(prefix)
+        .and_then(|id| Uuid::parse_str(id).ok())
+}
