@@ -6,6 +6,7 @@
 pub mod accounts;
 pub mod aggregate;
 pub mod balance;
+pub mod clients;
 pub mod clock;
 pub mod events;
 pub mod market;
