@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod actors;
 pub mod aggregate;
 pub mod balance;
+pub mod clients;
 pub mod clock;
 pub mod engine;
 pub mod events;

@@ -3,6 +3,8 @@
 //! Implementations: `EmbeddedAccounts` (every account active) and the HTTP
 //! client (`http.rs`).
 
+pub mod http;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;

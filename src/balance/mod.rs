@@ -5,6 +5,8 @@
 //! (`http.rs`). Every mutating call carries an idempotency key: calling twice
 //! with the same key has the effect of calling once and returns the same answer.
 
+pub mod http;
+
 use async_trait::async_trait;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,19 @@
+//! Clients for the services the engine calls over HTTP (balance, accounts):
+//! resilience (timeouts, retries, circuit breaker), request signing, and the
+//! shared transport the typed clients in `balance::http` and `accounts::http` use.
+//!
+//! Never retries a call the service refused (4xx): only failures that may go
+//! away by themselves are retried, and retried calls carry idempotency keys.
+
+pub mod config;
+pub mod remote;
+pub mod resilience;
+pub mod signing;
+
+pub use config::{ConfigError, RemoteServiceConfig, ServiceCredentials, TIMEOUT_DEFAULT};
+pub use remote::{Answer, Call, RemoteError, RemoteService, TransportError};
+pub use resilience::{
+    BreakerConfig, BreakerPermit, BreakerRefusal, BreakerState, CircuitBreaker, Resilience, ResilienceError,
+    RetryPolicy, Transient,
+};
+pub use signing::{verify, InboundRequest, SignatureHeaders, VerifyError, SIGNATURE_SKEW_MAX};
