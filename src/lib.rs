@@ -6,9 +6,11 @@
 pub mod accounts;
 pub mod actors;
 pub mod aggregate;
+pub mod api;
 pub mod balance;
 pub mod clients;
 pub mod clock;
+pub mod config;
 pub mod engine;
 pub mod events;
 pub mod ledger;
@@ -18,3 +20,4 @@ pub mod projections;
 pub mod saga;
 pub mod store;
 pub mod telemetry;
+pub mod wire;

@@ -1,13 +1,23 @@
 //! The `order-engine` binary: one executable for serving and for operators.
 
+use std::sync::Arc;
 use std::time::Instant;
 
+use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use order_engine::accounts::http::HttpAccountsClient;
+use order_engine::accounts::{Accounts, EmbeddedAccounts};
+use order_engine::api::{self, AppState};
+use order_engine::balance::http::HttpBalanceClient;
+use order_engine::balance::BalanceService;
+use order_engine::clients::RemoteServiceConfig;
+use order_engine::clock::{Clock, SystemClock};
+use order_engine::config::Settings;
+use order_engine::engine::{Engine, EngineConfig, EngineDeps};
+use order_engine::ledger::{EmbeddedLedger, LedgerConfig};
+use order_engine::market::{MarketSimulator, SimulatorConfig};
 use order_engine::store::{redact_url, StoreConfig};
-
-/// Where the embedded default keeps its log when DATABASE_URL is unset.
-const EMBEDDED_DATABASE_URL: &str = "sqlite:data/order-engine.db";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -16,9 +26,6 @@ const EMBEDDED_DATABASE_URL: &str = "sqlite:data/order-engine.db";
     about = "An event-sourced order engine for trading platforms"
 )]
 struct Cli {
-    /// postgres://… for PostgreSQL, sqlite:path for an embedded SQLite file.
-    #[arg(long, env = "DATABASE_URL", default_value = EMBEDDED_DATABASE_URL, global = true)]
-    database_url: String,
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "LOG_FORMAT_JSON", default_value_t = false, global = true)]
     log_json: bool,
@@ -28,57 +35,97 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Open the event log (applying migrations) and run until Ctrl-C or SIGTERM.
+    /// Run the engine: HTTP API, order actors, saga, market, until Ctrl-C or SIGTERM.
     Serve,
 }
 
-#[tokio::main]
+#[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     order_engine::telemetry::init(cli.log_json);
     match cli.command {
-        Command::Serve => serve(&cli.database_url).await,
+        Command::Serve => serve(Settings::from_env()?).await,
     }
 }
 
-async fn serve(database_url: &str) -> anyhow::Result<()> {
+async fn serve(settings: Settings) -> anyhow::Result<()> {
     let started = Instant::now();
-    let store = StoreConfig::from_url(database_url)?
+    let store = StoreConfig::from_url(&settings.database_url)?
         .open()
         .await
-        .with_context(|| format!("opening the event log at {}", redact_url(database_url)))?;
-    let head = store.head_position().await.context("reading the log head")?;
+        .with_context(|| format!("opening the event log at {}", redact_url(&settings.database_url)))?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+
+    let balance: Arc<dyn BalanceService> = match &settings.balance_service_url {
+        Some(url) => Arc::new(
+            HttpBalanceClient::new(&RemoteServiceConfig::new(url.clone()))
+                .with_context(|| format!("BALANCE_SERVICE_URL={url}"))?,
+        ),
+        None => Arc::new(EmbeddedLedger::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            LedgerConfig {
+                demo_balance: settings.demo_balance,
+                ..LedgerConfig::default()
+            },
+        )),
+    };
+    let accounts: Arc<dyn Accounts> = match &settings.account_service_url {
+        Some(url) => Arc::new(
+            HttpAccountsClient::new(&RemoteServiceConfig::new(url.clone()))
+                .with_context(|| format!("ACCOUNT_SERVICE_URL={url}"))?,
+        ),
+        None => Arc::new(EmbeddedAccounts),
+    };
+    let market = Arc::new(MarketSimulator::new(
+        SimulatorConfig {
+            seed: settings.simulator_seed,
+            tick_interval: settings.tick_interval,
+            ..SimulatorConfig::default()
+        },
+        Arc::clone(&clock),
+    ));
+    let feed = Arc::clone(&market).spawn();
+
+    let mut config = EngineConfig::default();
+    config.actors.passivate_after = settings.passivate_after;
+    config.actors.live_actors_max = settings.live_actors_max;
+    config.saga.retry_delays = settings.retry_delays.clone();
+    config.saga.market_buffer_bps = settings.market_buffer_bps;
+    let engine = Arc::new(Engine::start(
+        config,
+        EngineDeps {
+            store: Arc::clone(&store),
+            balance,
+            market,
+            accounts,
+            clock,
+        },
+        None,
+    ));
+
+    let state = web::Data::new(AppState {
+        engine: Arc::clone(&engine),
+    });
+    let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(api::configure))
+        .bind(settings.http_addr)
+        .with_context(|| format!("binding ORDER_ENGINE_HTTP_ADDR={}", settings.http_addr))?
+        // actix-web stops on SIGINT and SIGTERM: it refuses new connections and
+        // lets in-flight requests finish within this bound.
+        .shutdown_timeout(settings.shutdown_timeout.as_secs())
+        .run();
     tracing::info!(
         backend = store.backend(),
-        database = %redact_url(database_url),
-        head_position = head,
+        database = %redact_url(&settings.database_url),
+        http = %settings.http_addr,
+        balance = if settings.balance_service_url.is_some() { "remote" } else { "embedded ledger" },
         ready_ms = started.elapsed().as_millis() as u64,
-        "event log open and migrated; ready"
+        "order-engine ready"
     );
-    shutdown_signal().await;
-    tracing::info!("shutting down");
+    server.await.context("HTTP server")?;
+    tracing::info!("stopping: saving the reactor's checkpoint and passivating actors");
+    feed.abort();
+    engine.shutdown().await;
+    tracing::info!("stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM; stopping on Ctrl-C only");
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }

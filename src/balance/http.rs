@@ -4,7 +4,6 @@
 //! `Idempotency-Key` header): retries here and in the saga rely on the service
 //! applying one key once.
 
-use std::str::FromStr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -17,6 +16,7 @@ use crate::clients::{
     Answer, BreakerState, Call, ConfigError, RemoteError, RemoteService, RemoteServiceConfig, Transient,
 };
 use crate::clock::Clock;
+use crate::wire::decimal_as_number;
 
 /// Every balance endpoint lives under this prefix.
 pub const BALANCES_PATH: &str = "/api/v1/balances";
@@ -117,11 +117,6 @@ impl HttpBalanceClient {
 /// Writes a decimal as an exact JSON number: rust_decimal's own `Serialize`
 /// writes a string unless the crate-wide `serde-float` feature is on, and
 /// serde_json's `arbitrary_precision` keeps every digit of the number text.
-fn decimal_as_number<S: serde::Serializer>(value: &Decimal, serializer: S) -> Result<S::Ok, S::Error> {
-    let number = serde_json::Number::from_str(&value.to_string()).map_err(serde::ser::Error::custom)?;
-    number.serialize(serializer)
-}
-
 fn encode(body: &impl Serialize) -> Result<Vec<u8>, BalanceError> {
     serde_json::to_vec(body).map_err(|e| BalanceError::Rejected(format!("the request could not be encoded: {e}")))
 }

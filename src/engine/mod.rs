@@ -89,7 +89,7 @@ pub struct Engine {
     deps: EngineDeps,
     registry: OrderRegistry,
     shutdown: watch::Sender<bool>,
-    reactor: tokio::task::JoinHandle<()>,
+    reactor: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Engine {
@@ -110,7 +110,7 @@ impl Engine {
             deps,
             registry,
             shutdown,
-            reactor,
+            reactor: std::sync::Mutex::new(Some(reactor)),
         }
     }
 
@@ -211,10 +211,17 @@ impl Engine {
     }
 
     /// Stops the reactor (saving its checkpoint); in-flight commands finish.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(&self) {
         let _ = self.shutdown.send(true);
-        if let Err(error) = self.reactor.await {
-            tracing::warn!(%error, "reactor ended abnormally");
+        let reactor = self
+            .reactor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(reactor) = reactor {
+            if let Err(error) = reactor.await {
+                tracing::warn!(%error, "reactor ended abnormally");
+            }
         }
         self.registry.stop_all();
     }

@@ -25,7 +25,7 @@ use super::TestStore;
 pub const DEMO_BALANCE: Decimal = dec!(10000);
 
 pub struct TestEngine {
-    pub engine: Engine,
+    pub engine: Arc<Engine>,
     pub ledger: Arc<EmbeddedLedger>,
     pub market: Arc<MarketSimulator>,
     pub store: TestStore,
@@ -67,7 +67,7 @@ pub fn start(store: TestStore, balance: Option<Arc<dyn BalanceService>>, crash: 
         clock,
     };
     TestEngine {
-        engine: Engine::start(fast_config(), deps, crash),
+        engine: Arc::new(Engine::start(fast_config(), deps, crash)),
         ledger,
         market,
         store,

@@ -1,0 +1,147 @@
+//! The JSON shapes of the order routes, field for field as seed 004 section 2.1.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::order::{Order, OrderStatus, OrderType, Side};
+use crate::wire::{decimal_as_number, option_decimal_as_number};
+
+/// POST /api/v1/orders. `price` is the limit for LIMIT and STOP_LIMIT and the
+/// stop for STOP_LOSS, as in the seed; STOP_LIMIT also takes `stop_price`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitOrderBody {
+    pub symbol: String,
+    pub order_type: OrderType,
+    pub order_side: Side,
+    pub quantity: Decimal,
+    #[serde(default)]
+    pub price: Option<Decimal>,
+    #[serde(default)]
+    pub stop_price: Option<Decimal>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SubmitOrderResponse {
+    pub order_id: Uuid,
+    pub status: OrderStatus,
+    #[serde(serialize_with = "option_decimal_as_number")]
+    pub estimated_price: Option<Decimal>,
+    #[serde(serialize_with = "option_decimal_as_number")]
+    pub estimated_value: Option<Decimal>,
+    #[serde(serialize_with = "option_decimal_as_number")]
+    pub market_price: Option<Decimal>,
+    pub submitted_at: DateTime<Utc>,
+}
+
+impl From<&Order> for SubmitOrderResponse {
+    fn from(order: &Order) -> Self {
+        let estimated_price = order.limit_price.or(order.market_price_at_submission);
+        Self {
+            order_id: order.id,
+            status: order.status,
+            estimated_price,
+            estimated_value: estimated_price.map(|p| p * order.quantity),
+            market_price: order.market_price_at_submission,
+            submitted_at: order.created_at,
+        }
+    }
+}
+
+/// GET /api/v1/orders/{id}: the seed's OrderDetails.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrderDetails {
+    pub order_id: Uuid,
+    pub user_id: Uuid,
+    pub symbol: String,
+    pub order_type: OrderType,
+    pub order_side: Side,
+    #[serde(serialize_with = "decimal_as_number")]
+    pub quantity: Decimal,
+    #[serde(serialize_with = "option_decimal_as_number")]
+    pub price: Option<Decimal>,
+    #[serde(serialize_with = "option_decimal_as_number")]
+    pub stop_price: Option<Decimal>,
+    pub status: OrderStatus,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub executed_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "option_decimal_as_number")]
+    pub execution_price: Option<Decimal>,
+    #[serde(serialize_with = "option_decimal_as_number")]
+    pub market_price_at_submission: Option<Decimal>,
+    pub market_data_timestamp: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "option_decimal_as_number")]
+    pub estimated_value: Option<Decimal>,
+    #[serde(serialize_with = "option_decimal_as_number")]
+    pub execution_value: Option<Decimal>,
+    pub failure_reason: Option<String>,
+}
+
+impl From<&Order> for OrderDetails {
+    fn from(order: &Order) -> Self {
+        let price = match order.order_type {
+            OrderType::StopLoss => order.stop_price,
+            _ => order.limit_price,
+        };
+        let reference = order.limit_price.or(order.market_price_at_submission);
+        Self {
+            order_id: order.id,
+            user_id: order.user_id,
+            symbol: order.symbol.to_string(),
+            order_type: order.order_type,
+            order_side: order.side,
+            quantity: order.quantity,
+            price,
+            stop_price: order.stop_price,
+            status: order.status,
+            created_at: order.created_at,
+            updated_at: order.updated_at,
+            executed_at: order.execution.as_ref().map(|e| e.executed_at),
+            execution_price: order.execution.as_ref().map(|e| e.price),
+            market_price_at_submission: order.market_price_at_submission,
+            market_data_timestamp: order.market_data_timestamp,
+            estimated_value: reference.map(|p| p * order.quantity),
+            execution_value: order.execution.as_ref().map(|e| e.total_value),
+            failure_reason: order.reason.clone(),
+        }
+    }
+}
+
+/// GET /api/v1/orders/{id}/status.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrderStatusResponse {
+    pub order_id: Uuid,
+    pub status: OrderStatus,
+    pub status_message: String,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&Order> for OrderStatusResponse {
+    fn from(order: &Order) -> Self {
+        let status_message = match (order.status, &order.reason) {
+            (_, Some(reason)) => reason.clone(),
+            (OrderStatus::Pending, None) => "accepted; reserving funds".to_owned(),
+            (OrderStatus::Processing, None) if order.triggered_at.is_some() => "triggered; working".to_owned(),
+            (OrderStatus::Processing, None) => "working in the market".to_owned(),
+            (OrderStatus::Executed, None) => "executed".to_owned(),
+            (status, None) => status.to_string(),
+        };
+        Self {
+            order_id: order.id,
+            status: order.status,
+            status_message,
+            updated_at: order.updated_at,
+        }
+    }
+}
+
+/// PUT /api/v1/orders/{id}/cancel.
+#[derive(Debug, Clone, Serialize)]
+pub struct CancelOrderResponse {
+    pub order_id: Uuid,
+    pub status: OrderStatus,
+    pub cancelled_at: DateTime<Utc>,
+}

@@ -1,0 +1,166 @@
+//! The HTTP API served by the real app on a random port, on each backend:
+//! submit and cancel orders, read them back, and get specific problems.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::engine::{eventually, start};
+use common::http::{spawn_app, TestApp};
+use common::TestDb;
+use rust_decimal_macros::dec;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+on_every_backend_in_actix!(
+    an_order_is_submitted_executed_and_read_back,
+    a_resting_order_is_cancelled_over_http,
+    bad_requests_get_specific_problems,
+);
+
+async fn post(app: &TestApp, user: Uuid, body: &Value) -> reqwest::Response {
+    app.client
+        .post(format!("{}/api/v1/orders", app.address))
+        .header("X-User-Id", user.to_string())
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn get(app: &TestApp, user: Uuid, path: &str) -> reqwest::Response {
+    app.client
+        .get(format!("{}{path}", app.address))
+        .header("X-User-Id", user.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn an_order_is_submitted_executed_and_read_back(db: TestDb) {
+    // Proves POST answers 202 with the seed's fields and the order can be read at once and after it fills.
+    let app = spawn_app(start(db.open(None).await, None, None));
+    app.engine.market.set_price("AAPL", dec!(150.25)).unwrap();
+    let user = Uuid::new_v4();
+    let response = post(
+        &app,
+        user,
+        &json!({"symbol": "AAPL", "order_type": "MARKET", "order_side": "BUY", "quantity": 10}),
+    )
+    .await;
+    assert_eq!(response.status(), 202);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "PENDING");
+    assert_eq!(body["market_price"], json!(150.25));
+    let order_id = body["order_id"].as_str().unwrap().to_owned();
+
+    // Read-your-writes: the order is there right after the 202.
+    let details = get(&app, user, &format!("/api/v1/orders/{order_id}")).await;
+    assert_eq!(details.status(), 200);
+
+    let path = format!("/api/v1/orders/{order_id}/status");
+    eventually("order executed", Duration::from_secs(20), || async {
+        let status: Value = get(&app, user, &path).await.json().await.unwrap();
+        status["status"] == "EXECUTED"
+    })
+    .await;
+    let details: Value = get(&app, user, &format!("/api/v1/orders/{order_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let decimal = |v: &Value| v.to_string().parse::<rust_decimal::Decimal>().unwrap();
+    assert_eq!(decimal(&details["execution_price"]), dec!(150.25));
+    assert_eq!(decimal(&details["execution_value"]), dec!(1502.5));
+    // Amounts go out as JSON numbers with their scale, as the seed shows.
+    assert_eq!(details["execution_value"].to_string(), "1502.50");
+    assert_eq!(details["order_side"], "BUY");
+    // Another user cannot see it.
+    assert_eq!(get(&app, Uuid::new_v4(), &path).await.status(), 404);
+}
+
+async fn a_resting_order_is_cancelled_over_http(db: TestDb) {
+    // Proves PUT cancel answers 200 CANCELLED, and a second cancel is 409.
+    let app = spawn_app(start(db.open(None).await, None, None));
+    let user = Uuid::new_v4();
+    let body: Value = post(
+        &app,
+        user,
+        &json!({"symbol": "AAPL", "order_type": "LIMIT", "order_side": "BUY", "quantity": "5", "price": "100.5"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let order_id = body["order_id"].as_str().unwrap().to_owned();
+    let cancel = |app: &TestApp| {
+        app.client
+            .put(format!("{}/api/v1/orders/{order_id}/cancel", app.address))
+            .header("X-User-Id", user.to_string())
+            .send()
+    };
+    let response = cancel(&app).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let cancelled: Value = response.json().await.unwrap();
+    assert_eq!(cancelled["status"], "CANCELLED");
+    let again = cancel(&app).await.unwrap();
+    assert_eq!(again.status(), 409);
+    assert_eq!(again.headers()["content-type"], "application/problem+json");
+}
+
+async fn bad_requests_get_specific_problems(db: TestDb) {
+    // Proves each bad input is named: the problem says what to change.
+    let app = spawn_app(start(db.open(None).await, None, None));
+    let user = Uuid::new_v4();
+    let cases = [
+        (
+            json!({"symbol": "AAPL", "order_type": "MARKET", "order_side": "BUY", "quantity": 0}),
+            422,
+            "greater than zero",
+        ),
+        (
+            json!({"symbol": "AAPL", "order_type": "MARKET", "order_side": "BUY", "quantity": -3}),
+            422,
+            "greater than zero",
+        ),
+        (
+            json!({"symbol": "AAPL", "order_type": "LIMIT", "order_side": "BUY", "quantity": 1}),
+            422,
+            "needs a price",
+        ),
+        (
+            json!({"symbol": "NOPE", "order_type": "MARKET", "order_side": "BUY", "quantity": 1}),
+            422,
+            "not listed",
+        ),
+        (
+            json!({"symbol": "AAPL", "order_type": "MARKET", "order_side": "BUY", "quantity": 1, "colour": "red"}),
+            400,
+            "unknown field",
+        ),
+        (
+            json!({"symbol": "AAPL", "order_type": "MARKET", "order_side": "UP", "quantity": 1}),
+            400,
+            "unknown variant",
+        ),
+    ];
+    for (body, status, needle) in cases {
+        let response = post(&app, user, &body).await;
+        assert_eq!(response.status().as_u16(), status, "{body}");
+        assert_eq!(response.headers()["content-type"], "application/problem+json", "{body}");
+        let problem: Value = response.json().await.unwrap();
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(needle), "{body}: {detail}");
+    }
+    let unauthenticated = app
+        .client
+        .post(format!("{}/api/v1/orders", app.address))
+        .json(&json!({"symbol": "AAPL", "order_type": "MARKET", "order_side": "BUY", "quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status(), 401);
+    let huge = json!({"symbol": "A".repeat(40_000), "order_type": "MARKET", "order_side": "BUY", "quantity": 1});
+    assert_eq!(post(&app, user, &huge).await.status(), 413);
+}
