@@ -17,6 +17,7 @@ use order_engine::config::Settings;
 use order_engine::engine::{Engine, EngineConfig, EngineDeps};
 use order_engine::ledger::{EmbeddedLedger, LedgerConfig};
 use order_engine::market::{MarketSimulator, SimulatorConfig};
+use order_engine::projections::{self, run_orders_projection, ProjectionHealth};
 use order_engine::store::{redact_url, StoreConfig};
 
 #[derive(Debug, Parser)]
@@ -50,8 +51,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let started = Instant::now();
-    let store = StoreConfig::from_url(&settings.database_url)?
-        .open()
+    let (store, models) = projections::open(&StoreConfig::from_url(&settings.database_url)?)
         .await
         .with_context(|| format!("opening the event log at {}", redact_url(&settings.database_url)))?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -104,8 +104,18 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         None,
     ));
 
+    let orders_projection = Arc::new(ProjectionHealth::default());
+    let (stop_projections, projections_stopped) = tokio::sync::watch::channel(false);
+    let projection = tokio::spawn(run_orders_projection(
+        Arc::clone(&store),
+        Arc::clone(&models),
+        Arc::clone(&orders_projection),
+        projections_stopped,
+    ));
     let state = web::Data::new(AppState {
         engine: Arc::clone(&engine),
+        models,
+        orders_projection,
     });
     let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(api::configure))
         .bind(settings.http_addr)
@@ -126,6 +136,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     tracing::info!("stopping: saving the reactor's checkpoint and passivating actors");
     feed.abort();
     engine.shutdown().await;
+    let _ = stop_projections.send(true);
+    let _ = projection.await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -17,6 +17,8 @@ on_every_backend_in_actix!(
     an_order_is_submitted_executed_and_read_back,
     a_resting_order_is_cancelled_over_http,
     bad_requests_get_specific_problems,
+    history_pages_and_filters_a_users_orders,
+    an_idempotency_key_replays_the_first_answer,
 );
 
 async fn post(app: &TestApp, user: Uuid, body: &Value) -> reqwest::Response {
@@ -163,4 +165,104 @@ async fn bad_requests_get_specific_problems(db: TestDb) {
     assert_eq!(unauthenticated.status(), 401);
     let huge = json!({"symbol": "A".repeat(40_000), "order_type": "MARKET", "order_side": "BUY", "quantity": 1});
     assert_eq!(post(&app, user, &huge).await.status(), 413);
+}
+
+async fn history_pages_and_filters_a_users_orders(db: TestDb) {
+    // Proves history is per user, newest first, paged by limit/offset or page, filtered by status.
+    let app = spawn_app(start(db.open(None).await, None, None));
+    let user = Uuid::new_v4();
+    let mut ids = Vec::new();
+    for price in ["10", "11", "12"] {
+        let body: Value = post(
+            &app,
+            user,
+            &json!({"symbol": "MSFT", "order_type": "LIMIT", "order_side": "BUY", "quantity": 1, "price": price}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        ids.push(body["order_id"].as_str().unwrap().to_owned());
+    }
+    let cancel = app
+        .client
+        .put(format!("{}/api/v1/orders/{}/cancel", app.address, ids[0]))
+        .header("X-User-Id", user.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 200);
+    post(
+        &app,
+        Uuid::new_v4(),
+        &json!({"symbol": "MSFT", "order_type": "LIMIT", "order_side": "BUY", "quantity": 1, "price": 9}),
+    )
+    .await;
+    eventually("history projected", Duration::from_secs(20), || async {
+        let page: Value = get(&app, user, "/api/v1/orders/history?status=CANCELLED")
+            .await
+            .json()
+            .await
+            .unwrap();
+        page["total_count"] == 1
+    })
+    .await;
+    let page: Value = get(&app, user, "/api/v1/orders/history?limit=2&page=1")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["total_count"], 3, "{page}");
+    assert_eq!(page["orders"].as_array().unwrap().len(), 2);
+    assert_eq!(page["orders"][0]["order_id"], ids[2].as_str(), "newest first");
+    let second: Value = get(&app, user, "/api/v1/orders/history?limit=2&offset=2")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(second["orders"][0]["order_id"], ids[0].as_str());
+    assert_eq!(second["orders"][0]["status"], "CANCELLED");
+    let bad = get(&app, user, "/api/v1/orders/history?limit=1000").await;
+    assert_eq!(bad.status(), 400);
+    let bad_status = get(&app, user, "/api/v1/orders/history?status=LOST").await;
+    assert_eq!(bad_status.status(), 400);
+}
+
+async fn an_idempotency_key_replays_the_first_answer(db: TestDb) {
+    // Proves a repeated Idempotency-Key returns the original 202 (one order), and
+    // the same key with another body is 422.
+    let app = spawn_app(start(db.open(None).await, None, None));
+    let user = Uuid::new_v4();
+    let body = json!({"symbol": "AAPL", "order_type": "LIMIT", "order_side": "BUY", "quantity": 1, "price": 10});
+    let send = |body: Value| {
+        app.client
+            .post(format!("{}/api/v1/orders", app.address))
+            .header("X-User-Id", user.to_string())
+            .header("Idempotency-Key", "client-42")
+            .json(&body)
+            .send()
+    };
+    let first = send(body.clone()).await.unwrap();
+    assert_eq!(first.status(), 202);
+    let first: Value = first.json().await.unwrap();
+    let again =
+        send(json!({"symbol": "AAPL", "order_type": "LIMIT", "order_side": "BUY", "quantity": "1.0", "price": 10}))
+            .await
+            .unwrap();
+    assert_eq!(again.status(), 202);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["order_id"], first["order_id"]);
+    let different =
+        send(json!({"symbol": "AAPL", "order_type": "LIMIT", "order_side": "BUY", "quantity": 2, "price": 10}))
+            .await
+            .unwrap();
+    assert_eq!(different.status(), 422);
+    let problem: Value = different.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:order-engine:problem:idempotency-key-reused");
+    eventually("one order in history", Duration::from_secs(20), || async {
+        let page: Value = get(&app, user, "/api/v1/orders/history").await.json().await.unwrap();
+        page["total_count"] == 1
+    })
+    .await;
 }

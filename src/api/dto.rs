@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::order::{Order, OrderStatus, OrderType, Side};
+use crate::projections::OrderRow;
 use crate::wire::{decimal_as_number, option_decimal_as_number};
 
 /// POST /api/v1/orders. `price` is the limit for LIMIT and STOP_LIMIT and the
@@ -108,6 +109,53 @@ impl From<&Order> for OrderDetails {
             failure_reason: order.reason.clone(),
         }
     }
+}
+
+impl From<&OrderRow> for OrderDetails {
+    fn from(row: &OrderRow) -> Self {
+        let reference = match row.order_type {
+            OrderType::Limit | OrderType::StopLimit => row.price,
+            _ => row.market_price_at_submission,
+        };
+        Self {
+            order_id: row.id,
+            user_id: row.user_id,
+            symbol: row.symbol.clone(),
+            order_type: row.order_type,
+            order_side: row.order_side,
+            quantity: row.quantity,
+            price: row.price,
+            stop_price: row.stop_price,
+            status: row.status,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            executed_at: row.executed_at,
+            execution_price: row.execution_price,
+            market_price_at_submission: row.market_price_at_submission,
+            market_data_timestamp: row.market_data_timestamp,
+            estimated_value: reference.map(|p| p * row.quantity),
+            execution_value: row.execution_value,
+            failure_reason: row.failure_reason.clone(),
+        }
+    }
+}
+
+/// GET /api/v1/orders/history query: `limit` with `offset`, or the seed's `page` (from 1).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    pub limit: Option<u32>,
+    pub offset: Option<u64>,
+    pub page: Option<u64>,
+    pub status: Option<OrderStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryResponse {
+    pub orders: Vec<OrderDetails>,
+    pub total_count: u64,
+    pub limit: u32,
+    pub offset: u64,
 }
 
 /// GET /api/v1/orders/{id}/status.

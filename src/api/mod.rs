@@ -12,6 +12,7 @@ use std::sync::Arc;
 use actix_web::{web, HttpResponse};
 
 use crate::engine::Engine;
+use crate::projections::{ProjectionHealth, ReadModels};
 
 /// Largest request body accepted, in bytes; larger ones get 413.
 pub const BODY_BYTES_MAX: usize = 16 * 1024;
@@ -19,6 +20,8 @@ pub const BODY_BYTES_MAX: usize = 16 * 1024;
 /// What every handler can reach.
 pub struct AppState {
     pub engine: Arc<Engine>,
+    pub models: Arc<dyn ReadModels>,
+    pub orders_projection: Arc<ProjectionHealth>,
 }
 
 /// Mounts every route on an actix-web app.
@@ -48,6 +51,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(
             web::scope("/api/v1/orders")
                 .route("", web::post().to(orders::submit))
+                // Before `/{order_id}`, which would otherwise take "history" as an id.
+                .route("/history", web::get().to(orders::history))
                 .route("/{order_id}", web::get().to(orders::get))
                 .route("/{order_id}/status", web::get().to(orders::status))
                 .route("/{order_id}/cancel", web::put().to(orders::cancel)),

@@ -4,12 +4,26 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use uuid::Uuid;
 
-use super::dto::{CancelOrderResponse, OrderDetails, OrderStatusResponse, SubmitOrderBody, SubmitOrderResponse};
+use chrono::{Duration, Utc};
+use sha2::{Digest, Sha256};
+
+use super::dto::{
+    CancelOrderResponse, HistoryQuery, HistoryResponse, OrderDetails, OrderStatusResponse, SubmitOrderBody,
+    SubmitOrderResponse,
+};
 use super::error::Problem;
 use super::AppState;
-use crate::engine::SubmitRequest;
+use crate::engine::{EngineError, SubmitRequest, ENGINE_NAMESPACE};
 use crate::events::EventMetadata;
 use crate::order::OrderType;
+use crate::projections::{IdempotencyRecord, HISTORY_LIMIT_MAX};
+
+/// Longest Idempotency-Key accepted (the seed's VARCHAR(255)).
+const IDEMPOTENCY_KEY_LEN_MAX: usize = 255;
+/// How long a stored answer to an Idempotency-Key is replayed.
+const IDEMPOTENCY_TTL_HOURS: i64 = 24;
+/// History page size when the caller names none (the seed's example).
+const HISTORY_LIMIT_DEFAULT: u32 = 20;
 
 /// The caller's user id, from `X-User-Id` until token authentication is wired.
 fn user_id(request: &HttpRequest) -> Result<Uuid, Problem> {
@@ -44,6 +58,55 @@ fn unprocessable(detail: &str) -> Problem {
     )
 }
 
+/// The Idempotency-Key header, if sent, checked for length and characters.
+fn idempotency_key(request: &HttpRequest) -> Result<Option<String>, Problem> {
+    let Some(value) = request.headers().get("Idempotency-Key") else {
+        return Ok(None);
+    };
+    let key = value.to_str().map(str::trim).unwrap_or_default();
+    if key.is_empty() || key.len() > IDEMPOTENCY_KEY_LEN_MAX || !key.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-idempotency-key",
+            "Invalid Idempotency-Key",
+            format!("Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_LEN_MAX} visible ASCII characters"),
+        ));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// What makes two submissions the same request, whatever their JSON spelling.
+fn request_hash(body: &SubmitOrderBody) -> String {
+    let canonical = format!(
+        "{}|{}|{}|{}|{:?}|{:?}",
+        body.symbol,
+        body.order_type,
+        body.order_side,
+        body.quantity.normalize(),
+        body.price.map(|p| p.normalize()),
+        body.stop_price.map(|p| p.normalize())
+    );
+    hex::encode(Sha256::digest(canonical.as_bytes()))
+}
+
+fn key_reused() -> Problem {
+    Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency-key-reused",
+        "Idempotency-Key reused",
+        "this Idempotency-Key was used with a different request; use a new key for a new order",
+    )
+}
+
+fn replay(record: &IdempotencyRecord, hash: &str) -> Result<HttpResponse, Problem> {
+    if record.request_hash != hash {
+        return Err(key_reused());
+    }
+    Ok(HttpResponse::Accepted()
+        .insert_header(("Idempotent-Replayed", "true"))
+        .json(&record.response_data))
+}
+
 pub async fn submit(
     state: web::Data<AppState>,
     request: HttpRequest,
@@ -51,6 +114,52 @@ pub async fn submit(
 ) -> Result<HttpResponse, Problem> {
     let user = user_id(&request)?;
     let body = body.into_inner();
+    let Some(key) = idempotency_key(&request)? else {
+        let order = submit_order(&state, user, body, None).await?;
+        return Ok(HttpResponse::Accepted().json(SubmitOrderResponse::from(&order)));
+    };
+    let hash = request_hash(&body);
+    let now = Utc::now();
+    if let Some(record) = state.models.idempotency(user, &key, now).await.map_err(internal)? {
+        return replay(&record, &hash);
+    }
+    // The order id follows from the key, so a retry racing this one submits the same order.
+    let order_id = Uuid::new_v5(&ENGINE_NAMESPACE, format!("{user}:idempotency:{key}").as_bytes());
+    let order = match submit_order(&state, user, body, Some(order_id)).await {
+        Err(Problem { status: 422, .. }) if state.engine.owned(order_id, user).await.is_ok() => {
+            // Same key, a concurrent request with another body got there first.
+            return Err(key_reused());
+        }
+        other => other?,
+    };
+    let response = SubmitOrderResponse::from(&order);
+    let record = IdempotencyRecord {
+        idempotency_key: key,
+        user_id: user,
+        order_id,
+        status: order.status.to_string(),
+        request_hash: hash.clone(),
+        response_data: serde_json::to_value(&response).map_err(|e| internal(e.to_string()))?,
+        created_at: now,
+        expires_at: now + Duration::hours(IDEMPOTENCY_TTL_HOURS),
+    };
+    let kept = state.models.remember(record).await.map_err(internal)?;
+    if kept.request_hash != hash {
+        return Err(key_reused());
+    }
+    Ok(HttpResponse::Accepted().json(response))
+}
+
+fn internal(error: impl std::fmt::Display) -> Problem {
+    Problem::from(EngineError::Internal(error.to_string()))
+}
+
+async fn submit_order(
+    state: &AppState,
+    user: Uuid,
+    body: SubmitOrderBody,
+    order_id: Option<Uuid>,
+) -> Result<crate::order::Order, Problem> {
     // The seed's single `price` means the limit or the stop depending on the type.
     let (limit_price, stop_price) = match body.order_type {
         OrderType::Market if body.price.is_some() || body.stop_price.is_some() => {
@@ -85,7 +194,7 @@ pub async fn submit(
     let order = state
         .engine
         .submit(SubmitRequest {
-            order_id: None,
+            order_id,
             user_id: user,
             symbol: body.symbol,
             side: body.order_side,
@@ -100,7 +209,57 @@ pub async fn submit(
             },
         })
         .await?;
-    Ok(HttpResponse::Accepted().json(SubmitOrderResponse::from(&order)))
+    Ok(order)
+}
+
+pub async fn history(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    query: web::Query<HistoryQuery>,
+) -> Result<HttpResponse, Problem> {
+    let user = user_id(&request)?;
+    let query = query.into_inner();
+    let limit = query.limit.unwrap_or(HISTORY_LIMIT_DEFAULT);
+    if limit == 0 || limit > HISTORY_LIMIT_MAX {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-query",
+            "Invalid query",
+            format!("limit must be between 1 and {HISTORY_LIMIT_MAX}"),
+        ));
+    }
+    let offset = match (query.offset, query.page) {
+        (Some(_), Some(_)) => {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-query",
+                "Invalid query",
+                "send either offset or page, not both",
+            ))
+        }
+        (Some(offset), None) => offset,
+        (None, Some(0)) => {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-query",
+                "Invalid query",
+                "page counts from 1",
+            ))
+        }
+        (None, Some(page)) => (page - 1).saturating_mul(u64::from(limit)),
+        (None, None) => 0,
+    };
+    let page = state
+        .models
+        .history(user, query.status, limit, offset)
+        .await
+        .map_err(|e| Problem::from(EngineError::Unavailable(e.to_string())))?;
+    Ok(HttpResponse::Ok().json(HistoryResponse {
+        orders: page.orders.iter().map(OrderDetails::from).collect(),
+        total_count: page.total_count,
+        limit,
+        offset,
+    }))
 }
 
 pub async fn get(

@@ -1,7 +1,39 @@
-//! Readers of the whole log: the tail that projections and publishers follow.
+//! Readers of the whole log: the tail, and the read models built from it
+//! (the `orders` table, history, HTTP idempotency keys) with their runner.
 //!
 //! Never writes to the log.
 
+mod order_rows;
+mod read_models;
+mod runner;
+mod sql_common;
+mod sql_postgres;
+mod sql_sqlite;
 mod tail;
 
+use std::sync::Arc;
+
+pub use order_rows::{order_row_change, OrderRow, OrderRowChange};
+pub use read_models::{HistoryPage, IdempotencyRecord, ReadModels, HISTORY_LIMIT_MAX};
+pub use runner::{run_orders_projection, ProjectionHealth, ProjectionState, ORDERS_PROJECTION};
+pub use sql_postgres::PostgresReadModels;
+pub use sql_sqlite::SqliteReadModels;
 pub use tail::{LogTail, TAIL_POLL_INTERVAL};
+
+use crate::store::{EventStore, PostgresStore, SqliteStore, StoreConfig, StoreError};
+
+/// Opens the log and the read models beside it (same database, same migrations).
+pub async fn open(config: &StoreConfig) -> Result<(Arc<dyn EventStore>, Arc<dyn ReadModels>), StoreError> {
+    Ok(match config {
+        StoreConfig::Postgres(pg) => {
+            let store = PostgresStore::open(pg.clone()).await?;
+            let models = PostgresReadModels::new(store.reader_pool().clone());
+            (Arc::new(store), Arc::new(models))
+        }
+        StoreConfig::Sqlite(lite) => {
+            let store = SqliteStore::open(lite.clone()).await?;
+            let models = SqliteReadModels::new(store.writer_pool().clone(), store.reader_pool().clone());
+            (Arc::new(store), Arc::new(models))
+        }
+    })
+}

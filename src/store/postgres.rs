@@ -116,6 +116,11 @@ impl PostgresStore {
         self
     }
 
+    /// The pool reads use; read models share it.
+    pub fn reader_pool(&self) -> &PgPool {
+        &self.reader
+    }
+
     /// The pool appends use; for tools that must write beside the store (tests, import).
     pub fn writer_pool(&self) -> &PgPool {
         &self.writer

@@ -104,6 +104,10 @@ impl SqliteStore {
         self
     }
 
+    pub fn reader_pool(&self) -> &SqlitePool {
+        &self.reader
+    }
+
     pub fn writer_pool(&self) -> &SqlitePool {
         &self.writer
     }

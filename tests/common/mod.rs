@@ -9,6 +9,7 @@ pub mod http;
 use std::io::Write;
 use std::sync::Arc;
 
+use order_engine::projections::{PostgresReadModels, ReadModels, SqliteReadModels};
 use order_engine::store::{BeforeCommitHook, EventStore, PostgresConfig, PostgresStore, SqliteConfig, SqliteStore};
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
@@ -101,9 +102,11 @@ impl TestDb {
                     store = store.with_before_commit_hook(hook);
                 }
                 let raw = Raw::Postgres(store.writer_pool().clone());
+                let models = Arc::new(PostgresReadModels::new(store.reader_pool().clone()));
                 TestStore {
                     store: Arc::new(store),
                     raw,
+                    models,
                 }
             }
             Self::Sqlite { url, .. } => {
@@ -112,9 +115,14 @@ impl TestDb {
                     store = store.with_before_commit_hook(hook);
                 }
                 let raw = Raw::Sqlite(store.writer_pool().clone());
+                let models = Arc::new(SqliteReadModels::new(
+                    store.writer_pool().clone(),
+                    store.reader_pool().clone(),
+                ));
                 TestStore {
                     store: Arc::new(store),
                     raw,
+                    models,
                 }
             }
         }
@@ -161,6 +169,7 @@ fn replace_database(url: &str, name: &str) -> String {
 pub struct TestStore {
     pub store: Arc<dyn EventStore>,
     pub raw: Raw,
+    pub models: Arc<dyn ReadModels>,
 }
 
 pub enum Raw {

@@ -1,0 +1,140 @@
+//! Runs a read-model projection: catch up from its checkpoint, then follow the
+//! live tail, committing each batch's rows and the new checkpoint together.
+//!
+//! A poison event (one the projection cannot apply) stops this projection
+//! only, loudly: the error names the event and the reason, and the health
+//! record (read by /health/ready and the metrics) carries it.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+
+use super::order_rows::order_row_change;
+use super::read_models::ReadModels;
+use super::tail::LogTail;
+use crate::events::RecordedEvent;
+use crate::store::EventStore;
+
+/// The `orders` read model's projection name (and checkpoint name).
+pub const ORDERS_PROJECTION: &str = "projection.orders";
+/// Wait before retrying after the database failed under a projection.
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// What a projection reports about itself.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProjectionState {
+    /// The last position applied.
+    pub position: u64,
+    /// The log's head when last looked at.
+    pub head: u64,
+    /// How far behind the newest event applied is, when behind at all.
+    pub lag_seconds: f64,
+    /// Why the projection stopped, when it did.
+    pub failed: Option<String>,
+}
+
+impl ProjectionState {
+    pub fn lag_events(&self) -> u64 {
+        self.head.saturating_sub(self.position)
+    }
+}
+
+/// Shared, cheap-to-read health of one projection.
+#[derive(Debug, Default)]
+pub struct ProjectionHealth {
+    state: Mutex<ProjectionState>,
+}
+
+impl ProjectionHealth {
+    pub fn snapshot(&self) -> ProjectionState {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut ProjectionState)) {
+        f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+}
+
+fn poison(event: &RecordedEvent, reason: &str) -> String {
+    format!(
+        "event {} at position {} ({} v{} on {}) cannot be projected: {reason}",
+        event.event_id, event.global_position, event.event_type, event.schema_version, event.stream_id
+    )
+}
+
+/// Runs the `orders` projection until `shutdown` or a poison event.
+pub async fn run_orders_projection(
+    store: Arc<dyn EventStore>,
+    models: Arc<dyn ReadModels>,
+    health: Arc<ProjectionHealth>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    'restart: loop {
+        let from = match models.checkpoint(ORDERS_PROJECTION).await {
+            Ok(position) => position,
+            Err(error) => {
+                tracing::warn!(%error, "orders projection cannot read its checkpoint; retrying");
+                tokio::time::sleep(RETRY_DELAY).await;
+                continue;
+            }
+        };
+        health.update(|s| s.position = from);
+        let mut tail = LogTail::new(Arc::clone(&store), from);
+        loop {
+            let batch = tokio::select! {
+                _ = shutdown.changed() => return,
+                batch = tail.next_batch() => batch,
+            };
+            let batch = match batch {
+                Ok(batch) => batch,
+                Err(error) => {
+                    tracing::warn!(%error, "orders projection cannot read the log; retrying");
+                    tokio::time::sleep(RETRY_DELAY).await;
+                    continue 'restart;
+                }
+            };
+            let mut changes = Vec::with_capacity(batch.len());
+            for event in &batch {
+                match order_row_change(event) {
+                    Ok(Some(change)) => changes.push(change),
+                    Ok(None) => {}
+                    Err(error) => {
+                        let reason = poison(event, &error.to_string());
+                        tracing::error!(projection = ORDERS_PROJECTION, %reason, "projection stopped");
+                        health.update(|s| s.failed = Some(reason));
+                        return;
+                    }
+                }
+            }
+            if let Err(error) = models.commit(ORDERS_PROJECTION, &changes, tail.position()).await {
+                if error.is_transient() {
+                    tracing::warn!(%error, "orders projection could not commit; retrying from its checkpoint");
+                    tokio::time::sleep(RETRY_DELAY).await;
+                    continue 'restart;
+                }
+                // The batch holds the culprit; name the batch's range so an operator can look.
+                let (first, last) = (batch.first(), batch.last());
+                let reason = format!(
+                    "rows for positions {}..={} were refused by the database: {error}",
+                    first.map_or(0, |e| e.global_position),
+                    last.map_or(0, |e| e.global_position)
+                );
+                tracing::error!(projection = ORDERS_PROJECTION, %reason, "projection stopped");
+                health.update(|s| s.failed = Some(reason));
+                return;
+            }
+            let head = store.head_position().await.unwrap_or(tail.position());
+            let newest: Option<DateTime<Utc>> = batch.last().map(|e| e.recorded_at);
+            health.update(|s| {
+                s.position = tail.position();
+                s.head = head.max(tail.position());
+                s.lag_seconds = match newest {
+                    Some(at) if head > tail.position() => (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0,
+                    _ => 0.0,
+                };
+            });
+        }
+    }
+}
