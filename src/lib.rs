@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod actors;
 pub mod aggregate;
 pub mod api;
+pub mod audit;
 pub mod balance;
 pub mod clients;
 pub mod clock;

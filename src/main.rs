@@ -116,6 +116,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         engine: Arc::clone(&engine),
         models,
         orders_projection,
+        broker_connected: None,
     });
     let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(api::configure))
         .bind(settings.http_addr)

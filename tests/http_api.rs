@@ -44,6 +44,15 @@ async fn an_order_is_submitted_executed_and_read_back(db: TestDb) {
     // Proves POST answers 202 with the seed's fields and the order can be read at once and after it fills.
     let app = spawn_app(start(db.open(None).await, None, None));
     app.engine.market.set_price("AAPL", dec!(150.25)).unwrap();
+    let ready = app
+        .client
+        .get(format!("{}/health/ready", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["checks"]["database"]["status"], "ok", "{ready}");
     let user = Uuid::new_v4();
     let response = post(
         &app,
@@ -80,6 +89,51 @@ async fn an_order_is_submitted_executed_and_read_back(db: TestDb) {
     assert_eq!(details["order_side"], "BUY");
     // Another user cannot see it.
     assert_eq!(get(&app, Uuid::new_v4(), &path).await.status(), 404);
+
+    // Its audit trail: the order's events, the saga's steps and the ledger entries, in log order.
+    eventually("saga complete", Duration::from_secs(20), || async {
+        let story: Value = get(&app, user, &format!("/api/v1/orders/{order_id}/events"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        story["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["event_type"] == "SagaCompleted"))
+    })
+    .await;
+    let story: Value = get(&app, user, &format!("/api/v1/orders/{order_id}/events"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let events = story["events"].as_array().unwrap();
+    let kinds: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e["source"].as_str().unwrap(), e["event_type"].as_str().unwrap()))
+        .collect();
+    for expected in [
+        ("order", "OrderSubmitted"),
+        ("saga", "StepAttempted"),
+        ("ledger", "FundsReserved"),
+        ("order", "OrderExecuted"),
+        ("ledger", "ReservationDeducted"),
+        ("ledger", "ReservationReleased"),
+        ("saga", "SagaCompleted"),
+    ] {
+        assert!(kinds.contains(&expected), "{expected:?} missing from {kinds:?}");
+    }
+    let positions: Vec<u64> = events.iter().map(|e| e["global_position"].as_u64().unwrap()).collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "not in log order: {positions:?}"
+    );
+    assert_eq!(
+        get(&app, Uuid::new_v4(), &format!("/api/v1/orders/{order_id}/events"))
+            .await
+            .status(),
+        404
+    );
 }
 
 async fn a_resting_order_is_cancelled_over_http(db: TestDb) {

@@ -5,11 +5,12 @@
 
 pub mod dto;
 pub mod error;
+mod health;
 mod orders;
 
 use std::sync::Arc;
 
-use actix_web::{web, HttpResponse};
+use actix_web::web;
 
 use crate::engine::Engine;
 use crate::projections::{ProjectionHealth, ReadModels};
@@ -22,7 +23,11 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub models: Arc<dyn ReadModels>,
     pub orders_projection: Arc<ProjectionHealth>,
+    /// Whether the broker is connected; None when no broker is configured.
+    pub broker_connected: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
 }
+
+pub use health::PROJECTION_LAG_EVENTS_MAX;
 
 /// Mounts every route on an actix-web app.
 pub fn configure(config: &mut web::ServiceConfig) {
@@ -44,10 +49,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
                     error::Problem::new(status, "invalid-body", "Invalid request body", error.to_string()).into()
                 }),
         )
-        .route(
-            "/health/live",
-            web::get().to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "live"})) }),
-        )
+        .route("/health/live", web::get().to(health::live))
+        .route("/health/ready", web::get().to(health::ready))
         .service(
             web::scope("/api/v1/orders")
                 .route("", web::post().to(orders::submit))
@@ -55,6 +58,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .route("/history", web::get().to(orders::history))
                 .route("/{order_id}", web::get().to(orders::get))
                 .route("/{order_id}/status", web::get().to(orders::status))
+                .route("/{order_id}/events", web::get().to(orders::events))
                 .route("/{order_id}/cancel", web::put().to(orders::cancel)),
         );
 }

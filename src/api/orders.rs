@@ -296,3 +296,18 @@ pub async fn cancel(
         cancelled_at: order.updated_at,
     }))
 }
+
+pub async fn events(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<Uuid>,
+) -> Result<HttpResponse, Problem> {
+    let order_id = path.into_inner();
+    // Ownership first: another user's order is a 404 like a missing one.
+    state.engine.owned(order_id, user_id(&request)?).await?;
+    let story = crate::audit::order_story(state.engine.deps().store.as_ref(), order_id)
+        .await
+        .map_err(|e| Problem::from(EngineError::Unavailable(e.to_string())))?
+        .ok_or(EngineError::NotFound(order_id))?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "order_id": order_id, "events": story })))
+}

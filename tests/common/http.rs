@@ -33,6 +33,7 @@ pub fn spawn_app(engine: TestEngine) -> TestApp {
         engine: Arc::clone(&engine.engine),
         models: Arc::clone(&engine.store.models),
         orders_projection: Arc::clone(&orders_projection),
+        broker_connected: None,
     });
     let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(api::configure))
         .workers(1)

@@ -1,0 +1,50 @@
+//! Liveness and readiness. Live: the process answers. Ready: the database
+//! answers, the read model is running and within its lag bound, and the
+//! broker is connected when one is configured.
+
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use super::AppState;
+
+/// A projection further behind than this many events is not ready.
+pub const PROJECTION_LAG_EVENTS_MAX: u64 = 10_000;
+
+pub async fn live() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "live" }))
+}
+
+pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let mut ready = true;
+    let database = match state.engine.deps().store.head_position().await {
+        Ok(head) => json!({ "status": "ok", "head_position": head, "backend": state.engine.deps().store.backend() }),
+        Err(error) => {
+            ready = false;
+            json!({ "status": "unavailable", "error": error.to_string() })
+        }
+    };
+    let projection = state.orders_projection.snapshot();
+    let projection_ok = projection.failed.is_none() && projection.lag_events() <= PROJECTION_LAG_EVENTS_MAX;
+    ready &= projection_ok;
+    let mut checks = json!({
+        "database": database,
+        "projection.orders": {
+            "status": if projection_ok { "ok" } else if projection.failed.is_some() { "failed" } else { "lagging" },
+            "position": projection.position,
+            "lag_events": projection.lag_events(),
+            "lag_seconds": projection.lag_seconds,
+            "failed": projection.failed,
+        },
+    });
+    if let Some(connected) = &state.broker_connected {
+        let up = connected();
+        ready &= up;
+        checks["broker"] = json!({ "status": if up { "ok" } else { "disconnected" } });
+    }
+    let body = json!({ "status": if ready { "ready" } else { "not ready" }, "checks": checks });
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}

@@ -1,0 +1,76 @@
+//! An order's whole story from the log: its events, its saga's steps and the
+//! ledger entries it caused, in log order. Read-only; used by the HTTP audit
+//! route and the operator's `audit` command.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::events::{decode, RecordedEvent, StreamId};
+use crate::order::OrderEvent;
+use crate::store::{read_stream_all, EventStore, StoreError};
+
+/// One line of an order's story.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEntry {
+    pub global_position: u64,
+    /// `order`, `saga` or `ledger`.
+    pub source: &'static str,
+    pub stream_id: String,
+    pub stream_version: u64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub recorded_at: DateTime<Utc>,
+    pub correlation_id: Option<Uuid>,
+    pub causation_id: Option<Uuid>,
+    pub who: Option<String>,
+    pub data: serde_json::Value,
+}
+
+fn entry(source: &'static str, event: RecordedEvent) -> AuditEntry {
+    AuditEntry {
+        global_position: event.global_position,
+        source,
+        stream_id: event.stream_id.to_string(),
+        stream_version: event.stream_version,
+        event_id: event.event_id,
+        event_type: event.event_type,
+        recorded_at: event.recorded_at,
+        correlation_id: event.metadata.correlation_id,
+        causation_id: event.metadata.causation_id,
+        who: event.metadata.who,
+        data: event.payload,
+    }
+}
+
+/// The story of `order_id`, or None when the order does not exist.
+pub async fn order_story(store: &dyn EventStore, order_id: Uuid) -> Result<Option<Vec<AuditEntry>>, StoreError> {
+    let order_events = read_stream_all(store, &StreamId::order(order_id), 1).await?;
+    let Some(first) = order_events.first() else {
+        return Ok(None);
+    };
+    let user_id = match decode::<OrderEvent>(first) {
+        Ok(OrderEvent::OrderSubmitted(submitted)) => Some(submitted.user_id),
+        _ => None,
+    };
+    let mut story: Vec<AuditEntry> = order_events.into_iter().map(|e| entry("order", e)).collect();
+    story.extend(
+        read_stream_all(store, &StreamId::saga(order_id), 1)
+            .await?
+            .into_iter()
+            .map(|e| entry("saga", e)),
+    );
+    if let Some(user_id) = user_id {
+        // Ledger entries name the order they are for; the account's other entries are not this story.
+        let order = serde_json::Value::String(order_id.to_string());
+        story.extend(
+            read_stream_all(store, &StreamId::account(user_id), 1)
+                .await?
+                .into_iter()
+                .filter(|e| e.payload.get("order_id") == Some(&order))
+                .map(|e| entry("ledger", e)),
+        );
+    }
+    story.sort_by_key(|e| e.global_position);
+    Ok(Some(story))
+}
