@@ -6,6 +6,7 @@
 pub mod accounts;
 pub mod actors;
 pub mod aggregate;
+pub mod api;
 pub mod auth;
 pub mod balance;
 pub mod clients;
