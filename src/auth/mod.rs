@@ -1,11 +1,12 @@
 //! Who is calling: end users with a Bearer JWT (`jwt`), other services with
 //! seed 001's HMAC-signed requests and permission table (`internal`), and the
-//! actix-web pieces that put both in front of a route (`extractor`, next).
+//! actix-web pieces that put both in front of a route (`extractor`).
 //!
 //! Must never let a request through on a credential it could not check: every
 //! failure is an [`AuthError`], which the HTTP layer (`api::problem`) turns
 //! into a 401, 403 or 413 problem. Secrets are never logged or printed.
 
+pub mod extractor;
 pub mod internal;
 pub mod jwt;
 
@@ -13,6 +14,10 @@ use uuid::Uuid;
 
 use crate::clients::signing::VerifyError;
 
+pub use extractor::{
+    requires, verify_signed_requests, AuthenticatedUser, Authenticator, Authorized, Caller, RequiredPermission,
+    HEADER_USER_ID, SIGNED_BODY_BYTES_MAX,
+};
 pub use internal::{authorize, permissions_of, InternalVerifier, Permission, ServiceKeys, AUTHORIZED_SERVICES};
 pub use jwt::{mint_dev_token, mint_token, Claims, JwtAlgorithm, JwtConfig, JwtVerifier};
 
