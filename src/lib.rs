@@ -8,6 +8,7 @@ pub mod actors;
 pub mod aggregate;
 pub mod api;
 pub mod audit;
+pub mod auth;
 pub mod balance;
 pub mod clients;
 pub mod clock;

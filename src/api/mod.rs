@@ -7,6 +7,7 @@ pub mod dto;
 pub mod error;
 mod health;
 mod orders;
+pub mod problem;
 
 use std::sync::Arc;
 

@@ -1,4 +1,8 @@
-//! Logging set-up: human-readable by default, JSON lines with LOG_FORMAT=json.
+//! Logging set-up: human-readable by default, JSON lines with LOG_FORMAT=json;
+//! and the Prometheus metrics (`metrics`). Never installs a second global
+//! subscriber over the first.
+
+pub mod metrics;
 
 use tracing_subscriber::EnvFilter;
 

@@ -1,0 +1,445 @@
+//! The actix-web side of auth: the [`AuthenticatedUser`] and [`Authorized`]
+//! extractors, and the [`verify_signed_requests`] middleware that checks a
+//! service's HMAC signature against the raw body before any handler runs.
+//!
+//! Must never hand a handler a user it could not authenticate, and never
+//! consume a signed request's body without giving the same bytes back to the
+//! handler's own extractors (`web::Json` still works after it).
+//!
+//! # Two kinds of caller
+//!
+//! - **End users** send `Authorization: Bearer <jwt>`; the user is the
+//!   token's `sub`. `X-User-Id` is ignored for them: a user cannot act for
+//!   another.
+//! - **Services** (seed 001) send `X-Service-Identity`, `X-Internal-API-Key`,
+//!   `X-Request-Timestamp`, `X-Request-Signature`, and name the user they act
+//!   for in `X-User-Id` (a UUID). We chose a header over a body field so the
+//!   same request bodies serve both callers and the user is known before the
+//!   body is parsed. A service may also forward the user's Bearer token; then
+//!   it is verified too, and `X-User-Id`, when also present, must agree with it.
+//!
+//! A request carrying `X-Service-Identity` is always treated as a service call:
+//! a bad signature is a 401 even if a valid Bearer token is also present.
+//!
+//! # Usage (route author)
+//!
+//! ```ignore
+//! use actix_web::{middleware::from_fn, web, App};
+//! use order_engine::auth::{self, requires, Authorized, AuthenticatedUser, Permission};
+//! use order_engine::api::problem::{self, Problem};
+//!
+//! let authenticator = web::Data::new(auth::Authenticator::new(jwt_verifier, internal_verifier));
+//! App::new()
+//!     .app_data(authenticator)
+//!     .app_data(problem::json_config(ORDER_BODY_BYTES_MAX))
+//!     .app_data(problem::path_config())
+//!     .wrap(from_fn(auth::verify_signed_requests)) // buffers and checks signed bodies
+//!     .route("/api/v1/orders", web::post().to(place_order));
+//!
+//! // Declarative: the permission is part of the handler's signature.
+//! async fn place_order(user: Authorized<requires::PlaceOrder>, body: web::Json<PlaceOrder>)
+//!     -> Result<HttpResponse, Problem> { … user.user_id … }
+//!
+//! // Or imperative, when the permission depends on the request:
+//! async fn cancel(user: AuthenticatedUser, …) -> Result<HttpResponse, Problem> {
+//!     user.require(Permission::CancelOrder)?;
+//!     …
+//! }
+//! ```
+//!
+//! Failures answer as `application/problem+json`: 401 for missing, invalid,
+//! expired, unsigned, stale or replayed credentials; 403 when a service lacks
+//! the permission; 413 when a signed body exceeds the limit. End users hold
+//! every permission on their own orders; checking that an order belongs to
+//! `user_id` is the route's job.
+
+use std::future::{ready, Ready};
+use std::marker::PhantomData;
+use std::ops::Deref;
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{AUTHORIZATION, CONTENT_LENGTH};
+use actix_web::middleware::Next;
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest, ResponseError};
+use futures_util::StreamExt;
+use uuid::Uuid;
+
+use super::internal::{authorize, InternalVerifier, Permission};
+use super::jwt::JwtVerifier;
+use super::AuthError;
+use crate::api::problem::Problem;
+use crate::clients::signing::{InboundRequest, SignatureHeaders, HEADER_SERVICE_IDENTITY};
+
+/// The user an internal call acts for.
+pub const HEADER_USER_ID: &str = "X-User-Id";
+
+/// The largest body a signed request may carry. The signature covers the
+/// whole body, so it is buffered before the handler runs; this bounds that
+/// buffer. Orders are a few hundred bytes; 64 KiB leaves room without letting
+/// a caller park megabytes per connection.
+pub const SIGNED_BODY_BYTES_MAX: usize = 64 * 1024;
+
+/// Everything the extractors and the middleware need; registered once as
+/// `web::Data<Authenticator>`.
+#[derive(Debug)]
+pub struct Authenticator {
+    jwt: JwtVerifier,
+    internal: InternalVerifier,
+    signed_body_bytes_max: usize,
+}
+
+impl Authenticator {
+    pub fn new(jwt: JwtVerifier, internal: InternalVerifier) -> Self {
+        Self {
+            jwt,
+            internal,
+            signed_body_bytes_max: SIGNED_BODY_BYTES_MAX,
+        }
+    }
+
+    /// Another limit on signed bodies; keep it equal to the JSON body limit.
+    pub fn with_signed_body_bytes_max(mut self, bytes: usize) -> Self {
+        self.signed_body_bytes_max = bytes;
+        self
+    }
+
+    pub fn jwt(&self) -> &JwtVerifier {
+        &self.jwt
+    }
+
+    pub fn internal(&self) -> &InternalVerifier {
+        &self.internal
+    }
+}
+
+/// How the caller proved who it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// An end user's Bearer JWT.
+    Token,
+    /// A signed service call (seed 001), acting for `user_id`.
+    Service { identity: String },
+}
+
+/// The user a request acts for, and how that was established.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthenticatedUser {
+    pub user_id: Uuid,
+    pub via: Caller,
+}
+
+impl AuthenticatedUser {
+    /// Refuses (403) a service whose row in the permission table lacks
+    /// `permission`. End users pass: they hold every permission on their own orders.
+    pub fn require(&self, permission: Permission) -> Result<(), AuthError> {
+        match &self.via {
+            Caller::Token => Ok(()),
+            Caller::Service { identity } => authorize(identity, permission),
+        }
+    }
+
+    /// The calling service, if any.
+    pub fn service(&self) -> Option<&str> {
+        match &self.via {
+            Caller::Token => None,
+            Caller::Service { identity } => Some(identity),
+        }
+    }
+}
+
+/// The middleware's verdict on a signed request, kept in the request's
+/// extensions for the extractor.
+#[derive(Debug, Clone)]
+struct SignatureOutcome(Result<String, AuthError>);
+
+impl FromRequest for AuthenticatedUser {
+    type Error = Problem;
+    type Future = Ready<Result<Self, Problem>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authenticate(req).map_err(|e| Problem::from(e).with_instance(req.path())))
+    }
+}
+
+fn authenticate(req: &HttpRequest) -> Result<AuthenticatedUser, AuthError> {
+    let auth = req
+        .app_data::<web::Data<Authenticator>>()
+        .ok_or(AuthError::NotConfigured("no web::Data<Authenticator> in the app data"))?;
+    let bearer = bearer_token(req)?;
+    if !req.headers().contains_key(HEADER_SERVICE_IDENTITY) {
+        let token = bearer.ok_or(AuthError::MissingCredentials)?;
+        let claims = auth.jwt.verify(token)?;
+        return Ok(AuthenticatedUser {
+            user_id: claims.user_id,
+            via: Caller::Token,
+        });
+    }
+
+    let outcome = req.extensions().get::<SignatureOutcome>().cloned();
+    let identity = match outcome {
+        Some(SignatureOutcome(outcome)) => outcome?,
+        None => {
+            return Err(AuthError::NotConfigured(
+                "signed requests need the verify_signed_requests middleware on this route",
+            ))
+        }
+    };
+    let header_user = user_id_header(req)?;
+    let token_user = bearer
+        .map(|token| auth.jwt.verify(token))
+        .transpose()?
+        .map(|c| c.user_id);
+    let user_id = match (header_user, token_user) {
+        (Some(header), Some(token)) if header != token => return Err(AuthError::UserMismatch { header, token }),
+        (Some(user), _) | (None, Some(user)) => user,
+        (None, None) => return Err(AuthError::MissingUserId),
+    };
+    Ok(AuthenticatedUser {
+        user_id,
+        via: Caller::Service { identity },
+    })
+}
+
+/// The token of `Authorization: Bearer <token>`; None without the header.
+fn bearer_token(req: &HttpRequest) -> Result<Option<&str>, AuthError> {
+    let Some(value) = req.headers().get(AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value.to_str().map_err(|_| AuthError::MalformedAuthorization)?;
+    // The scheme name is case-insensitive (RFC 9110 §11.1).
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+            Ok(Some(token.trim()))
+        }
+        _ => Err(AuthError::MalformedAuthorization),
+    }
+}
+
+fn user_id_header(req: &HttpRequest) -> Result<Option<Uuid>, AuthError> {
+    let Some(value) = req.headers().get(HEADER_USER_ID) else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| AuthError::InvalidUserId("<not ASCII>".into()))?;
+    Uuid::parse_str(text.trim())
+        .map(Some)
+        .map_err(|_| AuthError::InvalidUserId(text.to_owned()))
+}
+
+/// Declares a route's permission in the handler's signature:
+/// `user: Authorized<requires::CancelOrder>`. Dereferences to [`AuthenticatedUser`].
+pub trait RequiredPermission {
+    const PERMISSION: Permission;
+}
+
+/// Marker types for [`Authorized`], one per [`Permission`].
+pub mod requires {
+    use super::{Permission, RequiredPermission};
+
+    macro_rules! marker {
+        ($($name:ident),*) => {$(
+            #[doc = concat!("Requires [`Permission::", stringify!($name), "`].")]
+            #[derive(Debug, Clone, Copy)]
+            pub struct $name;
+            impl RequiredPermission for $name {
+                const PERMISSION: Permission = Permission::$name;
+            }
+        )*};
+    }
+    marker!(PlaceOrder, GetOrders, CancelOrder, ModifyOrder, GetPositions);
+}
+
+/// An [`AuthenticatedUser`] already checked for `P`'s permission.
+#[derive(Debug, Clone)]
+pub struct Authorized<P> {
+    pub user: AuthenticatedUser,
+    permission: PhantomData<P>,
+}
+
+impl<P> Deref for Authorized<P> {
+    type Target = AuthenticatedUser;
+
+    fn deref(&self) -> &AuthenticatedUser {
+        &self.user
+    }
+}
+
+impl<P: RequiredPermission> FromRequest for Authorized<P> {
+    type Error = Problem;
+    type Future = Ready<Result<Self, Problem>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let result = authenticate(req).and_then(|user| {
+            user.require(P::PERMISSION)?;
+            Ok(Self {
+                user,
+                permission: PhantomData,
+            })
+        });
+        ready(result.map_err(|e| Problem::from(e).with_instance(req.path())))
+    }
+}
+
+/// Middleware for `actix_web::middleware::from_fn`: for a request carrying
+/// `X-Service-Identity`, reads the body (at most the [`Authenticator`]'s
+/// limit, else 413 at once), verifies the signature over exactly those bytes,
+/// refuses replays, and puts the body back for the handler. The verdict is
+/// left for the extractors, so routes that need no auth are not affected.
+/// Requests without that header pass untouched and unbuffered.
+pub async fn verify_signed_requests<B: MessageBody + 'static>(
+    mut req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    if !req.headers().contains_key(HEADER_SERVICE_IDENTITY) {
+        return Ok(next.call(req).await?.map_into_left_body());
+    }
+    let Some(auth) = req.app_data::<web::Data<Authenticator>>().cloned() else {
+        return Ok(refuse(
+            req,
+            AuthError::NotConfigured("no web::Data<Authenticator> in the app data"),
+        ));
+    };
+    let limit_bytes = auth.signed_body_bytes_max;
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit_bytes) {
+        return Ok(refuse(req, AuthError::BodyTooLarge { limit_bytes }));
+    }
+
+    let mut payload = req.take_payload();
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(error) => return Ok(refuse(req, AuthError::BodyUnreadable(error.to_string()))),
+        };
+        // Checked per chunk, so a body without Content-Length cannot exceed the limit either.
+        if body.len() + chunk.len() > limit_bytes {
+            return Ok(refuse(req, AuthError::BodyTooLarge { limit_bytes }));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let body = body.freeze();
+
+    let outcome = {
+        let headers = req.headers();
+        let lookup = SignatureHeaders::from_lookup(|name| headers.get(name).and_then(|v| v.to_str().ok()));
+        // The signature covers the path and query exactly as sent.
+        let path_and_query = req.uri().path_and_query().map_or(req.path(), |pq| pq.as_str());
+        auth.internal.verify(
+            &lookup,
+            &InboundRequest {
+                method: req.method().as_str(),
+                path_and_query,
+                body: &body,
+            },
+        )
+    };
+    if let Err(error) = &outcome {
+        tracing::warn!(%error, path = req.path(), "signed request refused");
+    }
+    req.extensions_mut().insert(SignatureOutcome(outcome));
+    req.set_payload(Payload::from(body));
+    Ok(next.call(req).await?.map_into_left_body())
+}
+
+fn refuse<B>(req: ServiceRequest, error: AuthError) -> ServiceResponse<EitherBody<B>> {
+    let problem = Problem::from(error).with_instance(req.path());
+    req.into_response(problem.error_response()).map_into_right_body()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::internal::ServiceKeys;
+    use crate::auth::jwt::{mint_dev_token, tests::hs256};
+    use crate::clients::signing::sign;
+    use crate::clients::ServiceCredentials;
+    use crate::clock::SystemClock;
+    use actix_web::middleware::from_fn;
+    use actix_web::test as actix_test;
+    use actix_web::{App, HttpResponse};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    const ALICE: Uuid = Uuid::from_u128(0xa11ce);
+    const BOB: Uuid = Uuid::from_u128(0xb0b);
+
+    async fn whoami(user: AuthenticatedUser) -> HttpResponse {
+        HttpResponse::Ok().body(format!("{} {:?}", user.user_id, user.service()))
+    }
+
+    fn token_for(user: Uuid) -> String {
+        mint_dev_token(&hs256(), user, Duration::from_secs(60)).unwrap()
+    }
+
+    fn signed_get(timestamp_offset: i64) -> actix_test::TestRequest {
+        let now = chrono::Utc::now().timestamp() + timestamp_offset;
+        let mut request = actix_test::TestRequest::get().uri("/whoami");
+        for header in sign(&ServiceCredentials::new("algo_engine", "k"), now, "GET", "/whoami", b"") {
+            request = request.insert_header(header);
+        }
+        request
+    }
+
+    #[actix_web::test]
+    async fn who_a_request_acts_for() {
+        // Proves the documented choice: a service acts for X-User-Id (or a forwarded token's user,
+        // and both must agree); an end user's X-User-Id is ignored; a service naming no user is 401.
+        let auth = web::Data::new(Authenticator::new(
+            JwtVerifier::new(&hs256()).unwrap(),
+            InternalVerifier::new(ServiceKeys::new([("algo_engine", "k")]), Arc::new(SystemClock)),
+        ));
+        let app = actix_test::init_service(
+            App::new()
+                .app_data(auth)
+                .wrap(from_fn(verify_signed_requests))
+                .route("/whoami", web::get().to(whoami)),
+        )
+        .await;
+        let cases: Vec<(actix_test::TestRequest, u16, String)> = vec![
+            (
+                signed_get(0).insert_header((HEADER_USER_ID, ALICE.to_string())),
+                200,
+                format!("{ALICE} Some(\"algo_engine\")"),
+            ),
+            (
+                signed_get(-1).insert_header((AUTHORIZATION, format!("Bearer {}", token_for(BOB)))),
+                200,
+                format!("{BOB} Some(\"algo_engine\")"),
+            ),
+            (
+                signed_get(-2)
+                    .insert_header((HEADER_USER_ID, ALICE.to_string()))
+                    .insert_header((AUTHORIZATION, format!("Bearer {}", token_for(BOB)))),
+                401,
+                "user-id-mismatch".into(),
+            ),
+            (signed_get(-3), 401, "user-id-missing".into()),
+            (
+                signed_get(-4).insert_header((HEADER_USER_ID, "alice")),
+                401,
+                "user-id-invalid".into(),
+            ),
+            (
+                actix_test::TestRequest::get()
+                    .uri("/whoami")
+                    .insert_header((HEADER_USER_ID, ALICE.to_string()))
+                    .insert_header((AUTHORIZATION, format!("bearer {}", token_for(BOB)))),
+                200,
+                format!("{BOB} None"),
+            ),
+        ];
+        for (request, status, expected) in cases {
+            let response = actix_test::call_service(&app, request.to_request()).await;
+            assert_eq!(response.status().as_u16(), status, "{expected}");
+            let body = String::from_utf8(actix_test::read_body(response).await.to_vec()).unwrap();
+            assert!(body.contains(&expected), "{expected}: {body}");
+        }
+    }
+}
