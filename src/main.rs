@@ -3,12 +3,15 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, HttpServer};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use order_engine::accounts::http::HttpAccountsClient;
 use order_engine::accounts::{Accounts, EmbeddedAccounts};
 use order_engine::api::{self, AppState};
+use order_engine::auth::extractor::Authenticator;
+use order_engine::auth::internal::{InternalVerifier, ServiceKeys};
+use order_engine::auth::jwt::{mint_dev_token, JwtAlgorithm, JwtConfig, JwtVerifier};
 use order_engine::balance::http::HttpBalanceClient;
 use order_engine::balance::BalanceService;
 use order_engine::clients::RemoteServiceConfig;
@@ -19,6 +22,7 @@ use order_engine::ledger::{EmbeddedLedger, LedgerConfig};
 use order_engine::market::{MarketSimulator, SimulatorConfig};
 use order_engine::projections::{self, run_orders_projection, ProjectionHealth};
 use order_engine::store::{redact_url, StoreConfig};
+use order_engine::telemetry::metrics::Metrics;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,6 +42,19 @@ struct Cli {
 enum Command {
     /// Run the engine: HTTP API, order actors, saga, market, until Ctrl-C or SIGTERM.
     Serve,
+    /// Print a development token (HS256) for a user, accepted by `serve` with the same secret.
+    Token {
+        /// The user the token speaks for.
+        #[arg(long)]
+        user: uuid::Uuid,
+        /// How long it stays valid.
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: std::time::Duration,
+    },
+}
+
+fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
+    order_engine::config::parse_duration(text)
 }
 
 #[actix_web::main]
@@ -46,7 +63,37 @@ async fn main() -> anyhow::Result<()> {
     order_engine::telemetry::init(cli.log_json);
     match cli.command {
         Command::Serve => serve(Settings::from_env()?).await,
+        Command::Token { user, ttl } => {
+            let settings = Settings::from_env()?;
+            let token = mint_dev_token(&jwt_config(&settings)?, user, ttl)?;
+            // The CLI's output is the token itself, for `TOKEN=$(order-engine token …)`.
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{token}");
+            }
+            Ok(())
+        }
     }
+}
+
+/// User tokens: RS256 with a public key file when configured, else HS256.
+fn jwt_config(settings: &Settings) -> anyhow::Result<JwtConfig> {
+    let mut config = JwtConfig::development(settings.jwt_secret.clone());
+    if let Some(path) = &settings.jwt_public_key_file {
+        let public_key_pem = std::fs::read_to_string(path)
+            .with_context(|| format!("reading ORDER_ENGINE_JWT_PUBLIC_KEY_FILE={path}"))?;
+        config.algorithm = JwtAlgorithm::Rs256 {
+            public_key_pem,
+            private_key_pem: None,
+        };
+    }
+    if let Some(issuer) = &settings.jwt_issuer {
+        config.issuer = issuer.clone();
+    }
+    if let Some(audience) = &settings.jwt_audience {
+        config.audience = audience.clone();
+    }
+    Ok(config)
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
@@ -104,12 +151,14 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         None,
     ));
 
+    let metrics = web::Data::new(Metrics::new().context("registering metrics")?);
     let orders_projection = Arc::new(ProjectionHealth::default());
     let (stop_projections, projections_stopped) = tokio::sync::watch::channel(false);
     let projection = tokio::spawn(run_orders_projection(
         Arc::clone(&store),
         Arc::clone(&models),
         Arc::clone(&orders_projection),
+        Some(metrics.clone().into_inner()),
         projections_stopped,
     ));
     let state = web::Data::new(AppState {
@@ -118,7 +167,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         orders_projection,
         broker_connected: None,
     });
-    let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(api::configure))
+    let auth = web::Data::new(Authenticator::new(
+        JwtVerifier::new(&jwt_config(&settings)?).context("JWT settings")?,
+        InternalVerifier::new(ServiceKeys::new(settings.service_keys.clone()), Arc::new(SystemClock)),
+    ));
+    let server = HttpServer::new(move || api::app(state.clone(), auth.clone(), metrics.clone()))
         .bind(settings.http_addr)
         .with_context(|| format!("binding ORDER_ENGINE_HTTP_ADDR={}", settings.http_addr))?
         // actix-web stops on SIGINT and SIGTERM: it refuses new connections and

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::engine::{eventually, start};
-use common::http::{spawn_app, TestApp};
+use common::http::{spawn_app, token, TestApp};
 use common::TestDb;
 use rust_decimal_macros::dec;
 use serde_json::{json, Value};
@@ -24,7 +24,7 @@ on_every_backend_in_actix!(
 async fn post(app: &TestApp, user: Uuid, body: &Value) -> reqwest::Response {
     app.client
         .post(format!("{}/api/v1/orders", app.address))
-        .header("X-User-Id", user.to_string())
+        .bearer_auth(token(user))
         .json(body)
         .send()
         .await
@@ -34,7 +34,7 @@ async fn post(app: &TestApp, user: Uuid, body: &Value) -> reqwest::Response {
 async fn get(app: &TestApp, user: Uuid, path: &str) -> reqwest::Response {
     app.client
         .get(format!("{}{path}", app.address))
-        .header("X-User-Id", user.to_string())
+        .bearer_auth(token(user))
         .send()
         .await
         .unwrap()
@@ -153,7 +153,7 @@ async fn a_resting_order_is_cancelled_over_http(db: TestDb) {
     let cancel = |app: &TestApp| {
         app.client
             .put(format!("{}/api/v1/orders/{order_id}/cancel", app.address))
-            .header("X-User-Id", user.to_string())
+            .bearer_auth(token(user))
             .send()
     };
     let response = cancel(&app).await.unwrap();
@@ -241,7 +241,7 @@ async fn history_pages_and_filters_a_users_orders(db: TestDb) {
     let cancel = app
         .client
         .put(format!("{}/api/v1/orders/{}/cancel", app.address, ids[0]))
-        .header("X-User-Id", user.to_string())
+        .bearer_auth(token(user))
         .send()
         .await
         .unwrap();
@@ -291,7 +291,7 @@ async fn an_idempotency_key_replays_the_first_answer(db: TestDb) {
     let send = |body: Value| {
         app.client
             .post(format!("{}/api/v1/orders", app.address))
-            .header("X-User-Id", user.to_string())
+            .bearer_auth(token(user))
             .header("Idempotency-Key", "client-42")
             .json(&body)
             .send()

@@ -33,6 +33,7 @@ fn spawn_projection(
         Arc::clone(store),
         Arc::clone(models),
         Arc::clone(&health),
+        None,
         stopped,
     ));
     (health, stop, task)

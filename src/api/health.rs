@@ -48,3 +48,29 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
         HttpResponse::ServiceUnavailable().json(body)
     }
 }
+
+/// Prometheus text: the seed's metric names and the engine's own. Gauges that
+/// describe the present (live actors, projection lag) are read at scrape time.
+pub async fn metrics(
+    state: web::Data<AppState>,
+    metrics: web::Data<crate::telemetry::metrics::Metrics>,
+) -> HttpResponse {
+    metrics
+        .live_actors
+        .set(i64::try_from(state.engine.registry().live_count()).unwrap_or(i64::MAX));
+    let projection = state.orders_projection.snapshot();
+    let name = crate::projections::ORDERS_PROJECTION;
+    metrics
+        .projection_lag_events
+        .with_label_values(&[name])
+        .set(i64::try_from(projection.lag_events()).unwrap_or(i64::MAX));
+    metrics
+        .projection_lag_seconds
+        .with_label_values(&[name])
+        .set(projection.lag_seconds);
+    metrics
+        .projection_failed
+        .with_label_values(&[name])
+        .set(i64::from(projection.failed.is_some()));
+    crate::telemetry::metrics::metrics_endpoint(metrics).await
+}

@@ -4,17 +4,21 @@
 //! store, so every write goes through an order actor.
 
 pub mod dto;
-pub mod error;
 mod health;
 mod orders;
 pub mod problem;
 
 use std::sync::Arc;
 
-use actix_web::web;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::middleware::from_fn;
+use actix_web::{web, App};
 
+use crate::auth::extractor::{verify_signed_requests, Authenticator};
 use crate::engine::Engine;
 use crate::projections::{ProjectionHealth, ReadModels};
+use crate::telemetry::metrics::{count_http_requests, Metrics};
 
 /// Largest request body accepted, in bytes; larger ones get 413.
 pub const BODY_BYTES_MAX: usize = 16 * 1024;
@@ -30,28 +34,41 @@ pub struct AppState {
 
 pub use health::PROJECTION_LAG_EVENTS_MAX;
 
-/// Mounts every route on an actix-web app.
+/// The whole app: auth and metrics middleware, JSON limits, every route.
+/// `serve` and the tests build it here, so they serve the same thing.
+pub fn app(
+    state: web::Data<AppState>,
+    auth: web::Data<Authenticator>,
+    metrics: web::Data<Metrics>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(state)
+        .app_data(auth)
+        .app_data(metrics)
+        .app_data(problem::json_config(BODY_BYTES_MAX))
+        .app_data(problem::path_config())
+        .app_data(problem::query_config())
+        .wrap(from_fn(verify_signed_requests))
+        // Outermost, so refusals by the inner layers are counted too.
+        .wrap(from_fn(count_http_requests))
+        .configure(configure)
+        .default_service(web::to(problem::route_not_found))
+}
+
+/// Mounts every route.
 pub fn configure(config: &mut web::ServiceConfig) {
     config
-        .app_data(
-            web::JsonConfig::default()
-                .limit(BODY_BYTES_MAX)
-                .error_handler(|error, _| {
-                    let status = match &error {
-                        actix_web::error::JsonPayloadError::OverflowKnownLength { .. }
-                        | actix_web::error::JsonPayloadError::Overflow { .. } => {
-                            actix_web::http::StatusCode::PAYLOAD_TOO_LARGE
-                        }
-                        actix_web::error::JsonPayloadError::ContentType => {
-                            actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE
-                        }
-                        _ => actix_web::http::StatusCode::BAD_REQUEST,
-                    };
-                    error::Problem::new(status, "invalid-body", "Invalid request body", error.to_string()).into()
-                }),
-        )
         .route("/health/live", web::get().to(health::live))
         .route("/health/ready", web::get().to(health::ready))
+        .route("/metrics", web::get().to(health::metrics))
         .service(
             web::scope("/api/v1/orders")
                 .route("", web::post().to(orders::submit))

@@ -11,8 +11,9 @@ use super::dto::{
     CancelOrderResponse, HistoryQuery, HistoryResponse, OrderDetails, OrderStatusResponse, SubmitOrderBody,
     SubmitOrderResponse,
 };
-use super::error::Problem;
+use super::problem::Problem;
 use super::AppState;
+use crate::auth::extractor::{requires, Authorized};
 use crate::engine::{EngineError, SubmitRequest, ENGINE_NAMESPACE};
 use crate::events::EventMetadata;
 use crate::order::OrderType;
@@ -25,37 +26,8 @@ const IDEMPOTENCY_TTL_HOURS: i64 = 24;
 /// History page size when the caller names none (the seed's example).
 const HISTORY_LIMIT_DEFAULT: u32 = 20;
 
-/// The caller's user id, from `X-User-Id` until token authentication is wired.
-fn user_id(request: &HttpRequest) -> Result<Uuid, Problem> {
-    let header = request.headers().get("X-User-Id").ok_or_else(|| {
-        Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "Who is asking?",
-            "send the user id in the X-User-Id header",
-        )
-    })?;
-    header
-        .to_str()
-        .ok()
-        .and_then(|v| Uuid::parse_str(v.trim()).ok())
-        .ok_or_else(|| {
-            Problem::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "Who is asking?",
-                "X-User-Id must be a UUID",
-            )
-        })
-}
-
 fn unprocessable(detail: &str) -> Problem {
-    Problem::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "order-rejected",
-        "Order rejected",
-        detail,
-    )
+    Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "order-rejected", "Order rejected").with_detail(detail)
 }
 
 /// The Idempotency-Key header, if sent, checked for length and characters.
@@ -69,8 +41,10 @@ fn idempotency_key(request: &HttpRequest) -> Result<Option<String>, Problem> {
             StatusCode::BAD_REQUEST,
             "invalid-idempotency-key",
             "Invalid Idempotency-Key",
-            format!("Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_LEN_MAX} visible ASCII characters"),
-        ));
+        )
+        .with_detail(format!(
+            "Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_LEN_MAX} visible ASCII characters"
+        )));
     }
     Ok(Some(key.to_owned()))
 }
@@ -94,8 +68,8 @@ fn key_reused() -> Problem {
         StatusCode::UNPROCESSABLE_ENTITY,
         "idempotency-key-reused",
         "Idempotency-Key reused",
-        "this Idempotency-Key was used with a different request; use a new key for a new order",
     )
+    .with_detail("this Idempotency-Key was used with a different request; use a new key for a new order")
 }
 
 fn replay(record: &IdempotencyRecord, hash: &str) -> Result<HttpResponse, Problem> {
@@ -109,13 +83,14 @@ fn replay(record: &IdempotencyRecord, hash: &str) -> Result<HttpResponse, Proble
 
 pub async fn submit(
     state: web::Data<AppState>,
+    caller: Authorized<requires::PlaceOrder>,
     request: HttpRequest,
     body: web::Json<SubmitOrderBody>,
 ) -> Result<HttpResponse, Problem> {
-    let user = user_id(&request)?;
+    let user = caller.user_id;
     let body = body.into_inner();
     let Some(key) = idempotency_key(&request)? else {
-        let order = submit_order(&state, user, body, None).await?;
+        let order = submit_order(&state, user, caller.who(), body, None).await?;
         return Ok(HttpResponse::Accepted().json(SubmitOrderResponse::from(&order)));
     };
     let hash = request_hash(&body);
@@ -125,8 +100,11 @@ pub async fn submit(
     }
     // The order id follows from the key, so a retry racing this one submits the same order.
     let order_id = Uuid::new_v5(&ENGINE_NAMESPACE, format!("{user}:idempotency:{key}").as_bytes());
-    let order = match submit_order(&state, user, body, Some(order_id)).await {
-        Err(Problem { status: 422, .. }) if state.engine.owned(order_id, user).await.is_ok() => {
+    let order = match submit_order(&state, user, caller.who(), body, Some(order_id)).await {
+        Err(problem)
+            if problem.status() == StatusCode::UNPROCESSABLE_ENTITY
+                && state.engine.owned(order_id, user).await.is_ok() =>
+        {
             // Same key, a concurrent request with another body got there first.
             return Err(key_reused());
         }
@@ -157,6 +135,7 @@ fn internal(error: impl std::fmt::Display) -> Problem {
 async fn submit_order(
     state: &AppState,
     user: Uuid,
+    who: String,
     body: SubmitOrderBody,
     order_id: Option<Uuid>,
 ) -> Result<crate::order::Order, Problem> {
@@ -203,7 +182,7 @@ async fn submit_order(
             limit_price,
             stop_price,
             metadata: EventMetadata {
-                who: Some(format!("user:{user}")),
+                who: Some(who),
                 source: Some("http".into()),
                 ..EventMetadata::default()
             },
@@ -214,37 +193,25 @@ async fn submit_order(
 
 pub async fn history(
     state: web::Data<AppState>,
-    request: HttpRequest,
+    caller: Authorized<requires::GetOrders>,
     query: web::Query<HistoryQuery>,
 ) -> Result<HttpResponse, Problem> {
-    let user = user_id(&request)?;
+    let user = caller.user_id;
     let query = query.into_inner();
     let limit = query.limit.unwrap_or(HISTORY_LIMIT_DEFAULT);
     if limit == 0 || limit > HISTORY_LIMIT_MAX {
-        return Err(Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid-query",
-            "Invalid query",
-            format!("limit must be between 1 and {HISTORY_LIMIT_MAX}"),
-        ));
+        return Err(Problem::new(StatusCode::BAD_REQUEST, "invalid-query", "Invalid query")
+            .with_detail(format!("limit must be between 1 and {HISTORY_LIMIT_MAX}")));
     }
     let offset = match (query.offset, query.page) {
         (Some(_), Some(_)) => {
-            return Err(Problem::new(
-                StatusCode::BAD_REQUEST,
-                "invalid-query",
-                "Invalid query",
-                "send either offset or page, not both",
-            ))
+            return Err(Problem::new(StatusCode::BAD_REQUEST, "invalid-query", "Invalid query")
+                .with_detail("send either offset or page, not both"))
         }
         (Some(offset), None) => offset,
         (None, Some(0)) => {
-            return Err(Problem::new(
-                StatusCode::BAD_REQUEST,
-                "invalid-query",
-                "Invalid query",
-                "page counts from 1",
-            ))
+            return Err(Problem::new(StatusCode::BAD_REQUEST, "invalid-query", "Invalid query")
+                .with_detail("page counts from 1"))
         }
         (None, Some(page)) => (page - 1).saturating_mul(u64::from(limit)),
         (None, None) => 0,
@@ -264,28 +231,28 @@ pub async fn history(
 
 pub async fn get(
     state: web::Data<AppState>,
-    request: HttpRequest,
+    caller: Authorized<requires::GetOrders>,
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, Problem> {
-    let order = state.engine.owned(path.into_inner(), user_id(&request)?).await?;
+    let order = state.engine.owned(path.into_inner(), caller.user_id).await?;
     Ok(HttpResponse::Ok().json(OrderDetails::from(&order)))
 }
 
 pub async fn status(
     state: web::Data<AppState>,
-    request: HttpRequest,
+    caller: Authorized<requires::GetOrders>,
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, Problem> {
-    let order = state.engine.owned(path.into_inner(), user_id(&request)?).await?;
+    let order = state.engine.owned(path.into_inner(), caller.user_id).await?;
     Ok(HttpResponse::Ok().json(OrderStatusResponse::from(&order)))
 }
 
 pub async fn cancel(
     state: web::Data<AppState>,
-    request: HttpRequest,
+    caller: Authorized<requires::CancelOrder>,
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, Problem> {
-    let user = user_id(&request)?;
+    let user = caller.user_id;
     let order = state
         .engine
         .cancel(path.into_inner(), user, "cancelled by the user")
@@ -299,12 +266,12 @@ pub async fn cancel(
 
 pub async fn events(
     state: web::Data<AppState>,
-    request: HttpRequest,
+    caller: Authorized<requires::GetOrders>,
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, Problem> {
     let order_id = path.into_inner();
     // Ownership first: another user's order is a 404 like a missing one.
-    state.engine.owned(order_id, user_id(&request)?).await?;
+    state.engine.owned(order_id, caller.user_id).await?;
     let story = crate::audit::order_story(state.engine.deps().store.as_ref(), order_id)
         .await
         .map_err(|e| Problem::from(EngineError::Unavailable(e.to_string())))?

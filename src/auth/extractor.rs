@@ -140,6 +140,14 @@ impl AuthenticatedUser {
     }
 
     /// The calling service, if any.
+    /// Who acted, for event metadata: `user:<id>` or `service:<identity> for user:<id>`.
+    pub fn who(&self) -> String {
+        match &self.via {
+            Caller::Token => format!("user:{}", self.user_id),
+            Caller::Service { identity } => format!("service:{identity} for user:{}", self.user_id),
+        }
+    }
+
     pub fn service(&self) -> Option<&str> {
         match &self.via {
             Caller::Token => None,

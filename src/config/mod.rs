@@ -40,6 +40,14 @@ pub struct Settings {
     pub tick_interval: Duration,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_timeout: Duration,
+    /// HS256 secret for user tokens; the development secret when unset.
+    pub jwt_secret: Option<String>,
+    /// RS256 public key (PEM file) for user tokens; takes precedence over the secret.
+    pub jwt_public_key_file: Option<String>,
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
+    /// Internal callers' API keys (seed 001): `identity=key` pairs.
+    pub service_keys: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -137,8 +145,32 @@ impl Settings {
             simulator_seed: parse(&lookup, "ORDER_ENGINE_SIMULATOR_SEED", 42, "a whole number")?,
             tick_interval: duration("ORDER_ENGINE_TICK_INTERVAL", Duration::from_secs(1))?,
             shutdown_timeout: duration("ORDER_ENGINE_SHUTDOWN_TIMEOUT", Duration::from_secs(30))?,
+            jwt_secret: lookup("ORDER_ENGINE_JWT_SECRET"),
+            jwt_public_key_file: lookup("ORDER_ENGINE_JWT_PUBLIC_KEY_FILE"),
+            jwt_issuer: lookup("ORDER_ENGINE_JWT_ISSUER"),
+            jwt_audience: lookup("ORDER_ENGINE_JWT_AUDIENCE"),
+            service_keys: match lookup("ORDER_ENGINE_SERVICE_KEYS") {
+                None => Vec::new(),
+                Some(value) => parse_service_keys(&value).map_err(|expected| ConfigError {
+                    variable: "ORDER_ENGINE_SERVICE_KEYS",
+                    value: "(hidden: it holds keys)".into(),
+                    expected,
+                })?,
+            },
         })
     }
+}
+
+/// `algo_engine=k1,user_interface=k2` → pairs; every pair needs both halves.
+fn parse_service_keys(text: &str) -> Result<Vec<(String, String)>, String> {
+    text.split(',')
+        .map(|pair| match pair.split_once('=') {
+            Some((identity, key)) if !identity.trim().is_empty() && !key.trim().is_empty() => {
+                Ok((identity.trim().to_owned(), key.trim().to_owned()))
+            }
+            _ => Err("comma-separated identity=key pairs, such as algo_engine=k1,user_interface=k2".to_owned()),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -198,5 +230,12 @@ mod tests {
         assert_eq!(error.variable, "ORDER_ENGINE_RETRY_DELAYS");
         let error = settings(&[("ORDER_ENGINE_DEMO_BALANCE", "-1")]).unwrap_err();
         assert_eq!(error.variable, "ORDER_ENGINE_DEMO_BALANCE");
+        let error = settings(&[("ORDER_ENGINE_SERVICE_KEYS", "algo_engine")]).unwrap_err();
+        assert!(
+            !error.to_string().contains("algo_engine"),
+            "keys must not be echoed: {error}"
+        );
+        let keys = settings(&[("ORDER_ENGINE_SERVICE_KEYS", "algo_engine=k1, risk_manager=k2")]).unwrap();
+        assert_eq!(keys.service_keys.len(), 2);
     }
 }

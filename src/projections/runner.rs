@@ -11,11 +11,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
-use super::order_rows::order_row_change;
+use super::order_rows::{order_row_change, OrderRowChange};
 use super::read_models::ReadModels;
 use super::tail::LogTail;
 use crate::events::RecordedEvent;
 use crate::store::EventStore;
+use crate::telemetry::metrics::Metrics;
 
 /// The `orders` read model's projection name (and checkpoint name).
 pub const ORDERS_PROJECTION: &str = "projection.orders";
@@ -69,6 +70,7 @@ pub async fn run_orders_projection(
     store: Arc<dyn EventStore>,
     models: Arc<dyn ReadModels>,
     health: Arc<ProjectionHealth>,
+    metrics: Option<Arc<Metrics>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     'restart: loop {
@@ -124,6 +126,18 @@ pub async fn run_orders_projection(
                 tracing::error!(projection = ORDERS_PROJECTION, %reason, "projection stopped");
                 health.update(|s| s.failed = Some(reason));
                 return;
+            }
+            if let Some(metrics) = &metrics {
+                // Counted after the commit, once per status an order reaches.
+                for change in &changes {
+                    let status = match change {
+                        OrderRowChange::Insert(row) => Some(row.status),
+                        OrderRowChange::Update { status, .. } => *status,
+                    };
+                    if let Some(status) = status {
+                        metrics.count_order(status.as_str());
+                    }
+                }
             }
             let head = store.head_position().await.unwrap_or(tail.position());
             let newest: Option<DateTime<Utc>> = batch.last().map(|e| e.recorded_at);

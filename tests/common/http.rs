@@ -3,9 +3,15 @@
 
 use std::sync::Arc;
 
-use actix_web::{web, App, HttpServer};
+use std::time::Duration;
+
+use actix_web::{web, HttpServer};
 use order_engine::api::{self, AppState};
+use order_engine::auth::{mint_dev_token, Authenticator, InternalVerifier, JwtConfig, JwtVerifier, ServiceKeys};
+use order_engine::clock::SystemClock;
 use order_engine::projections::{run_orders_projection, ProjectionHealth};
+use order_engine::telemetry::metrics::Metrics;
+use uuid::Uuid;
 
 use super::engine::TestEngine;
 
@@ -14,6 +20,7 @@ pub struct TestApp {
     pub engine: Arc<TestEngine>,
     pub client: reqwest::Client,
     pub orders_projection: Arc<ProjectionHealth>,
+    pub metrics: web::Data<Metrics>,
     _stop_projection: tokio::sync::watch::Sender<bool>,
 }
 
@@ -21,11 +28,13 @@ pub struct TestApp {
 pub fn spawn_app(engine: TestEngine) -> TestApp {
     let engine = Arc::new(engine);
     let orders_projection = Arc::new(ProjectionHealth::default());
+    let metrics = web::Data::new(Metrics::new().unwrap());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     actix_rt::spawn(run_orders_projection(
         Arc::clone(&engine.store.store),
         Arc::clone(&engine.store.models),
         Arc::clone(&orders_projection),
+        Some(metrics.clone().into_inner()),
         stopped,
     ));
     // The projection runs as long as the test's runtime; the sender lives in the app.
@@ -35,7 +44,15 @@ pub fn spawn_app(engine: TestEngine) -> TestApp {
         orders_projection: Arc::clone(&orders_projection),
         broker_connected: None,
     });
-    let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(api::configure))
+    let auth = web::Data::new(Authenticator::new(
+        JwtVerifier::new(&JwtConfig::development(None)).unwrap(),
+        InternalVerifier::new(
+            ServiceKeys::new([(TEST_SERVICE, TEST_SERVICE_KEY)]),
+            Arc::new(SystemClock),
+        ),
+    ));
+    let app_metrics = metrics.clone();
+    let server = HttpServer::new(move || api::app(state.clone(), auth.clone(), app_metrics.clone()))
         .workers(1)
         .bind("127.0.0.1:0")
         .unwrap();
@@ -46,6 +63,16 @@ pub fn spawn_app(engine: TestEngine) -> TestApp {
         engine,
         client: reqwest::Client::new(),
         orders_projection,
+        metrics,
         _stop_projection: stop,
     }
+}
+
+/// The internal service the test app trusts, and its key.
+pub const TEST_SERVICE: &str = "algo_engine";
+pub const TEST_SERVICE_KEY: &str = "test-algo-engine-key";
+
+/// A development token for `user`, as `order-engine token --user` prints.
+pub fn token(user: Uuid) -> String {
+    mint_dev_token(&JwtConfig::development(None), user, Duration::from_secs(600)).unwrap()
 }
