@@ -6,6 +6,7 @@
 pub mod accounts;
 pub mod actors;
 pub mod aggregate;
+pub mod amqp;
 pub mod balance;
 pub mod clients;
 pub mod clock;
