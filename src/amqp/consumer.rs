@@ -110,6 +110,12 @@ impl SubmissionConsumer {
                 FieldTable::default(),
             )
             .await?;
+        let health = Arc::clone(&self.health);
+        // The probe turns false as soon as the broker drops us, not at the next publish.
+        connection.on_error(move |error| {
+            tracing::warn!(%error, task = health.name(), "AMQP connection lost");
+            health.set_connected(false);
+        });
         self.health.set_connected(true);
         *attempt = 0;
         tracing::info!(queue = %self.config.name(SUBMIT), prefetch = self.config.prefetch, "submission consumer started");

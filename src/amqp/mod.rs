@@ -41,6 +41,8 @@ pub enum AmqpError {
     Nacked,
     #[error("no publisher confirm within the timeout")]
     ConfirmTimeout,
+    #[error("the connection to the broker was lost")]
+    ConnectionLost,
     #[error("the broker ended the consumer")]
     StreamEnded,
     #[error("event log: {0}")]
