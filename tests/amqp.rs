@@ -23,7 +23,6 @@ use order_engine::amqp::{self, AmqpConfig, AmqpHandle, OrderSubmitter};
 use order_engine::clock::SystemClock;
 use order_engine::engine::{Engine, EngineError, SubmitRequest};
 use order_engine::events::StreamId;
-use order_engine::market::MarketSimulator;
 use order_engine::order::Order;
 use order_engine::store::{read_stream_all, EventStore};
 use rust_decimal::Decimal;
@@ -96,7 +95,6 @@ impl OrderSubmitter for FlakySubmitter {
 
 struct Harness {
     engine: Arc<Engine>,
-    market: Arc<MarketSimulator>,
     store: Arc<dyn EventStore>,
     amqp: AmqpHandle,
     broker: TestBroker,
@@ -126,7 +124,6 @@ impl Harness {
         assert!(handle.wait_connected(WAIT).await, "the AMQP layer never connected");
         Some(Self {
             engine,
-            market,
             store: Arc::clone(&store.store),
             amqp: handle,
             broker,

@@ -110,12 +110,8 @@ impl SubmissionConsumer {
                 FieldTable::default(),
             )
             .await?;
-        let health = Arc::clone(&self.health);
-        // The probe turns false as soon as the broker drops us, not at the next publish.
-        connection.on_error(move |error| {
-            tracing::warn!(%error, task = health.name(), "AMQP connection lost");
-            health.set_connected(false);
-        });
+        // The probe turns false as soon as the broker drops us, not when the stream ends.
+        let _loss = super::watch_loss(&connection, Arc::clone(&self.health));
         self.health.set_connected(true);
         *attempt = 0;
         tracing::info!(queue = %self.config.name(SUBMIT), prefetch = self.config.prefetch, "submission consumer started");

@@ -103,6 +103,38 @@ impl TaskHealth {
     }
 }
 
+/// Watches a connection for its loss: turns the health probe false at once
+/// and wakes whoever waits on `lost`. Stops watching when dropped.
+pub(crate) struct LossWatch {
+    pub(crate) lost: Arc<tokio::sync::Notify>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for LossWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub(crate) fn watch_loss(connection: &lapin::Connection, health: Arc<TaskHealth>) -> LossWatch {
+    use futures_util::StreamExt;
+    let lost = Arc::new(tokio::sync::Notify::new());
+    let signal = Arc::clone(&lost);
+    let mut events = connection.events_listener();
+    let task = tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            if let lapin::Event::Error(error) = event {
+                tracing::warn!(%error, task = health.name(), "AMQP connection lost");
+                health.set_connected(false);
+                // A permit is stored, so a waiter that arrives later still wakes.
+                signal.notify_one();
+                return;
+            }
+        }
+    });
+    LossWatch { lost, task }
+}
+
 /// The running RabbitMQ layer.
 pub struct AmqpHandle {
     shutdown: watch::Sender<bool>,

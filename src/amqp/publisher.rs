@@ -158,16 +158,8 @@ impl Publisher {
         // not confirmed before a break goes again, with the same message id.
         let from = self.store.load_checkpoint(self.route.checkpoint()).await?;
         let mut tail = LogTail::new(Arc::clone(&self.store), from);
-        let health = Arc::clone(&self.health);
-        // The probe turns false as soon as the broker drops us, not at the next publish.
-        let lost = Arc::new(tokio::sync::Notify::new());
-        let lost_signal = Arc::clone(&lost);
-        connection.on_error(move |error| {
-            tracing::warn!(%error, task = health.name(), "AMQP connection lost");
-            health.set_connected(false);
-            // Wakes an idle publisher, so it reconnects before the next event rather than at it.
-            lost_signal.notify_one();
-        });
+        // Wakes an idle publisher, so it reconnects before the next event rather than at it.
+        let loss = super::watch_loss(&connection, Arc::clone(&self.health));
         self.health.set_connected(true);
         *attempt = 0;
         tracing::info!(publisher = self.route.checkpoint(), from, "publisher started");
@@ -179,7 +171,7 @@ impl Publisher {
                     let _ = connection.close(200, "order-engine shutting down").await;
                     return Ok(());
                 }
-                () = lost.notified() => return Err(AmqpError::ConnectionLost),
+                () = loss.lost.notified() => return Err(AmqpError::ConnectionLost),
                 page = tail.next_batch() => page?,
             };
             for chunk in page.chunks(batch_size) {

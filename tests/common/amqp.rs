@@ -72,10 +72,7 @@ impl TestBroker {
         let vhost = format!("oe-test-{}", Uuid::new_v4().simple());
         let problem = match problem {
             Some(problem) => Some(problem),
-            None => match rabbitmqctl(vec!["add_vhost".into(), vhost.clone()]).await {
-                Ok(_) => None,
-                Err(error) => Some(error),
-            },
+            None => rabbitmqctl(vec!["add_vhost".into(), vhost.clone()]).await.err(),
         };
         if let Some(problem) = problem {
             if services_required() {
