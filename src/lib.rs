@@ -6,6 +6,7 @@
 pub mod accounts;
 pub mod actors;
 pub mod aggregate;
+pub mod amqp;
 pub mod api;
 pub mod audit;
 pub mod auth;

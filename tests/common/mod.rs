@@ -3,6 +3,7 @@
 //! otherwise skip loudly).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod amqp;
 pub mod engine;
 pub mod http;
 

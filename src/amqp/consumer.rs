@@ -1,0 +1,458 @@
+//! The submission consumer: reads seed 3.2.1 messages from `orders.submit`,
+//! hands them to the engine, and acknowledges each only once its outcome is
+//! safe: the order's first event durable, its refusal published, or the
+//! message moved (with a confirm) to `orders.retry` or `orders.dlq`.
+//!
+//! Must never ack a message before that, and never create an order itself:
+//! the engine decides, and dedups by order id.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel};
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use super::config::AmqpConfig;
+use super::topology::{
+    self, DLQ, EVENTS, EXCHANGE, HEADER_ORIGINAL_EXCHANGE, HEADER_ORIGINAL_ROUTING_KEY, HEADER_REJECTION_REASON,
+    HEADER_RETRY_ATTEMPT, HEADER_TRACEPARENT, HEADER_TRACESTATE, RETRY, SUBMIT,
+};
+use super::wire::{parse_traceparent, EventMessage, Submission, EVENT_PRIORITY};
+use super::{AmqpError, TaskHealth};
+use crate::clock::Clock;
+use crate::engine::{Engine, EngineError, SubmitRequest};
+use crate::events::{EventMetadata, TraceContext};
+use crate::order::{Order, OrderRejection};
+
+/// AMQP delivery mode of messages that survive a broker restart.
+pub const PERSISTENT: u8 = 2;
+
+/// What the consumer submits orders to: the engine, or a test double around it.
+#[async_trait]
+pub trait OrderSubmitter: Send + Sync + 'static {
+    async fn submit(&self, request: SubmitRequest) -> Result<Order, EngineError>;
+}
+
+#[async_trait]
+impl OrderSubmitter for Engine {
+    async fn submit(&self, request: SubmitRequest) -> Result<Order, EngineError> {
+        Engine::submit(self, request).await
+    }
+}
+
+/// How one submission ended, for logs and counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Submitted,
+    Rejected,
+    Retried,
+    DeadLettered,
+}
+
+pub(crate) struct SubmissionConsumer {
+    pub(crate) config: Arc<AmqpConfig>,
+    pub(crate) submitter: Arc<dyn OrderSubmitter>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) health: Arc<TaskHealth>,
+}
+
+impl SubmissionConsumer {
+    /// Consumes until `shutdown` turns true, reconnecting with backoff.
+    pub(crate) async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut attempt = 0u32;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let result = self.session(&mut shutdown, &mut attempt).await;
+            self.health.set_connected(false);
+            match result {
+                Ok(()) => return,
+                Err(error) => {
+                    let delay = self.config.reconnect_delay(attempt);
+                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "submission consumer lost the broker; reconnecting");
+                    attempt = attempt.saturating_add(1);
+                    tokio::select! {
+                        _ = shutdown.changed() => return,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// One connection's life: declare, consume, until the connection breaks
+    /// (Err) or shutdown (Ok). Unacked deliveries return to the queue.
+    async fn session(&self, shutdown: &mut watch::Receiver<bool>, attempt: &mut u32) -> Result<(), AmqpError> {
+        let connection = topology::connect(&self.config, "consumer").await?;
+        let channel = connection.create_channel().await?;
+        topology::declare(&channel, &self.config).await?;
+        channel
+            .basic_qos(self.config.prefetch, BasicQosOptions::default())
+            .await?;
+        // A separate channel for the retry, DLQ and rejection publishes, in
+        // confirm mode: the delivery is acked only after the broker has them.
+        let publisher = connection.create_channel().await?;
+        publisher.confirm_select(ConfirmSelectOptions::default()).await?;
+        let consumer = channel
+            .basic_consume(
+                &self.config.name(SUBMIT),
+                &format!("{} consumer", self.config.connection_name),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        // The probe turns false as soon as the broker drops us, not when the stream ends.
+        let _loss = super::watch_loss(&connection, Arc::clone(&self.health));
+        self.health.set_connected(true);
+        *attempt = 0;
+        tracing::info!(queue = %self.config.name(SUBMIT), prefetch = self.config.prefetch, "submission consumer started");
+        let concurrency = usize::from(self.config.prefetch.max(1));
+        let work = consumer.for_each_concurrent(concurrency, |delivery| {
+            let publisher = &publisher;
+            async move {
+                match delivery {
+                    Ok(delivery) => self.handle(delivery, publisher).await,
+                    Err(error) => tracing::warn!(%error, "consumer stream error"),
+                }
+            }
+        });
+        tokio::select! {
+            _ = shutdown.changed() => {
+                // In-flight submissions are dropped unacked: the broker redelivers
+                // them and the engine's dedup makes the second attempt harmless.
+                let _ = connection.close(200, "order-engine shutting down").await;
+                Ok(())
+            }
+            () = work => Err(AmqpError::StreamEnded),
+        }
+    }
+
+    async fn handle(&self, delivery: Delivery, publisher: &Channel) {
+        let headers = delivery.properties.headers().clone().unwrap_or_default();
+        let trace = header_text(&headers, HEADER_TRACEPARENT)
+            .and_then(|tp| parse_traceparent(&tp, header_text(&headers, HEADER_TRACESTATE).as_deref()));
+        let attempt = header_u32(&headers, HEADER_RETRY_ATTEMPT).unwrap_or(0);
+        let message_id = delivery.properties.message_id().as_ref().map(|m| m.to_string());
+        let span = tracing::info_span!(
+            "amqp.submission",
+            message_id = message_id.as_deref().unwrap_or(""),
+            retry_attempt = attempt,
+            // The producer's W3C trace continues here and in the events' metadata.
+            traceparent = trace.as_ref().map_or("", |t| t.traceparent.as_str()),
+            order_id = tracing::field::Empty,
+        );
+        async {
+            let result = self.decide(&delivery, publisher, attempt, trace).await;
+            let settled = match result {
+                Ok(outcome) => {
+                    tracing::debug!(?outcome, "submission handled");
+                    self.health.add_processed(1);
+                    delivery.ack(BasicAckOptions::default()).await
+                }
+                Err(error) => {
+                    // Its outcome could not be made safe (the broker or the
+                    // confirm failed): hand it back for another try; the
+                    // quorum queue's delivery limit bounds the loop.
+                    tracing::warn!(%error, "submission not settled; returning it to the queue");
+                    delivery
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..BasicNackOptions::default()
+                        })
+                        .await
+                }
+            };
+            if let Err(error) = settled {
+                tracing::warn!(%error, "could not settle a delivery; the broker will redeliver it");
+            }
+        }
+        .instrument(span)
+        .await;
+    }
+
+    async fn decide(
+        &self,
+        delivery: &Delivery,
+        publisher: &Channel,
+        attempt: u32,
+        trace: Option<TraceContext>,
+    ) -> Result<Outcome, AmqpError> {
+        let submission = match Submission::parse(&delivery.data) {
+            Ok(submission) => submission,
+            Err(error) => {
+                tracing::warn!(%error, "undecodable submission; dead-lettering it");
+                self.dead_letter(publisher, delivery, &error.to_string()).await?;
+                return Ok(Outcome::DeadLettered);
+            }
+        };
+        tracing::Span::current().record("order_id", tracing::field::display(submission.order_id));
+        let request = SubmitRequest {
+            order_id: Some(submission.order_id),
+            user_id: submission.user_id,
+            symbol: submission.symbol.clone(),
+            side: submission.side,
+            order_type: submission.order_type,
+            quantity: submission.quantity,
+            limit_price: submission.limit_price,
+            stop_price: submission.stop_price,
+            metadata: EventMetadata {
+                correlation_id: Some(submission.correlation_id()),
+                causation_id: submission.causation_id(),
+                who: Some(format!("user:{}", submission.user_id)),
+                source: Some("amqp".to_owned()),
+                trace,
+            },
+        };
+        match self.submitter.submit(request).await {
+            Ok(_) => Ok(Outcome::Submitted),
+            Err(EngineError::Rejected(rejection)) => {
+                self.reject(
+                    publisher,
+                    &submission,
+                    &rejection.to_string(),
+                    rejection_code(&rejection),
+                )
+                .await?;
+                Ok(Outcome::Rejected)
+            }
+            Err(error @ (EngineError::AccountNotAllowed(_) | EngineError::NotFound(_))) => {
+                let code = match error {
+                    EngineError::AccountNotAllowed(_) => "AccountNotAllowed",
+                    _ => "NotFound",
+                };
+                self.reject(publisher, &submission, &error.to_string(), code).await?;
+                Ok(Outcome::Rejected)
+            }
+            // An internal error may be a fault that passes (a bug fixed by a
+            // deploy, a store refusing for a while): it climbs the same ladder
+            // and lands in the DLQ with its reason rather than being lost.
+            Err(error @ (EngineError::Unavailable(_) | EngineError::Internal(_))) => {
+                self.retry_or_dead_letter(publisher, delivery, attempt, &error.to_string())
+                    .await
+            }
+        }
+    }
+
+    async fn reject(
+        &self,
+        publisher: &Channel,
+        submission: &Submission,
+        reason: &str,
+        code: &str,
+    ) -> Result<(), AmqpError> {
+        tracing::info!(
+            reason,
+            code,
+            "the engine refused the submission; publishing OrderRejected"
+        );
+        let message = EventMessage::rejected(submission, reason, code, self.clock.now());
+        let body = serde_json::to_vec(&message).map_err(|e| AmqpError::Encode(e.to_string()))?;
+        let properties = BasicProperties::default()
+            .with_delivery_mode(PERSISTENT)
+            .with_content_type(ShortString::from("application/json"))
+            .with_message_id(ShortString::from(message.message_id.clone()))
+            .with_correlation_id(ShortString::from(submission.order_id.to_string()))
+            .with_type(ShortString::from("OrderRejected"))
+            .with_priority(EVENT_PRIORITY);
+        publish_confirmed(publisher, &self.config.name(EXCHANGE), EVENTS, &body, properties).await
+    }
+
+    async fn retry_or_dead_letter(
+        &self,
+        publisher: &Channel,
+        delivery: &Delivery,
+        attempt: u32,
+        reason: &str,
+    ) -> Result<Outcome, AmqpError> {
+        let Some(delay) = usize::try_from(attempt)
+            .ok()
+            .and_then(|i| self.config.retry_delays.get(i))
+            .copied()
+        else {
+            let reason = format!("gave up after {attempt} retries: {reason}");
+            tracing::warn!(%reason, "dead-lettering a submission");
+            self.dead_letter(publisher, delivery, &reason).await?;
+            return Ok(Outcome::DeadLettered);
+        };
+        tracing::info!(
+            reason,
+            attempt = attempt + 1,
+            delay_ms = delay.as_millis() as u64,
+            "transient failure; scheduling a retry"
+        );
+        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+        headers.insert(
+            HEADER_RETRY_ATTEMPT.into(),
+            AMQPValue::LongLongInt(i64::from(attempt + 1)),
+        );
+        headers.insert(HEADER_REJECTION_REASON.into(), long_string(reason));
+        let properties = forwarded(&delivery.properties, headers).with_expiration(ShortString::from(expiration(delay)));
+        publish_confirmed(
+            publisher,
+            &self.config.name(EXCHANGE),
+            RETRY,
+            &delivery.data,
+            properties,
+        )
+        .await?;
+        Ok(Outcome::Retried)
+    }
+
+    async fn dead_letter(&self, publisher: &Channel, delivery: &Delivery, reason: &str) -> Result<(), AmqpError> {
+        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+        headers.insert(HEADER_REJECTION_REASON.into(), long_string(reason));
+        headers.insert(
+            HEADER_ORIGINAL_ROUTING_KEY.into(),
+            long_string(delivery.routing_key.as_str()),
+        );
+        headers.insert(HEADER_ORIGINAL_EXCHANGE.into(), long_string(delivery.exchange.as_str()));
+        let properties = forwarded(&delivery.properties, headers);
+        publish_confirmed(publisher, &self.config.name(EXCHANGE), DLQ, &delivery.data, properties).await
+    }
+}
+
+/// The per-message TTL of a retry, in milliseconds as AMQP wants it.
+fn expiration(delay: Duration) -> String {
+    delay.as_millis().max(1).to_string()
+}
+
+/// The original message's identity with new headers, persistent, without any
+/// expiration it carried.
+fn forwarded(original: &BasicProperties, headers: FieldTable) -> BasicProperties {
+    let mut properties = BasicProperties::default()
+        .with_delivery_mode(PERSISTENT)
+        .with_headers(headers);
+    if let Some(content_type) = original.content_type() {
+        properties = properties.with_content_type(content_type.clone());
+    }
+    if let Some(message_id) = original.message_id() {
+        properties = properties.with_message_id(message_id.clone());
+    }
+    if let Some(correlation_id) = original.correlation_id() {
+        properties = properties.with_correlation_id(correlation_id.clone());
+    }
+    if let Some(timestamp) = original.timestamp() {
+        properties = properties.with_timestamp(*timestamp);
+    }
+    if let Some(app_id) = original.app_id() {
+        properties = properties.with_app_id(app_id.clone());
+    }
+    properties
+}
+
+/// Publishes one message and waits for the broker's confirm; a nack is an error.
+pub(crate) async fn publish_confirmed(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) -> Result<(), AmqpError> {
+    let confirm = channel
+        .basic_publish(exchange, routing_key, BasicPublishOptions::default(), body, properties)
+        .await?
+        .await?;
+    if confirm.is_ack() {
+        Ok(())
+    } else {
+        Err(AmqpError::Nacked)
+    }
+}
+
+fn long_string(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value))
+}
+
+/// A header as text, whether sent as a long or short string.
+pub(crate) fn header_text(headers: &FieldTable, key: &str) -> Option<String> {
+    match headers.inner().get(key)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+/// A header as a non-negative count, whatever integer width or text the producer used.
+pub(crate) fn header_u32(headers: &FieldTable, key: &str) -> Option<u32> {
+    let value: i64 = match headers.inner().get(key)? {
+        AMQPValue::ShortShortInt(v) => i64::from(*v),
+        AMQPValue::ShortShortUInt(v) => i64::from(*v),
+        AMQPValue::ShortInt(v) => i64::from(*v),
+        AMQPValue::ShortUInt(v) => i64::from(*v),
+        AMQPValue::LongInt(v) => i64::from(*v),
+        AMQPValue::LongUInt(v) => i64::from(*v),
+        AMQPValue::LongLongInt(v) => *v,
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).trim().parse().ok()?,
+        AMQPValue::ShortString(s) => s.as_str().trim().parse().ok()?,
+        _ => return None,
+    };
+    u32::try_from(value).ok()
+}
+
+/// The rule a refusal broke, as a stable machine-readable code (its variant name).
+fn rejection_code(rejection: &OrderRejection) -> &'static str {
+    match rejection {
+        OrderRejection::InvalidQuantity { .. } => "InvalidQuantity",
+        OrderRejection::InvalidPrice { .. } => "InvalidPrice",
+        OrderRejection::PriceRequired { .. } => "PriceRequired",
+        OrderRejection::PriceNotAllowed { .. } => "PriceNotAllowed",
+        OrderRejection::InvalidSymbol(_) => "InvalidSymbol",
+        OrderRejection::UnknownSymbol { .. } => "UnknownSymbol",
+        OrderRejection::MarketClosed { .. } => "MarketClosed",
+        OrderRejection::AlreadySubmitted { .. } => "AlreadySubmitted",
+        _ => "Refused",
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_headers_are_read_in_any_integer_width_or_as_text() {
+        // Proves a producer's or a broker's x-retry-attempt is understood whatever its AMQP type.
+        let mut headers = FieldTable::default();
+        for (value, expected) in [
+            (AMQPValue::ShortShortUInt(2), Some(2)),
+            (AMQPValue::LongInt(3), Some(3)),
+            (AMQPValue::LongLongInt(4), Some(4)),
+            (long_string("1"), Some(1)),
+            (AMQPValue::LongLongInt(-1), None),
+        ] {
+            headers.insert(HEADER_RETRY_ATTEMPT.into(), value);
+            assert_eq!(header_u32(&headers, HEADER_RETRY_ATTEMPT), expected);
+        }
+        assert_eq!(header_u32(&FieldTable::default(), HEADER_RETRY_ATTEMPT), None);
+    }
+
+    #[test]
+    fn a_retry_expires_after_its_rung_of_the_ladder() {
+        // Proves the TTL string is the delay in milliseconds (never 0, which would expire at once).
+        assert_eq!(expiration(Duration::from_secs(300)), "300000");
+        assert_eq!(expiration(Duration::ZERO), "1");
+    }
+
+    #[test]
+    fn forwarding_keeps_identity_and_drops_expiration() {
+        // Proves a dead-lettered or retried message keeps its ids and is persistent, with no old TTL.
+        let original = BasicProperties::default()
+            .with_message_id("m-1".into())
+            .with_correlation_id("c-1".into())
+            .with_expiration("5".into());
+        let forwarded = forwarded(&original, FieldTable::default());
+        assert_eq!(forwarded.message_id().as_ref().unwrap().as_str(), "m-1");
+        assert_eq!(forwarded.correlation_id().as_ref().unwrap().as_str(), "c-1");
+        assert_eq!(*forwarded.delivery_mode(), Some(PERSISTENT));
+        assert_eq!(*forwarded.expiration(), None);
+    }
+}

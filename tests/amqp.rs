@@ -1,0 +1,633 @@
+//! The RabbitMQ layer against a real broker (a vhost per test) and a real
+//! engine on each backend: seed-format submissions in, seed-format position
+//! updates, events and statuses out; duplicates, poison messages, transient
+//! failures and a broker that drops the engine's connections mid-publish.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use common::amqp::{producer, publish, Collector, TestBroker};
+use common::engine::{eventually, start, TestEngine};
+use common::TestDb;
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use order_engine::amqp::wire::wire_uuid;
+use order_engine::amqp::{self, AmqpConfig, AmqpHandle, OrderSubmitter};
+use order_engine::clock::SystemClock;
+use order_engine::engine::{Engine, EngineError, SubmitRequest};
+use order_engine::events::StreamId;
+use order_engine::order::Order;
+use order_engine::store::{read_stream_all, EventStore};
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+on_every_backend_in_actix!(
+    a_seed_submission_comes_out_as_a_seed_position_update,
+    a_duplicate_submission_is_one_order_and_one_execution,
+    a_malformed_message_is_dead_lettered_once_with_its_reason,
+    a_refused_order_is_published_as_order_rejected,
+    a_transient_failure_is_retried_then_succeeds,
+    a_submission_that_keeps_failing_lands_in_the_dlq_after_the_last_retry,
+    closing_the_engines_connections_mid_publish_loses_nothing,
+    a_burst_of_orders_flows_through_and_the_rates_are_reported,
+);
+
+const WAIT: Duration = Duration::from_secs(30);
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+/// A submission in the exact shape of seed 004 §3.2.1.
+fn seed_submission(order_id: Uuid, user_id: Uuid, symbol: &str, quantity: Value) -> Value {
+    json!({
+        "order_id": order_id,
+        "user_id": user_id,
+        "symbol": symbol,
+        "order_side": "BUY",
+        "order_type": "MARKET",
+        "quantity": quantity,
+        "price": null,
+        "status": "PENDING",
+        "created_at": "2025-11-04T10:00:00Z",
+        "updated_at": "2025-11-04T10:00:00Z",
+        "message_metadata": {
+            "message_id": format!("msg_{order_id}"),
+            "correlation_id": order_id,
+            "timestamp": "2025-11-04T10:00:00Z",
+            "retry_attempt": 0,
+            "priority": 5,
+            "source": "order_submission",
+            "message_type": "order_submission",
+            "processing_stage": "initial"
+        }
+    })
+}
+
+fn body(value: &Value) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap()
+}
+
+/// A submitter in front of the engine that answers `Unavailable` to its first
+/// `failures` calls, as a database or service outage would.
+struct FlakySubmitter {
+    engine: Arc<Engine>,
+    failures: u32,
+    calls: AtomicU32,
+}
+
+#[async_trait]
+impl OrderSubmitter for FlakySubmitter {
+    async fn submit(&self, request: SubmitRequest) -> Result<Order, EngineError> {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst);
+        if call < self.failures {
+            return Err(EngineError::Unavailable("database unreachable (test)".into()));
+        }
+        self.engine.submit(request).await
+    }
+}
+
+struct Harness {
+    engine: Arc<Engine>,
+    store: Arc<dyn EventStore>,
+    amqp: AmqpHandle,
+    broker: TestBroker,
+    _keep: common::TestStore,
+}
+
+impl Harness {
+    /// An engine on `db`, the RabbitMQ layer on a fresh vhost, connected.
+    async fn start(
+        test: &str,
+        db: &TestDb,
+        config: impl FnOnce(AmqpConfig) -> AmqpConfig,
+        submitter: impl FnOnce(Arc<Engine>) -> Arc<dyn OrderSubmitter>,
+    ) -> Option<Self> {
+        let broker = TestBroker::new(test).await?;
+        let TestEngine {
+            engine, market, store, ..
+        } = start(db.open(None).await, None, None);
+        let engine = Arc::new(engine);
+        market.set_price("AAPL", dec!(150.25)).unwrap();
+        let handle = amqp::start(
+            config(broker.config()),
+            submitter(Arc::clone(&engine)),
+            Arc::clone(&store.store),
+            Arc::new(SystemClock),
+        );
+        assert!(handle.wait_connected(WAIT).await, "the AMQP layer never connected");
+        Some(Self {
+            engine,
+            store: Arc::clone(&store.store),
+            amqp: handle,
+            broker,
+            _keep: store,
+        })
+    }
+
+    async fn plain(test: &str, db: &TestDb) -> Option<Self> {
+        Self::start(test, db, |c| c, |e| e as Arc<dyn OrderSubmitter>).await
+    }
+
+    async fn stop(self) {
+        self.amqp.shutdown().await;
+        if let Ok(engine) = Arc::try_unwrap(self.engine) {
+            engine.shutdown().await;
+        }
+    }
+
+    async fn order_events(&self, order_id: Uuid) -> Vec<order_engine::events::RecordedEvent> {
+        read_stream_all(self.store.as_ref(), &StreamId::order(order_id), 1)
+            .await
+            .unwrap()
+    }
+}
+
+async fn wait_count(what: &str, collector: &Collector, count: usize) {
+    eventually(what, WAIT, || async { collector.len() >= count }).await;
+}
+
+fn decimal(value: &Value) -> Decimal {
+    assert!(value.is_number(), "{value} must be a JSON number");
+    Decimal::from_str(&value.to_string()).unwrap()
+}
+
+async fn a_seed_submission_comes_out_as_a_seed_position_update(db: TestDb) {
+    // Proves a 3.2.1 MARKET BUY yields one 3.2.3 position update with the seed's fields and values, plus its events and statuses in log order, with the trace and ids carried through.
+    let Some(h) = Harness::plain("a_seed_submission_comes_out_as_a_seed_position_update", &db).await else {
+        return;
+    };
+    let test = h.broker.connect("reader").await;
+    let positions = Collector::start(&test, "positions.updates").await;
+    let events = Collector::start(&test, "orders.events").await;
+    let statuses = Collector::start(&test, "orders.status").await;
+    let (order_id, user_id) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "traceparent".into(),
+        AMQPValue::LongString(LongString::from(TRACEPARENT)),
+    );
+    publish(
+        &producer(&test).await,
+        &body(&seed_submission(order_id, user_id, "AAPL", json!(10.0))),
+        headers,
+    )
+    .await;
+
+    wait_count("one position update", &positions, 1).await;
+    wait_count("EXECUTED status", &statuses, 3).await;
+    let update = positions.all().remove(0);
+    let p = &update.json;
+    assert_eq!(p["order_id"], order_id.to_string());
+    assert_eq!(p["user_id"], user_id.to_string());
+    assert_eq!(p["symbol"], "AAPL");
+    assert_eq!(p["order_side"], "BUY");
+    assert_eq!(p["order_type"], "MARKET");
+    assert_eq!(decimal(&p["quantity"]), dec!(10));
+    assert_eq!(decimal(&p["execution_price"]), dec!(150.25));
+    assert_eq!(decimal(&p["total_value"]), dec!(1502.50));
+    assert_eq!(decimal(&p["market_price_at_exec"]), dec!(150.25));
+    assert!(p["executed_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(p["market_data_timestamp"], p["executed_at"]);
+    let m = &p["message_metadata"];
+    assert_eq!(m["correlation_id"], order_id.to_string());
+    assert!(m["message_id"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("position_update_{order_id}_")));
+    assert_eq!(
+        (
+            &m["retry_attempt"],
+            &m["priority"],
+            &m["source"],
+            &m["message_type"],
+            &m["processing_stage"]
+        ),
+        (
+            &json!(0),
+            &json!(1),
+            &json!("order_execution"),
+            &json!("position_update"),
+            &json!("initial")
+        )
+    );
+    let keys: Vec<&String> = p.as_object().unwrap().keys().collect();
+    assert_eq!(keys.len(), 12, "exactly the seed's fields: {keys:?}");
+
+    // AMQP ids: the event id and the order id; the trace continues.
+    let log = h.order_events(order_id).await;
+    let executed = log.iter().find(|e| e.event_type == "OrderExecuted").unwrap();
+    assert_eq!(update.message_id, Some(executed.event_id.to_string()));
+    assert_eq!(update.correlation_id, Some(order_id.to_string()));
+    let submitted = &log[0];
+    assert_eq!(submitted.metadata.trace.as_ref().unwrap().traceparent, TRACEPARENT);
+    assert_eq!(
+        submitted.metadata.causation_id,
+        Some(wire_uuid(&format!("msg_{order_id}")))
+    );
+    assert_eq!(submitted.metadata.correlation_id, Some(order_id));
+
+    // Every lifecycle event on orders.events (3.3 schema) and every status, in log order.
+    wait_count("every lifecycle event", &events, log.len()).await;
+    let types: Vec<String> = events
+        .all()
+        .iter()
+        .map(|e| e.json["event_type"].as_str().unwrap().to_owned())
+        .collect();
+    let logged: Vec<String> = log.iter().map(|e| e.event_type.clone()).collect();
+    assert_eq!(types, logged);
+    // The producer's trace goes on with the events it caused directly.
+    assert_eq!(events.all()[0].header("traceparent").as_deref(), Some(TRACEPARENT));
+    let event = &events.all()[0].json;
+    for field in [
+        "event_id",
+        "event_type",
+        "aggregate_id",
+        "occurred_at",
+        "event_data",
+        "message_id",
+        "correlation_id",
+        "timestamp",
+        "source",
+    ] {
+        assert!(!event[field].is_null(), "EventMessage lacks {field}: {event}");
+    }
+    let statuses: Vec<String> = statuses
+        .all()
+        .iter()
+        .map(|s| s.json["status"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(statuses, ["PENDING", "PROCESSING", "EXECUTED"]);
+    h.stop().await;
+}
+
+async fn a_duplicate_submission_is_one_order_and_one_execution(db: TestDb) {
+    // Proves the same message published twice gives one order and exactly one positions.updates message (counted, not deduplicated).
+    let Some(h) = Harness::plain("a_duplicate_submission_is_one_order_and_one_execution", &db).await else {
+        return;
+    };
+    let test = h.broker.connect("reader").await;
+    let positions = Collector::start(&test, "positions.updates").await;
+    let statuses = Collector::start(&test, "orders.status").await;
+    let order_id = Uuid::new_v4();
+    let message = body(&seed_submission(order_id, Uuid::new_v4(), "AAPL", json!("10")));
+    let channel = producer(&test).await;
+    publish(&channel, &message, FieldTable::default()).await;
+    publish(&channel, &message, FieldTable::default()).await;
+    eventually("both copies handled", WAIT, || async {
+        h.amqp.consumer().processed() >= 2
+    })
+    .await;
+    wait_count("EXECUTED status", &statuses, 3).await;
+    // Give a wrongly duplicated execution time to show up before counting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(positions.len(), 1, "{:?}", positions.all());
+    assert_eq!(statuses.len(), 3, "one PENDING, PROCESSING, EXECUTED");
+    let log = h.order_events(order_id).await;
+    assert_eq!(log.iter().filter(|e| e.event_type == "OrderSubmitted").count(), 1);
+    assert_eq!(log.iter().filter(|e| e.event_type == "OrderExecuted").count(), 1);
+    h.stop().await;
+}
+
+async fn a_malformed_message_is_dead_lettered_once_with_its_reason(db: TestDb) {
+    // Proves undecodable messages reach orders.dlq exactly once each, with the reason and the original routing key, and create nothing.
+    let Some(h) = Harness::plain("a_malformed_message_is_dead_lettered_once_with_its_reason", &db).await else {
+        return;
+    };
+    let test = h.broker.connect("reader").await;
+    let dlq = Collector::start(&test, "orders.dlq").await;
+    let channel = producer(&test).await;
+    publish(&channel, b"{not json", FieldTable::default()).await;
+    let mut bad_side = seed_submission(Uuid::new_v4(), Uuid::new_v4(), "AAPL", json!(1));
+    bad_side["order_side"] = json!("HOLD");
+    publish(&channel, &body(&bad_side), FieldTable::default()).await;
+    eventually("both handled", WAIT, || async { h.amqp.consumer().processed() >= 2 }).await;
+    wait_count("two dead letters", &dlq, 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let letters = dlq.all();
+    assert_eq!(letters.len(), 2, "each poison message exactly once");
+    assert_eq!(letters[0].body, b"{not json");
+    for letter in &letters {
+        assert_eq!(
+            letter.header("x-original-routing-key").as_deref(),
+            Some("orders.submit")
+        );
+        assert!(letter
+            .header("x-rejection-reason")
+            .unwrap()
+            .contains("not an order submission"));
+    }
+    assert!(letters[1].header("x-rejection-reason").unwrap().contains("HOLD"));
+    assert_eq!(h.store.head_position().await.unwrap(), 0, "nothing was recorded");
+    h.stop().await;
+}
+
+async fn a_refused_order_is_published_as_order_rejected(db: TestDb) {
+    // Proves a valid message the engine refuses (unknown symbol, negative quantity) becomes an OrderRejected EventMessage with the reason, and no order.
+    let Some(h) = Harness::plain("a_refused_order_is_published_as_order_rejected", &db).await else {
+        return;
+    };
+    let test = h.broker.connect("reader").await;
+    let events = Collector::start(&test, "orders.events").await;
+    let dlq = Collector::start(&test, "orders.dlq").await;
+    let channel = producer(&test).await;
+    let unknown = Uuid::new_v4();
+    publish(
+        &channel,
+        &body(&seed_submission(unknown, Uuid::new_v4(), "ZZZZ", json!(1))),
+        FieldTable::default(),
+    )
+    .await;
+    let negative = Uuid::new_v4();
+    publish(
+        &channel,
+        &body(&seed_submission(negative, Uuid::new_v4(), "AAPL", json!(-5))),
+        FieldTable::default(),
+    )
+    .await;
+    wait_count("two rejections", &events, 2).await;
+    let by_order: HashMap<String, Value> = events
+        .all()
+        .into_iter()
+        .map(|e| (e.json["aggregate_id"].as_str().unwrap().to_owned(), e.json))
+        .collect();
+    let unknown_event = &by_order[&unknown.to_string()];
+    assert_eq!(unknown_event["event_type"], "OrderRejected");
+    assert_eq!(unknown_event["event_data"]["code"], "UnknownSymbol");
+    assert!(unknown_event["event_data"]["reason"].as_str().unwrap().contains("ZZZZ"));
+    assert_eq!(by_order[&negative.to_string()]["event_data"]["code"], "InvalidQuantity");
+    assert!(h.order_events(unknown).await.is_empty());
+    assert_eq!(dlq.len(), 0);
+    h.stop().await;
+}
+
+async fn a_transient_failure_is_retried_then_succeeds(db: TestDb) {
+    // Proves a submission that fails transiently goes round orders.retry (with x-retry-attempt) and is then executed once.
+    let flaky = Arc::new(std::sync::OnceLock::<Arc<FlakySubmitter>>::new());
+    let slot = Arc::clone(&flaky);
+    let Some(h) = Harness::start(
+        "a_transient_failure_is_retried_then_succeeds",
+        &db,
+        |c| c,
+        move |engine| {
+            let submitter = Arc::new(FlakySubmitter {
+                engine,
+                failures: 2,
+                calls: AtomicU32::new(0),
+            });
+            let _ = slot.set(Arc::clone(&submitter));
+            submitter
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let test = h.broker.connect("reader").await;
+    let positions = Collector::start(&test, "positions.updates").await;
+    let dlq = Collector::start(&test, "orders.dlq").await;
+    let order_id = Uuid::new_v4();
+    publish(
+        &producer(&test).await,
+        &body(&seed_submission(order_id, Uuid::new_v4(), "AAPL", json!(2))),
+        FieldTable::default(),
+    )
+    .await;
+    wait_count("the execution after two retries", &positions, 1).await;
+    assert_eq!(flaky.get().unwrap().calls.load(Ordering::SeqCst), 3);
+    assert_eq!(positions.all()[0].json["order_id"], order_id.to_string());
+    assert_eq!(dlq.len(), 0);
+    h.stop().await;
+}
+
+async fn a_submission_that_keeps_failing_lands_in_the_dlq_after_the_last_retry(db: TestDb) {
+    // Proves the retry ladder is climbed to its end (1 + 4 attempts) and the message then reaches orders.dlq once, with the reason.
+    let flaky = Arc::new(std::sync::OnceLock::<Arc<FlakySubmitter>>::new());
+    let slot = Arc::clone(&flaky);
+    let Some(h) = Harness::start(
+        "a_submission_that_keeps_failing_lands_in_the_dlq_after_the_last_retry",
+        &db,
+        |c| AmqpConfig {
+            retry_delays: vec![
+                Duration::from_millis(20),
+                Duration::from_millis(40),
+                Duration::from_millis(60),
+                Duration::from_millis(80),
+            ],
+            ..c
+        },
+        move |engine| {
+            let submitter = Arc::new(FlakySubmitter {
+                engine,
+                failures: u32::MAX,
+                calls: AtomicU32::new(0),
+            });
+            let _ = slot.set(Arc::clone(&submitter));
+            submitter
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let test = h.broker.connect("reader").await;
+    let dlq = Collector::start(&test, "orders.dlq").await;
+    publish(
+        &producer(&test).await,
+        &body(&seed_submission(Uuid::new_v4(), Uuid::new_v4(), "AAPL", json!(2))),
+        FieldTable::default(),
+    )
+    .await;
+    wait_count("the dead letter", &dlq, 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(flaky.get().unwrap().calls.load(Ordering::SeqCst), 5);
+    let letter = &dlq.all()[0];
+    assert!(letter
+        .header("x-rejection-reason")
+        .unwrap()
+        .contains("gave up after 4 retries"));
+    assert_eq!(letter.header("x-retry-attempt").as_deref(), Some("4"));
+    h.stop().await;
+}
+
+async fn closing_the_engines_connections_mid_publish_loses_nothing(db: TestDb) {
+    // Proves that when the broker closes every engine connection twice under load, every execution still arrives, and any duplicate repeats the same message id and body.
+    const ORDERS: usize = 150;
+    let Some(h) = Harness::start(
+        "closing_the_engines_connections_mid_publish_loses_nothing",
+        &db,
+        // Small batches keep publishes in flight when the connection drops.
+        |c| AmqpConfig {
+            publisher_batch_size: 8,
+            ..c
+        },
+        |e| e as Arc<dyn OrderSubmitter>,
+    )
+    .await
+    else {
+        return;
+    };
+    let test = h.broker.connect("reader").await;
+    let positions = Collector::start(&test, "positions.updates").await;
+    let channel = producer(&test).await;
+    let orders: Vec<Uuid> = (0..ORDERS).map(|_| Uuid::new_v4()).collect();
+    let to_send = orders.clone();
+    let sender = tokio::spawn(async move {
+        for order_id in to_send {
+            publish(
+                &channel,
+                &body(&seed_submission(order_id, Uuid::new_v4(), "AAPL", json!(1))),
+                FieldTable::default(),
+            )
+            .await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let mut closed = 0;
+    for round in 0..2 {
+        eventually("some executions published", WAIT, || async {
+            positions.len() >= 10 + round * 40
+        })
+        .await;
+        closed += h.broker.close_engine_connections().await;
+    }
+    assert!(closed >= 4, "closed only {closed} engine connections");
+    sender.await.unwrap();
+    eventually(
+        "every execution, after reconnecting",
+        Duration::from_secs(90),
+        || async {
+            let seen: std::collections::HashSet<String> = positions
+                .all()
+                .iter()
+                .map(|p| p.json["order_id"].as_str().unwrap().to_owned())
+                .collect();
+            seen.len() == ORDERS
+        },
+    )
+    .await;
+    assert!(h.amqp.wait_connected(WAIT).await, "reconnected");
+    let mut by_order: HashMap<String, Vec<common::amqp::Received>> = HashMap::new();
+    for p in positions.all() {
+        by_order
+            .entry(p.json["order_id"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(p);
+    }
+    let mut duplicates = 0;
+    for (order, copies) in &by_order {
+        for copy in &copies[1..] {
+            assert_eq!(
+                copy.message_id, copies[0].message_id,
+                "{order}: a duplicate must repeat the message id"
+            );
+            assert_eq!(copy.body, copies[0].body, "{order}: a duplicate must repeat the body");
+            duplicates += 1;
+        }
+    }
+    for order_id in &orders {
+        assert!(by_order.contains_key(&order_id.to_string()), "lost {order_id}");
+        let executed = h
+            .order_events(*order_id)
+            .await
+            .iter()
+            .filter(|e| e.event_type == "OrderExecuted")
+            .count();
+        assert_eq!(executed, 1, "{order_id} executed {executed} times");
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "broker closed {closed} engine connections; {ORDERS} executions arrived with {duplicates} duplicates"
+    );
+    h.stop().await;
+}
+
+async fn a_burst_of_orders_flows_through_and_the_rates_are_reported(db: TestDb) {
+    // Proves a burst of submissions (200; ORDER_ENGINE_AMQP_BURST overrides, e.g. 500) all come out as position updates, and reports the consumer's and the publishers' sustained rates.
+    let orders: usize = std::env::var("ORDER_ENGINE_AMQP_BURST")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(200);
+    let Some(h) = Harness::plain("a_burst_of_orders_flows_through_and_the_rates_are_reported", &db).await else {
+        return;
+    };
+    let test = h.broker.connect("reader").await;
+    let positions = Collector::start(&test, "positions.updates").await;
+    let channel = producer(&test).await;
+    let bodies: Vec<Vec<u8>> = (0..orders)
+        .map(|_| body(&seed_submission(Uuid::new_v4(), Uuid::new_v4(), "AAPL", json!(1))))
+        .collect();
+    let started = Instant::now();
+    for message in &bodies {
+        publish(&channel, message, FieldTable::default()).await;
+    }
+    let published = started.elapsed();
+    eventually("every submission handled", Duration::from_secs(240), || async {
+        h.amqp.consumer().processed() >= orders as u64
+    })
+    .await;
+    let consumed = started.elapsed();
+    eventually("every position update", Duration::from_secs(240), || async {
+        positions.len() >= orders
+    })
+    .await;
+    let end_to_end = started.elapsed();
+    let messages: u64 = h.amqp.publishers().iter().map(|p| p.processed()).sum();
+    let rate = |n: f64, d: Duration| n / d.as_secs_f64();
+    let _ = writeln!(
+        std::io::stderr(),
+        "RATE backend={} orders={orders}: producer published in {:.2}s; consumer {:.0} submissions/s ({:.2}s); end to end {:.0} orders/s ({:.2}s); publishers {messages} messages confirmed, {:.0} messages/s",
+        h.store.backend(),
+        published.as_secs_f64(),
+        rate(orders as f64, consumed),
+        consumed.as_secs_f64(),
+        rate(orders as f64, end_to_end),
+        end_to_end.as_secs_f64(),
+        rate(messages as f64, end_to_end),
+    );
+    assert_eq!(positions.len(), orders);
+
+    // The publishers alone: rewind their checkpoints and time a full republish of the log.
+    let Harness {
+        engine,
+        store,
+        amqp: first,
+        broker,
+        _keep,
+        ..
+    } = h;
+    first.shutdown().await;
+    for route in amqp::Route::ALL {
+        store.save_checkpoint(route.checkpoint(), 0).await.unwrap();
+    }
+    let replay = amqp::start(
+        broker.config(),
+        Arc::clone(&engine) as Arc<dyn OrderSubmitter>,
+        Arc::clone(&store),
+        Arc::new(SystemClock),
+    );
+    let started = Instant::now();
+    eventually("the republish of the whole log", Duration::from_secs(240), || async {
+        replay.publishers().iter().map(|p| p.processed()).sum::<u64>() >= messages
+    })
+    .await;
+    let republished = started.elapsed();
+    let _ = writeln!(
+        std::io::stderr(),
+        "RATE backend={} publishers alone (confirmed, from checkpoint 0): {messages} messages in {:.2}s = {:.0} messages/s",
+        store.backend(),
+        republished.as_secs_f64(),
+        rate(messages as f64, republished),
+    );
+    replay.shutdown().await;
+    if let Ok(engine) = Arc::try_unwrap(engine) {
+        engine.shutdown().await;
+    }
+}
