@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use order_engine::accounts::http::HttpAccountsClient;
 use order_engine::accounts::{Accounts, EmbeddedAccounts};
+use order_engine::amqp::{self, AmqpConfig};
 use order_engine::api::{self, AppState};
 use order_engine::auth::extractor::Authenticator;
 use order_engine::auth::internal::{InternalVerifier, ServiceKeys};
@@ -161,11 +162,24 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         Some(metrics.clone().into_inner()),
         projections_stopped,
     ));
+    // RabbitMQ only when configured: the embedded default runs without a broker.
+    let amqp = settings.amqp_url.as_ref().map(|url| {
+        Arc::new(amqp::start(
+            AmqpConfig::new(url.clone()),
+            Arc::clone(&engine) as Arc<dyn amqp::OrderSubmitter>,
+            Arc::clone(&store),
+            Arc::new(SystemClock),
+        ))
+    });
+    let broker_connected = amqp.as_ref().map(|handle| {
+        let handle = Arc::clone(handle);
+        Arc::new(move || handle.is_connected()) as Arc<dyn Fn() -> bool + Send + Sync>
+    });
     let state = web::Data::new(AppState {
         engine: Arc::clone(&engine),
         models,
         orders_projection,
-        broker_connected: None,
+        broker_connected,
     });
     let auth = web::Data::new(Authenticator::new(
         JwtVerifier::new(&jwt_config(&settings)?).context("JWT settings")?,
@@ -183,12 +197,20 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         database = %redact_url(&settings.database_url),
         http = %settings.http_addr,
         balance = if settings.balance_service_url.is_some() { "remote" } else { "embedded ledger" },
+        rabbitmq = settings.amqp_url.is_some(),
         ready_ms = started.elapsed().as_millis() as u64,
         "order-engine ready"
     );
     server.await.context("HTTP server")?;
     tracing::info!("stopping: saving the reactor's checkpoint and passivating actors");
     feed.abort();
+    if let Some(handle) = amqp {
+        // The readiness closure held the only other reference; it went with the server.
+        match Arc::try_unwrap(handle) {
+            Ok(handle) => handle.shutdown().await,
+            Err(_) => tracing::warn!("RabbitMQ layer still shared at shutdown; leaving it to the process exit"),
+        }
+    }
     engine.shutdown().await;
     let _ = stop_projections.send(true);
     let _ = projection.await;

@@ -113,7 +113,6 @@ impl Harness {
         let TestEngine {
             engine, market, store, ..
         } = start(db.open(None).await, None, None);
-        let engine = Arc::new(engine);
         market.set_price("AAPL", dec!(150.25)).unwrap();
         let handle = amqp::start(
             config(broker.config()),
