@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::order::{Order, OrderStatus, OrderType, Side};
@@ -11,11 +12,13 @@ use crate::wire::{decimal_as_number, option_decimal_as_number};
 
 /// POST /api/v1/orders. `price` is the limit for LIMIT and STOP_LIMIT and the
 /// stop for STOP_LOSS, as in the seed; STOP_LIMIT also takes `stop_price`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitOrderBody {
     pub symbol: String,
+    #[schema(value_type = String, example = "LIMIT")]
     pub order_type: OrderType,
+    #[schema(value_type = String, example = "BUY")]
     pub order_side: Side,
     pub quantity: Decimal,
     #[serde(default)]
@@ -24,9 +27,10 @@ pub struct SubmitOrderBody {
     pub stop_price: Option<Decimal>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct SubmitOrderResponse {
     pub order_id: Uuid,
+    #[schema(value_type = String, example = "PENDING")]
     pub status: OrderStatus,
     #[serde(serialize_with = "option_decimal_as_number")]
     pub estimated_price: Option<Decimal>,
@@ -52,12 +56,14 @@ impl From<&Order> for SubmitOrderResponse {
 }
 
 /// GET /api/v1/orders/{id}: the seed's OrderDetails.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct OrderDetails {
     pub order_id: Uuid,
     pub user_id: Uuid,
     pub symbol: String,
+    #[schema(value_type = String, example = "LIMIT")]
     pub order_type: OrderType,
+    #[schema(value_type = String, example = "BUY")]
     pub order_side: Side,
     #[serde(serialize_with = "decimal_as_number")]
     pub quantity: Decimal,
@@ -65,6 +71,7 @@ pub struct OrderDetails {
     pub price: Option<Decimal>,
     #[serde(serialize_with = "option_decimal_as_number")]
     pub stop_price: Option<Decimal>,
+    #[schema(value_type = String, example = "PENDING")]
     pub status: OrderStatus,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -141,16 +148,18 @@ impl From<&OrderRow> for OrderDetails {
 }
 
 /// GET /api/v1/orders/history query: `limit` with `offset`, or the seed's `page` (from 1).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     pub limit: Option<u32>,
     pub offset: Option<u64>,
     pub page: Option<u64>,
+    #[param(value_type = Option<String>, example = "EXECUTED")]
     pub status: Option<OrderStatus>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct HistoryResponse {
     pub orders: Vec<OrderDetails>,
     pub total_count: u64,
@@ -159,9 +168,10 @@ pub struct HistoryResponse {
 }
 
 /// GET /api/v1/orders/{id}/status.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct OrderStatusResponse {
     pub order_id: Uuid,
+    #[schema(value_type = String, example = "PENDING")]
     pub status: OrderStatus,
     pub status_message: String,
     pub updated_at: DateTime<Utc>,
@@ -187,9 +197,10 @@ impl From<&Order> for OrderStatusResponse {
 }
 
 /// PUT /api/v1/orders/{id}/cancel.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CancelOrderResponse {
     pub order_id: Uuid,
+    #[schema(value_type = String, example = "PENDING")]
     pub status: OrderStatus,
     pub cancelled_at: DateTime<Utc>,
 }

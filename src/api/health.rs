@@ -10,10 +10,12 @@ use super::AppState;
 /// A projection further behind than this many events is not ready.
 pub const PROJECTION_LAG_EVENTS_MAX: u64 = 10_000;
 
+#[utoipa::path(get, path = "/health/live", tag = "operations", responses((status = 200, description = "The process answers")))]
 pub async fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "live" }))
 }
 
+#[utoipa::path(get, path = "/health/ready", tag = "operations", responses((status = 200, description = "Database, projections and broker are fine"), (status = 503, description = "A check failed; the body names it")))]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let mut ready = true;
     let database = match state.engine.deps().store.head_position().await {
@@ -51,6 +53,7 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
 
 /// Prometheus text: the seed's metric names and the engine's own. Gauges that
 /// describe the present (live actors, projection lag) are read at scrape time.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(
     state: web::Data<AppState>,
     metrics: web::Data<crate::telemetry::metrics::Metrics>,

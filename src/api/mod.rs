@@ -5,6 +5,7 @@
 
 pub mod dto;
 mod health;
+pub mod openapi;
 mod orders;
 pub mod problem;
 
@@ -69,6 +70,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/health/live", web::get().to(health::live))
         .route("/health/ready", web::get().to(health::ready))
         .route("/metrics", web::get().to(health::metrics))
+        .route("/api/v1/openapi.json", web::get().to(openapi::document))
         .service(
             web::scope("/api/v1/orders")
                 .route("", web::post().to(orders::submit))

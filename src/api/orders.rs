@@ -15,6 +15,7 @@ use super::dto::{
     CancelOrderResponse, HistoryQuery, HistoryResponse, OrderDetails, OrderStatusResponse, SubmitOrderBody,
     SubmitOrderResponse,
 };
+use super::openapi::ProblemDoc;
 use super::problem::Problem;
 use super::AppState;
 use crate::auth::extractor::{requires, Authorized};
@@ -85,6 +86,14 @@ fn replay(record: &IdempotencyRecord, hash: &str) -> Result<HttpResponse, Proble
         .json(&record.response_data))
 }
 
+#[utoipa::path(post, path = "/api/v1/orders", tag = "orders", request_body = SubmitOrderBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe submission: the same key returns the first answer")),
+    responses((status = 202, description = "Order accepted as PENDING", body = SubmitOrderResponse),
+        (status = 400, description = "Malformed JSON, unknown field, wrong type", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the size limit", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "The order breaks a rule (quantity, price, symbol), or the key was reused", body = ProblemDoc, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
 pub async fn submit(
     state: web::Data<AppState>,
     caller: Authorized<requires::PlaceOrder>,
@@ -195,6 +204,9 @@ async fn submit_order(
     Ok(order)
 }
 
+#[utoipa::path(get, path = "/api/v1/orders/history", tag = "orders", params(HistoryQuery),
+    responses((status = 200, body = HistoryResponse), (status = 400, body = ProblemDoc, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
 pub async fn history(
     state: web::Data<AppState>,
     caller: Authorized<requires::GetOrders>,
@@ -233,6 +245,9 @@ pub async fn history(
     }))
 }
 
+#[utoipa::path(get, path = "/api/v1/orders/{order_id}", tag = "orders", params(("order_id" = Uuid, Path)),
+    responses((status = 200, body = OrderDetails), (status = 404, description = "No such order for this user", body = ProblemDoc, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
 pub async fn get(
     state: web::Data<AppState>,
     caller: Authorized<requires::GetOrders>,
@@ -242,6 +257,9 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(OrderDetails::from(&order)))
 }
 
+#[utoipa::path(get, path = "/api/v1/orders/{order_id}/status", tag = "orders", params(("order_id" = Uuid, Path)),
+    responses((status = 200, body = OrderStatusResponse), (status = 404, body = ProblemDoc, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
 pub async fn status(
     state: web::Data<AppState>,
     caller: Authorized<requires::GetOrders>,
@@ -251,6 +269,10 @@ pub async fn status(
     Ok(HttpResponse::Ok().json(OrderStatusResponse::from(&order)))
 }
 
+#[utoipa::path(put, path = "/api/v1/orders/{order_id}/cancel", tag = "orders", params(("order_id" = Uuid, Path)),
+    responses((status = 200, body = CancelOrderResponse), (status = 404, body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The order is already final", body = ProblemDoc, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
 pub async fn cancel(
     state: web::Data<AppState>,
     caller: Authorized<requires::CancelOrder>,
@@ -268,6 +290,10 @@ pub async fn cancel(
     }))
 }
 
+#[utoipa::path(get, path = "/api/v1/orders/{order_id}/events", tag = "orders", params(("order_id" = Uuid, Path)),
+    responses((status = 200, description = "The order's events, its saga's steps and the ledger entries it caused, in log order"),
+        (status = 404, body = ProblemDoc, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
 pub async fn events(
     state: web::Data<AppState>,
     caller: Authorized<requires::GetOrders>,

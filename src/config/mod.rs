@@ -230,9 +230,10 @@ mod tests {
         assert_eq!(error.variable, "ORDER_ENGINE_RETRY_DELAYS");
         let error = settings(&[("ORDER_ENGINE_DEMO_BALANCE", "-1")]).unwrap_err();
         assert_eq!(error.variable, "ORDER_ENGINE_DEMO_BALANCE");
-        let error = settings(&[("ORDER_ENGINE_SERVICE_KEYS", "algo_engine")]).unwrap_err();
+        let error = settings(&[("ORDER_ENGINE_SERVICE_KEYS", "oms_gateway:s3cr3t")]).unwrap_err();
+        assert_eq!(error.variable, "ORDER_ENGINE_SERVICE_KEYS");
         assert!(
-            !error.to_string().contains("algo_engine"),
+            !error.to_string().contains("s3cr3t"),
             "keys must not be echoed: {error}"
         );
         let keys = settings(&[("ORDER_ENGINE_SERVICE_KEYS", "algo_engine=k1, risk_manager=k2")]).unwrap();
