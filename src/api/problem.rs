@@ -17,7 +17,7 @@
 //!
 //! # Usage (route author)
 //!
-//! ```ignore
+//! ```text
 //! async fn get_order(user: AuthenticatedUser, id: web::Path<Uuid>, engine: web::Data<Engine>)
 //!     -> Result<HttpResponse, Problem>
 //! {

@@ -23,7 +23,7 @@
 //!
 //! # Usage (route author)
 //!
-//! ```ignore
+//! ```text
 //! use actix_web::{middleware::from_fn, web, App};
 //! use order_engine::auth::{self, requires, Authorized, AuthenticatedUser, Permission};
 //! use order_engine::api::problem::{self, Problem};

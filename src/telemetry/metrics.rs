@@ -8,7 +8,7 @@
 //!
 //! Usage (the route author's side):
 //!
-//! ```ignore
+//! ```text
 //! let metrics = web::Data::new(Metrics::new()?);
 //! App::new()
 //!     .app_data(metrics.clone())
