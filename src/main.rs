@@ -22,7 +22,9 @@ use order_engine::engine::{Engine, EngineConfig, EngineDeps};
 use order_engine::ledger::{EmbeddedLedger, LedgerConfig};
 use order_engine::market::{MarketSimulator, SimulatorConfig};
 use order_engine::projections::{self, run_orders_projection, ProjectionHealth};
+use order_engine::store::EventStore;
 use order_engine::store::{redact_url, StoreConfig};
+use order_engine::telemetry::metered::{MeteredBalance, MeteredStore};
 use order_engine::telemetry::metrics::Metrics;
 
 #[derive(Debug, Parser)]
@@ -103,6 +105,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("opening the event log at {}", redact_url(&settings.database_url)))?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let metrics = web::Data::new(Metrics::new().context("registering metrics")?);
+    // Every append the engine makes (orders, sagas, ledger) is timed.
+    let store: Arc<dyn EventStore> = Arc::new(MeteredStore::new(store, metrics.clone().into_inner()));
 
     let balance: Arc<dyn BalanceService> = match &settings.balance_service_url {
         Some(url) => Arc::new(
@@ -118,6 +123,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             },
         )),
     };
+    let balance: Arc<dyn BalanceService> = Arc::new(MeteredBalance::new(balance, metrics.clone().into_inner()));
     let accounts: Arc<dyn Accounts> = match &settings.account_service_url {
         Some(url) => Arc::new(
             HttpAccountsClient::new(&RemoteServiceConfig::new(url.clone()))
@@ -152,7 +158,6 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         None,
     ));
 
-    let metrics = web::Data::new(Metrics::new().context("registering metrics")?);
     let orders_projection = Arc::new(ProjectionHealth::default());
     let (stop_projections, projections_stopped) = tokio::sync::watch::channel(false);
     let projection = tokio::spawn(run_orders_projection(

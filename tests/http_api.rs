@@ -220,6 +220,34 @@ async fn bad_requests_get_specific_problems(db: TestDb) {
     assert_eq!(unauthenticated.status(), 401);
     let huge = json!({"symbol": "A".repeat(40_000), "order_type": "MARKET", "order_side": "BUY", "quantity": 1});
     assert_eq!(post(&app, user, &huge).await.status(), 413);
+
+    let malformed = app
+        .client
+        .post(format!("{}/api/v1/orders", app.address))
+        .bearer_auth(token(user))
+        .header("content-type", "application/json")
+        .body("{\"symbol\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), 400);
+    assert_eq!(malformed.headers()["content-type"], "application/problem+json");
+
+    let orders = format!("{}/api/v1/orders/{}", app.address, Uuid::new_v4());
+    let forged = app.client.get(&orders).bearer_auth("not.a.token").send().await.unwrap();
+    assert_eq!(forged.status(), 401);
+    let expired = order_engine::auth::mint_token(
+        &order_engine::auth::JwtConfig::development(None),
+        user,
+        chrono::Utc::now() - chrono::Duration::hours(2),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    let expired = app.client.get(&orders).bearer_auth(expired).send().await.unwrap();
+    assert_eq!(expired.status(), 401);
+    let missing = app.client.get(&orders).bearer_auth(token(user)).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_eq!(missing.headers()["content-type"], "application/problem+json");
 }
 
 async fn history_pages_and_filters_a_users_orders(db: TestDb) {

@@ -2,6 +2,7 @@
 //! and the Prometheus metrics (`metrics`). Never installs a second global
 //! subscriber over the first.
 
+pub mod metered;
 pub mod metrics;
 
 use tracing_subscriber::EnvFilter;
