@@ -45,6 +45,12 @@ struct Cli {
 enum Command {
     /// Run the engine: HTTP API, order actors, saga, market, until Ctrl-C or SIGTERM.
     Serve,
+    /// Print an order's whole story from the log: its events, its saga's steps and the ledger entries it caused.
+    Audit {
+        order_id: uuid::Uuid,
+        #[arg(long, value_enum, default_value_t = AuditFormat::Table)]
+        format: AuditFormat,
+    },
     /// Print a development token (HS256) for a user, accepted by `serve` with the same secret.
     Token {
         /// The user the token speaks for.
@@ -54,6 +60,12 @@ enum Command {
         #[arg(long, default_value = "1h", value_parser = parse_ttl)]
         ttl: std::time::Duration,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum AuditFormat {
+    Table,
+    Json,
 }
 
 fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
@@ -66,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
     order_engine::telemetry::init(cli.log_json);
     match cli.command {
         Command::Serve => serve(Settings::from_env()?).await,
+        Command::Audit { order_id, format } => audit(&Settings::from_env()?, order_id, format).await,
         Command::Token { user, ttl } => {
             let settings = Settings::from_env()?;
             let token = mint_dev_token(&jwt_config(&settings)?, user, ttl)?;
@@ -77,6 +90,32 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Prints an order's story; an unknown order is an error naming the id and the database.
+async fn audit(settings: &Settings, order_id: uuid::Uuid, format: AuditFormat) -> anyhow::Result<()> {
+    let store = StoreConfig::from_url(&settings.database_url)?
+        .open()
+        .await
+        .with_context(|| format!("opening the event log at {}", redact_url(&settings.database_url)))?;
+    let story = order_engine::audit::order_story(store.as_ref(), order_id)
+        .await?
+        .with_context(|| {
+            format!(
+                "no order {order_id} in the log at {} (check the id and DATABASE_URL)",
+                redact_url(&settings.database_url)
+            )
+        })?;
+    let text = match format {
+        AuditFormat::Table => order_engine::audit::render_table(order_id, &story),
+        AuditFormat::Json => serde_json::to_string_pretty(&story)? + "\n",
+    };
+    // The report is the command's output.
+    #[allow(clippy::print_stdout)]
+    {
+        print!("{text}");
+    }
+    Ok(())
 }
 
 /// User tokens: RS256 with a public key file when configured, else HS256.

@@ -74,3 +74,28 @@ pub async fn order_story(store: &dyn EventStore, order_id: Uuid) -> Result<Optio
     story.sort_by_key(|e| e.global_position);
     Ok(Some(story))
 }
+
+/// The story as a fixed-width table for a terminal, one event a line.
+pub fn render_table(order_id: Uuid, story: &[AuditEntry]) -> String {
+    let mut out = format!("order {order_id}: {} events\n", story.len());
+    out.push_str(&format!(
+        "{:>8}  {:<30}  {:<6}  {:<21}  {:>3}  {:<36}  {}\n",
+        "POSITION", "RECORDED AT (UTC)", "SOURCE", "EVENT", "VER", "CAUSATION", "DATA"
+    ));
+    for entry in story {
+        out.push_str(&format!(
+            "{:>8}  {:<30}  {:<6}  {:<21}  {:>3}  {:<36}  {}\n",
+            entry.global_position,
+            entry.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            entry.source,
+            entry.event_type,
+            entry.stream_version,
+            entry
+                .causation_id
+                .map(|id| id.to_string())
+                .unwrap_or_else(|| "-".into()),
+            entry.data
+        ));
+    }
+    out
+}
