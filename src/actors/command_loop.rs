@@ -7,9 +7,9 @@ use uuid::Uuid;
 
 use super::error::ActorError;
 use crate::aggregate::Aggregate;
-use crate::events::{decode, encode, EventMetadata, StreamId};
-use crate::order::{OrderAggregate, OrderCommand, OrderEvent, OrderState};
-use crate::store::{append, read_stream_all, AppendRequest, Appended, EventStore};
+use crate::events::{encode, EventMetadata, StreamId};
+use crate::order::{OrderAggregate, OrderCommand, OrderState};
+use crate::store::{append, fold_stream, AppendRequest, Appended, EventStore, FoldError};
 
 /// The order as the actor holds it between commands.
 #[derive(Debug, Clone, Default)]
@@ -27,22 +27,15 @@ impl OrderCore {
         stream: &StreamId,
         order_id: Uuid,
     ) -> Result<(), ActorError> {
-        let recorded = read_stream_all(store, stream, self.version + 1).await?;
-        for event in &recorded {
-            if event.stream_version != self.version + 1 {
-                return Err(ActorError::Unreadable {
+        fold_stream::<OrderAggregate>(store, stream, &mut self.state, &mut self.version)
+            .await
+            .map_err(|error| match error {
+                FoldError::Store(error) => ActorError::Store(error),
+                other => ActorError::Unreadable {
                     order_id,
-                    reason: format!("version {} follows {}", event.stream_version, self.version),
-                });
-            }
-            let decoded: OrderEvent = decode(event).map_err(|e| ActorError::Unreadable {
-                order_id,
-                reason: e.to_string(),
-            })?;
-            self.state = OrderAggregate::evolve(std::mem::take(&mut self.state), &decoded);
-            self.version = event.stream_version;
-        }
-        Ok(())
+                    reason: other.to_string(),
+                },
+            })
     }
 }
 

@@ -13,13 +13,12 @@ use crate::actors::{ActorError, ExecuteCommand, OrderRegistry};
 use crate::aggregate::Aggregate;
 use crate::balance::{BalanceError, BalanceOp, BalanceReceipt, BalanceService, ReleaseOp};
 use crate::clock::Clock;
-use crate::events::{decode, encode, EventMetadata, StreamId};
+use crate::events::{encode, EventMetadata, StreamId};
 use crate::order::{AcceptOrder, FailOrder, OrderCommand};
 use crate::saga::{
-    next_actions, Action, ObservedOrder, SagaAggregate, SagaCommand, SagaEvent, SagaRejection, SagaState, Step,
-    StepOutcome,
+    next_actions, Action, ObservedOrder, SagaAggregate, SagaCommand, SagaRejection, SagaState, Step, StepOutcome,
 };
-use crate::store::{append, read_stream_all, AppendRequest, EventStore, StoreError};
+use crate::store::{append, fold_stream, AppendRequest, EventStore, FoldError, StoreError};
 
 /// Namespace of every id the engine derives from a name (command ids, event ids).
 pub const ENGINE_NAMESPACE: Uuid = Uuid::from_u128(0x6f72_6465_722d_656e_6769_6e65_0000_0001);
@@ -141,15 +140,15 @@ impl SagaRun {
     }
 
     async fn catch_up(&mut self, ctx: &SagaContext) -> Result<(), RunError> {
-        for recorded in read_stream_all(ctx.store.as_ref(), &self.stream, self.version + 1).await? {
-            let event: SagaEvent = decode(&recorded).map_err(|e| RunError::Unreadable {
-                order_id: self.order_id,
-                reason: e.to_string(),
-            })?;
-            self.state = SagaAggregate::evolve(std::mem::take(&mut self.state), &event);
-            self.version = recorded.stream_version;
-        }
-        Ok(())
+        fold_stream::<SagaAggregate>(ctx.store.as_ref(), &self.stream, &mut self.state, &mut self.version)
+            .await
+            .map_err(|error| match error {
+                FoldError::Store(error) => RunError::Store(error),
+                other => RunError::Unreadable {
+                    order_id: self.order_id,
+                    reason: other.to_string(),
+                },
+            })
     }
 
     /// Decides and appends; Ok(false) when the command changes nothing.

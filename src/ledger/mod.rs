@@ -7,7 +7,8 @@
 
 pub mod account;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use rust_decimal::Decimal;
@@ -17,9 +18,9 @@ use self::account::{AccountAggregate, AccountCommand, AccountEvent, AccountRejec
 use crate::aggregate::Aggregate;
 use crate::balance::{Balance, BalanceError, BalanceOp, BalanceReceipt, BalanceService, ReleaseOp};
 use crate::clock::Clock;
-use crate::events::{decode, encode, DecodeError, EventMetadata, NewEvent, StreamId};
+use crate::events::{encode, DecodeError, EventMetadata, NewEvent, StreamId};
 use crate::order::check_positive_amount;
-use crate::store::{append, read_stream_all, AppendRequest, EventStore, StoreError};
+use crate::store::{append, fold_stream, AppendRequest, EventStore, FoldError, StoreError};
 
 /// Command ids of ledger appends are UUIDv5 of the idempotency key in this
 /// namespace, so every process derives the same id for the same request and
@@ -47,14 +48,23 @@ impl Default for LedgerConfig {
     }
 }
 
+/// Accounts whose folded state is kept between calls; past it the cache is
+/// emptied (cheaper than LRU bookkeeping; a miss costs one full read).
+const ACCOUNT_CACHE_MAX: usize = 10_000;
+
 /// The embedded balance service: accounts as event-sourced streams.
 pub struct EmbeddedLedger {
     store: Arc<dyn EventStore>,
     clock: Arc<dyn Clock>,
     config: LedgerConfig,
+    /// Each account as last folded. An account stream grows with every order,
+    /// so each call reads only the events after the cached version; the log is
+    /// append-only, so a cached state is never wrong, only possibly behind.
+    accounts: Mutex<HashMap<Uuid, Loaded>>,
 }
 
 /// An account as folded from its stream, with the version it was read at.
+#[derive(Clone, Default)]
 struct Loaded {
     state: AccountState,
     version: u64,
@@ -62,7 +72,12 @@ struct Loaded {
 
 impl EmbeddedLedger {
     pub fn new(store: Arc<dyn EventStore>, clock: Arc<dyn Clock>, config: LedgerConfig) -> Self {
-        Self { store, clock, config }
+        Self {
+            store,
+            clock,
+            config,
+            accounts: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn config(&self) -> &LedgerConfig {
@@ -91,17 +106,35 @@ impl EmbeddedLedger {
     }
 
     async fn load(&self, user_id: Uuid) -> Result<Loaded, BalanceError> {
-        let stream = StreamId::account(user_id);
-        let recorded = read_stream_all(self.store.as_ref(), &stream, 1)
-            .await
-            .map_err(store_error)?;
-        let mut state = AccountState::default();
-        for event in &recorded {
-            let event: AccountEvent = decode(event).map_err(decode_error)?;
-            state = AccountAggregate::evolve(state, &event);
+        let cached = self
+            .accounts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&user_id)
+            .cloned();
+        let Loaded { mut state, mut version } = cached.unwrap_or_default();
+        fold_stream::<AccountAggregate>(
+            self.store.as_ref(),
+            &StreamId::account(user_id),
+            &mut state,
+            &mut version,
+        )
+        .await
+        .map_err(|error| match error {
+            FoldError::Store(error) => store_error(error),
+            other => BalanceError::Rejected(format!("account stream unreadable: {other}")),
+        })?;
+        let loaded = Loaded { state, version };
+        let mut accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
+        if accounts.len() >= ACCOUNT_CACHE_MAX {
+            accounts.clear();
         }
-        let version = recorded.last().map_or(0, |e| e.stream_version);
-        Ok(Loaded { state, version })
+        // A concurrent call may have cached a newer version; keep the newest.
+        let newer = accounts.get(&user_id).is_some_and(|c| c.version > loaded.version);
+        if !newer {
+            accounts.insert(user_id, loaded.clone());
+        }
+        Ok(loaded)
     }
 
     /// The events that open an account the first time it is used: opened, then

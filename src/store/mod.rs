@@ -5,6 +5,7 @@
 
 mod error;
 mod fault;
+mod fold;
 mod head;
 pub(crate) mod plan;
 mod postgres;
@@ -18,6 +19,7 @@ use async_trait::async_trait;
 
 pub use error::StoreError;
 pub use fault::{BeforeCommitHook, FaultInjected};
+pub use fold::{fold_stream, FoldError};
 pub use postgres::{PostgresConfig, PostgresStore};
 pub use sqlite::{SqliteConfig, SqliteStore};
 pub use types::{AppendRequest, Appended, Conflict, APPEND_EVENTS_MAX, BATCH_STREAMS_MAX, READ_PAGE_MAX};
