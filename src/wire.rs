@@ -2,30 +2,15 @@
 //! RabbitMQ, remote services): decimals go out as JSON numbers, as the seeds
 //! show, written from their exact text so nothing passes through a float.
 
-use std::str::FromStr;
-
-use rust_decimal::Decimal;
-use serde::Serialize;
-
-/// Serializes a decimal as an arbitrary-precision JSON number (`1502.50`).
-pub fn decimal_as_number<S: serde::Serializer>(value: &Decimal, serializer: S) -> Result<S::Ok, S::Error> {
-    let number = serde_json::Number::from_str(&value.to_string()).map_err(serde::ser::Error::custom)?;
-    number.serialize(serializer)
-}
-
-/// [`decimal_as_number`] for optional decimals; `None` is `null`.
-pub fn option_decimal_as_number<S: serde::Serializer>(
-    value: &Option<Decimal>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    match value {
-        Some(value) => decimal_as_number(value, serializer),
-        None => serializer.serialize_none(),
-    }
-}
+/// `#[serde(with = "crate::wire::exact_number")]`: a decimal as an exact JSON
+/// number (`1502.50`, scale kept); numbers and strings are both read.
+pub use rust_decimal::serde::arbitrary_precision as exact_number;
+/// [`exact_number`] for optional decimals; `None` is `null`.
+pub use rust_decimal::serde::arbitrary_precision_option as exact_number_option;
 
 #[cfg(test)]
 mod tests {
+    use rust_decimal::Decimal;
     use rust_decimal_macros::dec;
     use serde::Serialize;
 
@@ -33,9 +18,9 @@ mod tests {
 
     #[derive(Serialize)]
     struct Sample {
-        #[serde(serialize_with = "decimal_as_number")]
+        #[serde(with = "exact_number")]
         total: Decimal,
-        #[serde(serialize_with = "option_decimal_as_number")]
+        #[serde(with = "exact_number_option")]
         price: Option<Decimal>,
     }
 

@@ -24,7 +24,7 @@ use super::wire::{
     POSITION_UPDATE_PRIORITY, STATUS_PRIORITY,
 };
 use super::{AmqpError, TaskHealth};
-use crate::events::{decode, RecordedEvent, StreamId};
+use crate::events::{decode, RecordedEvent};
 use crate::order::{OrderEvent, OrderStatus};
 use crate::projections::LogTail;
 use crate::store::{EventStore, StoreError};
@@ -219,20 +219,14 @@ impl Publisher {
             position: event.global_position,
             reason,
         };
-        let order_id = order_id_of(&event.stream_id)
+        let order_id = event
+            .stream_id
+            .uuid_in("order")
             .ok_or_else(|| poison(format!("stream {} is not order-<uuid>", event.stream_id)))?;
         let order_event: OrderEvent = decode(event).map_err(|e| poison(e.to_string()))?;
         if let OrderEvent::OrderSubmitted(submitted) = &order_event {
             if self.route.needs_details() {
-                cache.insert(
-                    order_id,
-                    OrderDetails {
-                        user_id: submitted.user_id,
-                        symbol: submitted.symbol.as_str().to_owned(),
-                        side: submitted.side,
-                        order_type: submitted.order_type,
-                    },
-                );
+                cache.insert(order_id, OrderDetails::from(submitted));
             }
         }
         let details = if self.route.needs_details() {
@@ -271,12 +265,7 @@ impl Publisher {
             .ok_or_else(|| poison(format!("order {order_id} has no first event")))?;
         match decode::<OrderEvent>(first).map_err(|e| poison(e.to_string()))? {
             OrderEvent::OrderSubmitted(submitted) => {
-                let details = OrderDetails {
-                    user_id: submitted.user_id,
-                    symbol: submitted.symbol.as_str().to_owned(),
-                    side: submitted.side,
-                    order_type: submitted.order_type,
-                };
+                let details = OrderDetails::from(&submitted);
                 cache.insert(order_id, details.clone());
                 Ok(details)
             }
@@ -286,13 +275,6 @@ impl Publisher {
             ))),
         }
     }
-}
-
-fn order_id_of(stream_id: &StreamId) -> Option<Uuid> {
-    stream_id
-        .as_str()
-        .strip_prefix("order-")
-        .and_then(|id| Uuid::parse_str(id).ok())
 }
 
 /// The messages one order event yields on one route. Pure: the same event

@@ -185,11 +185,6 @@ pub fn parse_traceparent(traceparent: &str, tracestate: Option<&str>) -> Option<
     }
 }
 
-mod number {
-    //! Decimals as JSON numbers of arbitrary precision (`1502.50`, never `"1502.50"`).
-    pub use rust_decimal::serde::arbitrary_precision as exact;
-}
-
 /// `message_metadata` of the messages the engine publishes (seed 3.2.3).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MessageMetadata {
@@ -211,14 +206,14 @@ pub struct PositionUpdate {
     pub symbol: String,
     pub order_side: Side,
     pub order_type: OrderType,
-    #[serde(with = "number::exact")]
+    #[serde(with = "crate::wire::exact_number")]
     pub quantity: Decimal,
-    #[serde(with = "number::exact")]
+    #[serde(with = "crate::wire::exact_number")]
     pub execution_price: Decimal,
     pub executed_at: DateTime<Utc>,
-    #[serde(with = "number::exact")]
+    #[serde(with = "crate::wire::exact_number")]
     pub total_value: Decimal,
-    #[serde(with = "number::exact")]
+    #[serde(with = "crate::wire::exact_number")]
     pub market_price_at_exec: Decimal,
     pub market_data_timestamp: DateTime<Utc>,
     pub message_metadata: MessageMetadata,
@@ -231,6 +226,17 @@ pub struct OrderDetails {
     pub symbol: String,
     pub side: Side,
     pub order_type: OrderType,
+}
+
+impl From<&crate::order::OrderSubmitted> for OrderDetails {
+    fn from(submitted: &crate::order::OrderSubmitted) -> Self {
+        Self {
+            user_id: submitted.user_id,
+            symbol: submitted.symbol.as_str().to_owned(),
+            side: submitted.side,
+            order_type: submitted.order_type,
+        }
+    }
 }
 
 /// The execution facts a position update carries.

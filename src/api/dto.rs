@@ -8,7 +8,6 @@ use uuid::Uuid;
 
 use crate::order::{Order, OrderStatus, OrderType, Side};
 use crate::projections::OrderRow;
-use crate::wire::{decimal_as_number, option_decimal_as_number};
 
 /// POST /api/v1/orders. `price` is the limit for LIMIT and STOP_LIMIT and the
 /// stop for STOP_LOSS, as in the seed; STOP_LIMIT also takes `stop_price`.
@@ -32,11 +31,11 @@ pub struct SubmitOrderResponse {
     pub order_id: Uuid,
     #[schema(value_type = String, example = "PENDING")]
     pub status: OrderStatus,
-    #[serde(serialize_with = "option_decimal_as_number")]
+    #[serde(with = "crate::wire::exact_number_option")]
     pub estimated_price: Option<Decimal>,
-    #[serde(serialize_with = "option_decimal_as_number")]
+    #[serde(with = "crate::wire::exact_number_option")]
     pub estimated_value: Option<Decimal>,
-    #[serde(serialize_with = "option_decimal_as_number")]
+    #[serde(with = "crate::wire::exact_number_option")]
     pub market_price: Option<Decimal>,
     pub submitted_at: DateTime<Utc>,
 }
@@ -65,25 +64,25 @@ pub struct OrderDetails {
     pub order_type: OrderType,
     #[schema(value_type = String, example = "BUY")]
     pub order_side: Side,
-    #[serde(serialize_with = "decimal_as_number")]
+    #[serde(with = "crate::wire::exact_number")]
     pub quantity: Decimal,
-    #[serde(serialize_with = "option_decimal_as_number")]
+    #[serde(with = "crate::wire::exact_number_option")]
     pub price: Option<Decimal>,
-    #[serde(serialize_with = "option_decimal_as_number")]
+    #[serde(with = "crate::wire::exact_number_option")]
     pub stop_price: Option<Decimal>,
     #[schema(value_type = String, example = "PENDING")]
     pub status: OrderStatus,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub executed_at: Option<DateTime<Utc>>,
-    #[serde(serialize_with = "option_decimal_as_number")]
+    #[serde(with = "crate::wire::exact_number_option")]
     pub execution_price: Option<Decimal>,
-    #[serde(serialize_with = "option_decimal_as_number")]
+    #[serde(with = "crate::wire::exact_number_option")]
     pub market_price_at_submission: Option<Decimal>,
     pub market_data_timestamp: Option<DateTime<Utc>>,
-    #[serde(serialize_with = "option_decimal_as_number")]
+    #[serde(with = "crate::wire::exact_number_option")]
     pub estimated_value: Option<Decimal>,
-    #[serde(serialize_with = "option_decimal_as_number")]
+    #[serde(with = "crate::wire::exact_number_option")]
     pub execution_value: Option<Decimal>,
     pub failure_reason: Option<String>,
 }

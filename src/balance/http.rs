@@ -16,7 +16,6 @@ use crate::clients::{
     Answer, BreakerState, Call, ConfigError, RemoteError, RemoteService, RemoteServiceConfig, Transient,
 };
 use crate::clock::Clock;
-use crate::wire::decimal_as_number;
 
 /// Every balance endpoint lives under this prefix.
 pub const BALANCES_PATH: &str = "/api/v1/balances";
@@ -26,7 +25,7 @@ pub const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
 #[derive(Debug, Serialize)]
 struct MoveBody<'a> {
     order_id: Uuid,
-    #[serde(serialize_with = "decimal_as_number")]
+    #[serde(with = "crate::wire::exact_number")]
     amount: Decimal,
     idempotency_key: &'a str,
 }

@@ -145,7 +145,7 @@ impl Reactor {
             "order" => {}
             "saga" => {
                 if recorded.event_type == "SagaCompleted" {
-                    if let Some(order_id) = id_in(recorded, "saga-") {
+                    if let Some(order_id) = recorded.stream_id.uuid_in("saga") {
                         if let Some(position) = self.open_position.remove(&order_id) {
                             self.open_since.remove(&position);
                         }
@@ -162,7 +162,7 @@ impl Reactor {
                 return;
             }
         };
-        let Some(order_id) = id_in(recorded, "order-") else {
+        let Some(order_id) = recorded.stream_id.uuid_in("order") else {
             return;
         };
         let observed = match &event {
@@ -339,13 +339,4 @@ impl Reactor {
             let _ = done.send(order_id);
         });
     }
-}
-
-/// Order and saga streams are `order-<uuid>` and `saga-<uuid>`.
-fn id_in(recorded: &RecordedEvent, prefix: &str) -> Option<Uuid> {
-    recorded
-        .stream_id
-        .as_str()
-        .strip_prefix(prefix)
-        .and_then(|id| Uuid::parse_str(id).ok())
 }

@@ -53,6 +53,14 @@ impl StreamId {
         Self(format!("account-{user_id}"))
     }
 
+    /// The uuid of a `<category>-<uuid>` stream (`order`, `saga`, `account`), if it is one.
+    pub fn uuid_in(&self, category: &str) -> Option<Uuid> {
+        self.0
+            .strip_prefix(category)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .and_then(|id| Uuid::parse_str(id).ok())
+    }
+
     pub fn category(&self) -> &str {
         self.0.split_once('-').map_or(self.0.as_str(), |(category, _)| category)
     }
@@ -89,6 +97,9 @@ mod tests {
     fn stream_ids_are_validated_and_categorised() {
         let id = Uuid::nil();
         assert_eq!(StreamId::order(id).category(), "order");
+        assert_eq!(StreamId::order(id).uuid_in("order"), Some(id));
+        assert_eq!(StreamId::saga(id).uuid_in("order"), None);
+        assert_eq!(StreamId::new("order-nope").ok().and_then(|s| s.uuid_in("order")), None);
         assert_eq!(StreamId::saga(id).as_str(), format!("saga-{id}"));
         assert_eq!(StreamId::new(""), Err(StreamIdError::Empty));
         assert!(matches!(StreamId::new("a b"), Err(StreamIdError::BadCharacters(_))));

@@ -52,12 +52,7 @@ pub fn order_row_change(recorded: &RecordedEvent) -> Result<Option<OrderRowChang
         return Ok(None);
     }
     let event: OrderEvent = decode(recorded)?;
-    let Some(id) = recorded
-        .stream_id
-        .as_str()
-        .strip_prefix("order-")
-        .and_then(|id| Uuid::parse_str(id).ok())
-    else {
+    let Some(id) = recorded.stream_id.uuid_in("order") else {
         return Ok(None);
     };
     let update = |status: Option<OrderStatus>, updated_at: DateTime<Utc>, failure_reason: Option<String>| {
