@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use order_engine::events::NewEvent;
-use order_engine::store::{AppendRequest, EventStore};
+use order_engine::store::{AppendRequest, EventStore, GroupCommitStore};
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
@@ -71,46 +71,55 @@ fn bench_store(
 
 /// 64 tasks, each appending single-event submissions one after another; one
 /// iteration is 64 appends, the time is the wall clock until all tasks finish.
-fn bench_concurrent(c: &mut Criterion, rt: &tokio::runtime::Runtime, backend: Backend) {
+/// With `group_commit`, through the decorator `serve` uses, which merges the
+/// appends queued while one commits.
+fn bench_concurrent(c: &mut Criterion, rt: &tokio::runtime::Runtime, backend: Backend, group_commit: bool) {
     let mut group = c.benchmark_group(format!("append_{}", backend.name()));
-    let mut setup: Option<(BenchDb, Opened)> = None;
+    let mut setup: Option<(BenchDb, Opened, Arc<dyn EventStore>)> = None;
     group.throughput(Throughput::Elements(CONCURRENT_TASKS as u64));
-    group.bench_function(
-        BenchmarkId::new(format!("concurrent_{CONCURRENT_TASKS}_tasks"), 1),
-        |b| {
-            let (_, opened) = setup.get_or_insert_with(|| {
-                rt.block_on(async {
-                    let db = BenchDb::new(backend, "append_concurrent").await;
-                    let opened = db.open().await;
-                    (db, opened)
-                })
-            });
-            b.iter_custom(|iters| {
-                rt.block_on(async {
-                    // Requests are made before the clock starts, so only appends are timed.
-                    let work: Vec<Vec<AppendRequest>> = (0..CONCURRENT_TASKS)
-                        .map(|_| (0..iters).map(|_| submissions(1).remove(0)).collect())
-                        .collect();
-                    let started = Instant::now();
-                    let tasks: Vec<_> = work
-                        .into_iter()
-                        .map(|requests| {
-                            let store: Arc<dyn EventStore> = Arc::clone(&opened.store);
-                            tokio::spawn(async move {
-                                for request in requests {
-                                    append_all(store.as_ref(), vec![request], 1).await;
-                                }
-                            })
-                        })
-                        .collect();
-                    for task in tasks {
-                        task.await.unwrap_or_else(|e| panic!("an appending task failed: {e}"));
-                    }
-                    started.elapsed()
-                })
+    let name = if group_commit {
+        format!("concurrent_{CONCURRENT_TASKS}_tasks_group_commit")
+    } else {
+        format!("concurrent_{CONCURRENT_TASKS}_tasks")
+    };
+    group.bench_function(BenchmarkId::new(name, 1), |b| {
+        let (_, _, store) = setup.get_or_insert_with(|| {
+            rt.block_on(async {
+                let db = BenchDb::new(backend, "append_concurrent").await;
+                let opened = db.open().await;
+                let store: Arc<dyn EventStore> = if group_commit {
+                    Arc::new(GroupCommitStore::new(Arc::clone(&opened.store)))
+                } else {
+                    Arc::clone(&opened.store)
+                };
+                (db, opened, store)
             })
-        },
-    );
+        });
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                // Requests are made before the clock starts, so only appends are timed.
+                let work: Vec<Vec<AppendRequest>> = (0..CONCURRENT_TASKS)
+                    .map(|_| (0..iters).map(|_| submissions(1).remove(0)).collect())
+                    .collect();
+                let started = Instant::now();
+                let tasks: Vec<_> = work
+                    .into_iter()
+                    .map(|requests| {
+                        let store: Arc<dyn EventStore> = Arc::clone(store);
+                        tokio::spawn(async move {
+                            for request in requests {
+                                append_all(store.as_ref(), vec![request], 1).await;
+                            }
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    task.await.unwrap_or_else(|e| panic!("an appending task failed: {e}"));
+                }
+                started.elapsed()
+            })
+        })
+    });
     group.finish();
 }
 
@@ -299,7 +308,8 @@ fn append(c: &mut Criterion) {
     for backend in Backend::ALL {
         bench_store(c, &rt, backend, "one_stream", &BATCHES, one_stream);
         bench_store(c, &rt, backend, "many_streams", &MANY_STREAMS, submissions);
-        bench_concurrent(c, &rt, backend);
+        bench_concurrent(c, &rt, backend, false);
+        bench_concurrent(c, &rt, backend, true);
     }
     bench_raw(c, &rt, RawWay::Unnest, "raw_unnest");
     bench_raw(c, &rt, RawWay::Copy, "raw_copy");
