@@ -23,8 +23,8 @@ use order_engine::ledger::{EmbeddedLedger, LedgerConfig};
 use order_engine::market::{MarketSimulator, SimulatorConfig};
 use order_engine::ops;
 use order_engine::projections::{self, run_orders_projection, ProjectionHealth};
-use order_engine::store::EventStore;
 use order_engine::store::{redact_url, StoreConfig};
+use order_engine::store::{EventStore, GroupCommitStore};
 use order_engine::telemetry::metered::{MeteredBalance, MeteredStore};
 use order_engine::telemetry::metrics::Metrics;
 
@@ -263,7 +263,12 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("opening the event log at {}", redact_url(&settings.database_url)))?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let metrics = web::Data::new(Metrics::new().context("registering metrics")?);
-    // Every append the engine makes (orders, sagas, ledger) is timed.
+    let store: Arc<dyn EventStore> = if settings.group_commit {
+        Arc::new(GroupCommitStore::new(store))
+    } else {
+        store
+    };
+    // Every append the engine makes (orders, sagas, ledger) is timed, queueing included.
     let store: Arc<dyn EventStore> = Arc::new(MeteredStore::new(store, metrics.clone().into_inner()));
 
     let balance: Arc<dyn BalanceService> = match &settings.balance_service_url {

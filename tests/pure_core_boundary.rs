@@ -9,6 +9,7 @@ const PURE: &[&str] = &[
     "src/order",
     "src/saga",
     "src/store/plan.rs",
+    "src/store/chain.rs",
     "src/events/codec.rs",
     "src/ledger/account",
 ];

@@ -14,8 +14,8 @@ use order_engine::events::{decode, EventMetadata, NewEvent, StreamId, TraceConte
 use order_engine::order::{OrderEvent, OrderType};
 use order_engine::projections::LogTail;
 use order_engine::store::{
-    append, read_stream_all, AppendRequest, Appended, BeforeCommitHook, Conflict, FaultInjected, StoreError,
-    APPEND_EVENTS_MAX,
+    append, read_stream_all, AppendRequest, Appended, BeforeCommitHook, ChainVerifier, ChainViolation, ChainedEvent,
+    Conflict, EventStore, FaultInjected, StoreError, APPEND_EVENTS_MAX, READ_PAGE_MAX,
 };
 use rust_decimal_macros::dec;
 use serde_json::json;
@@ -23,6 +23,7 @@ use tokio::sync::{oneshot, Mutex};
 use uuid::Uuid;
 
 on_every_backend!(
+    with_group_commit:
     appended_events_read_back_in_order,
     a_stale_expected_version_is_a_conflict_and_writes_nothing,
     a_new_stream_must_be_expected_at_version_zero,
@@ -38,6 +39,11 @@ on_every_backend!(
     a_reader_never_passes_an_uncommitted_append,
     a_rolled_back_append_leaves_no_gap_and_no_stall,
     a_tail_wakes_on_append,
+    appends_are_hash_chained_and_verify,
+    a_modified_event_breaks_the_chain,
+    a_log_imports_verbatim_and_still_verifies,
+    an_import_that_does_not_continue_the_log_writes_nothing,
+    group_commit_merges_concurrent_appends_and_isolates_conflicts,
 );
 
 fn stream(name: &str) -> StreamId {
@@ -515,4 +521,203 @@ async fn a_tail_wakes_on_append(db: TestDb) {
         .unwrap();
     assert_eq!(count, 2);
     assert!(waited < Duration::from_secs(5), "woke after {waited:?}");
+}
+
+/// Appends a small log of three streams, two of them in one batch, with
+/// command ids and full metadata, as the engine would.
+async fn append_a_small_log(store: &dyn EventStore) {
+    let (a, b, c) = (stream("order"), stream("saga"), stream("account"));
+    let mut first = request(&a, 0, 2);
+    first.command_id = Some(Uuid::new_v4());
+    first.events[0].metadata = EventMetadata {
+        correlation_id: Some(Uuid::new_v4()),
+        causation_id: Some(Uuid::new_v4()),
+        who: Some("user:42".into()),
+        source: Some("http".into()),
+        trace: Some(TraceContext {
+            traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+            tracestate: None,
+        }),
+    };
+    let results = store
+        .append_batch(vec![first, request(&b, 0, 1), request(&c, 0, 3)])
+        .await
+        .unwrap();
+    assert!(results.iter().all(Result::is_ok));
+    let mut later = request(&a, 2, 1);
+    later.command_id = Some(Uuid::new_v4());
+    append(store, later).await.unwrap().unwrap();
+}
+
+async fn whole_chain(store: &dyn EventStore) -> Vec<ChainedEvent> {
+    let mut all = Vec::new();
+    loop {
+        let after = all.last().map_or(0, |c: &ChainedEvent| c.event.global_position);
+        let page = store.read_chained(after, READ_PAGE_MAX).await.unwrap();
+        if page.is_empty() {
+            return all;
+        }
+        all.extend(page);
+    }
+}
+
+fn violations_in(log: &[ChainedEvent]) -> Vec<ChainViolation> {
+    let mut verifier = ChainVerifier::new();
+    log.iter().flat_map(|c| verifier.check(c)).collect()
+}
+
+async fn appends_are_hash_chained_and_verify(db: TestDb) {
+    // Proves every append stores hashes that the verifier recomputes from the
+    // events as read back, on this backend's JSON and time storage.
+    let s = db.open(None).await;
+    append_a_small_log(s.store.as_ref()).await;
+    let log = whole_chain(s.store.as_ref()).await;
+    assert_eq!(log.len(), 7);
+    assert!(log.iter().all(|c| c.stream_hash.is_some() && c.log_hash.is_some()));
+    assert_eq!(violations_in(&log), vec![]);
+    let read = s.store.read_all(0, READ_PAGE_MAX).await.unwrap();
+    let chained: Vec<_> = log.into_iter().map(|c| c.event).collect();
+    assert_eq!(chained, read, "read_chained and read_all disagree on the events");
+}
+
+async fn a_modified_event_breaks_the_chain(db: TestDb) {
+    // Proves an edit made behind the store's back (trigger disabled) is found.
+    let s = db.open(None).await;
+    append_a_small_log(s.store.as_ref()).await;
+    let (disable, forge) = match s.raw {
+        common::Raw::Postgres(_) => (
+            "ALTER TABLE events DISABLE TRIGGER events_append_only",
+            r#"UPDATE events SET payload = '{"n": 2, "amount": "9999.00"}'::jsonb WHERE global_position = 2"#,
+        ),
+        common::Raw::Sqlite(_) => (
+            "DROP TRIGGER events_no_update",
+            r#"UPDATE events SET payload = '{"n": 2, "amount": "9999.00"}' WHERE global_position = 2"#,
+        ),
+    };
+    s.raw.execute(disable).await.unwrap();
+    assert_eq!(s.raw.execute(forge).await.unwrap(), 1);
+    let found = violations_in(&whole_chain(s.store.as_ref()).await);
+    assert!(
+        matches!(
+            found.as_slice(),
+            [ChainViolation::StreamHashMismatch { position: 2, .. }]
+        ),
+        "{found:?}"
+    );
+}
+
+/// A second, empty database of the same backend as `db`.
+async fn another_like(db: &TestDb) -> TestDb {
+    match db {
+        TestDb::Postgres { .. } => TestDb::postgres("import target").await.unwrap(),
+        TestDb::Sqlite { .. } => TestDb::sqlite(),
+    }
+}
+
+async fn a_log_imports_verbatim_and_still_verifies(db: TestDb) {
+    // Proves an exported log keeps ids, versions, positions, times and hashes
+    // in another store, whose command dedup still answers retried commands.
+    let source = db.open(None).await;
+    append_a_small_log(source.store.as_ref()).await;
+    let exported = whole_chain(source.store.as_ref()).await;
+    let target_db = another_like(&db).await;
+    let target = target_db.open(None).await;
+    // Split where a command's events are not cut in two.
+    target.store.import_chained(exported[..3].to_vec()).await.unwrap();
+    target.store.import_chained(exported[3..].to_vec()).await.unwrap();
+    let imported = whole_chain(target.store.as_ref()).await;
+    assert_eq!(imported, exported);
+    assert_eq!(violations_in(&imported), vec![]);
+    assert_eq!(target.store.head_position().await.unwrap(), 7);
+
+    let first = &exported[0].event;
+    let retried = AppendRequest {
+        stream_id: first.stream_id.clone(),
+        expected_version: 0,
+        command_id: first.command_id,
+        events: vec![event(1)],
+    };
+    let answer = append(target.store.as_ref(), retried).await.unwrap().unwrap();
+    assert!(answer.deduplicated, "the imported command record answers a retry");
+    assert_eq!((answer.first_position, answer.last_position), (1, 2));
+
+    // Appends after an import continue both chains.
+    append(target.store.as_ref(), request(&first.stream_id, 3, 1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(violations_in(&whole_chain(target.store.as_ref()).await), vec![]);
+}
+
+async fn an_import_that_does_not_continue_the_log_writes_nothing(db: TestDb) {
+    // Proves import refuses a file that skips positions or starts mid-log.
+    let source = db.open(None).await;
+    append_a_small_log(source.store.as_ref()).await;
+    let exported = whole_chain(source.store.as_ref()).await;
+    let target_db = another_like(&db).await;
+    let target = target_db.open(None).await;
+    let error = target.store.import_chained(exported[1..].to_vec()).await.unwrap_err();
+    assert!(error.to_string().contains("continues at 1"), "{error}");
+    let mut gapped = exported.clone();
+    gapped.remove(4);
+    let error = target.store.import_chained(gapped).await.unwrap_err();
+    assert!(error.to_string().contains("continues at 5"), "{error}");
+    assert_eq!(target.store.head_position().await.unwrap(), 0);
+}
+
+async fn group_commit_merges_concurrent_appends_and_isolates_conflicts(db: TestDb) {
+    // Proves appends queued behind a slow commit go to the database together,
+    // that each still gets its own answer, and that a stale one among them
+    // fails alone.
+    const CALLERS: usize = 64;
+    let commits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&commits);
+    let hook: BeforeCommitHook = Arc::new(move |_written| {
+        let first = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+        async move {
+            if first {
+                // Holds the first transaction open while the others queue up.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Ok(())
+        }
+        .boxed()
+    });
+    let db = db.with_group_commit();
+    let s = db.open(Some(hook)).await;
+    let existing = stream("existing");
+    must_append(&s, request(&existing, 0, 1)).await;
+    commits.store(0, std::sync::atomic::Ordering::SeqCst);
+
+    let mut tasks = Vec::new();
+    for i in 0..CALLERS {
+        let store = Arc::clone(&s.store);
+        // Caller 7 believes `existing` is new: the one stale request.
+        let req = if i == 7 {
+            request(&existing, 0, 1)
+        } else {
+            request(&stream(&format!("caller{i}")), 0, 2)
+        };
+        tasks.push(tokio::spawn(async move { append(store.as_ref(), req).await }));
+    }
+    let mut positions = HashSet::new();
+    for (i, task) in tasks.into_iter().enumerate() {
+        let answer = task.await.unwrap().unwrap();
+        if i == 7 {
+            let conflict = answer.unwrap_err();
+            assert_eq!((conflict.expected, conflict.actual), (0, 1));
+        } else {
+            let appended = answer.unwrap();
+            assert_eq!((appended.first_version, appended.last_version), (1, 2));
+            assert!(positions.insert(appended.first_position));
+        }
+    }
+    let transactions = commits.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        transactions < CALLERS / 4,
+        "{CALLERS} concurrent appends took {transactions} transactions"
+    );
+    let head = s.store.head_position().await.unwrap();
+    assert_eq!(head, 1 + 2 * (CALLERS as u64 - 1));
+    assert_eq!(violations_in(&whole_chain(s.store.as_ref()).await), vec![]);
 }

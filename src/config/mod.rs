@@ -29,6 +29,8 @@ pub struct Settings {
     pub retry_delays: Vec<Duration>,
     pub passivate_after: Duration,
     pub live_actors_max: usize,
+    /// Merge appends that arrive together into one transaction (group commit).
+    pub group_commit: bool,
     /// A remote balance service; the embedded ledger when unset.
     pub balance_service_url: Option<String>,
     /// A remote account service; every account active when unset.
@@ -139,6 +141,7 @@ impl Settings {
                 10_000,
                 "a whole number above zero",
             )?,
+            group_commit: parse(&lookup, "ORDER_ENGINE_GROUP_COMMIT", true, "true or false")?,
             balance_service_url: lookup("BALANCE_SERVICE_URL"),
             account_service_url: lookup("ACCOUNT_SERVICE_URL"),
             amqp_url: lookup("AMQP_URL"),

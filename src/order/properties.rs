@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::*;
 use crate::aggregate::Aggregate;
 use crate::events::{decode, encode, EventMetadata, RecordedEvent, StreamId};
-use crate::store::plan::{plan_batch, LogSnapshot};
+use crate::store::plan::{plan_batch, LogSnapshot, StreamHead};
 use crate::store::AppendRequest;
 
 const CASES: u32 = 1_000;
@@ -181,7 +181,8 @@ fn run(commands: &[OrderCommand]) -> Run {
             }];
             let snapshot = LogSnapshot {
                 head_position: version,
-                versions: HashMap::from([(stream.clone(), version)]),
+                head_hash: None,
+                streams: HashMap::from([(stream.clone(), StreamHead { version, hash: None })]),
                 commands: HashMap::new(),
             };
             let plan = plan_batch(&requests, snapshot, t0());

@@ -3,12 +3,15 @@
 //!
 //! Never updates or deletes an event; the database refuses it too (triggers).
 
+pub mod chain;
 mod error;
 mod fault;
 mod fold;
+mod group_commit;
 mod head;
 pub(crate) mod plan;
 mod postgres;
+mod rows;
 mod sqlite;
 mod types;
 
@@ -17,9 +20,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use chain::{ChainSummary, ChainVerifier, ChainViolation, ChainedEvent, EventHash};
 pub use error::StoreError;
 pub use fault::{BeforeCommitHook, FaultInjected};
 pub use fold::{fold_stream, FoldError};
+pub use group_commit::{GroupCommitStore, GROUP_COMMIT_QUEUE_MAX};
 pub use postgres::{PostgresConfig, PostgresStore};
 pub use sqlite::{SqliteConfig, SqliteStore};
 pub use types::{AppendRequest, Appended, Conflict, APPEND_EVENTS_MAX, BATCH_STREAMS_MAX, READ_PAGE_MAX};
@@ -49,6 +54,15 @@ pub trait EventStore: Send + Sync + 'static {
     /// below the last one returned is committed and was returned (or was
     /// before `after_position`).
     async fn read_all(&self, after_position: u64, max_count: usize) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Like [`EventStore::read_all`], with the hashes stored beside each event.
+    async fn read_chained(&self, after_position: u64, max_count: usize) -> Result<Vec<ChainedEvent>, StoreError>;
+
+    /// Writes events exactly as given (ids, versions, positions, times, hashes),
+    /// to move a log between stores. The first must sit at the head + 1, the
+    /// rest follow densely, each stream's versions continue, and a command's
+    /// events arrive in one call; otherwise nothing is written.
+    async fn import_chained(&self, events: Vec<ChainedEvent>) -> Result<(), StoreError>;
 
     /// The current version of a stream; 0 when it has no events.
     async fn stream_version(&self, stream_id: &StreamId) -> Result<u64, StoreError>;

@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{AppendRequest, Appended, Conflict};
+use super::chain::ChainedEvent;
+use super::chain::{link_fields, log_link, storable_time, EventFields, EventHash};
+use super::{AppendRequest, Appended, Conflict, StoreError};
 use crate::events::{NewEvent, StreamId};
 
 /// One event row to insert.
@@ -18,12 +20,111 @@ pub(crate) struct PlannedRow<'a> {
     pub version: u64,
     pub event: &'a NewEvent,
     pub command_id: Option<Uuid>,
+    pub stream_hash: EventHash,
+    pub log_hash: EventHash,
+}
+
+/// One row of the `events` table as a backend writes it, from an append's
+/// plan or from an import.
+pub(crate) struct EventRow<'a> {
+    pub position: u64,
+    pub stream_id: &'a StreamId,
+    pub version: u64,
+    pub event_id: Uuid,
+    pub event_type: &'a str,
+    pub schema_version: u32,
+    pub payload: &'a serde_json::Value,
+    pub metadata: &'a crate::events::EventMetadata,
+    pub command_id: Option<Uuid>,
+    pub recorded_at: DateTime<Utc>,
+    pub stream_hash: Option<EventHash>,
+    pub log_hash: Option<EventHash>,
+}
+
+impl Plan<'_> {
+    pub(crate) fn event_rows(&self) -> Vec<EventRow<'_>> {
+        self.rows
+            .iter()
+            .map(|row| EventRow {
+                position: row.position,
+                stream_id: row.stream_id,
+                version: row.version,
+                event_id: row.event.event_id,
+                event_type: &row.event.event_type,
+                schema_version: row.event.schema_version,
+                payload: &row.event.payload,
+                metadata: &row.event.metadata,
+                command_id: row.command_id,
+                recorded_at: self.recorded_at,
+                stream_hash: Some(row.stream_hash),
+                log_hash: Some(row.log_hash),
+            })
+            .collect()
+    }
+}
+
+impl<'a> From<&'a ChainedEvent> for EventRow<'a> {
+    fn from(chained: &'a ChainedEvent) -> Self {
+        let event = &chained.event;
+        Self {
+            position: event.global_position,
+            stream_id: &event.stream_id,
+            version: event.stream_version,
+            event_id: event.event_id,
+            event_type: &event.event_type,
+            schema_version: event.schema_version,
+            payload: &event.payload,
+            metadata: &event.metadata,
+            command_id: event.command_id,
+            recorded_at: event.recorded_at,
+            stream_hash: chained.stream_hash,
+            log_hash: chained.log_hash,
+        }
+    }
+}
+
+/// What a backend reads before planning: the streams touched and the
+/// (stream, command) pairs that may have been applied already.
+pub(crate) struct Keys<'a> {
+    pub streams: Vec<&'a StreamId>,
+    pub commands: Vec<(&'a StreamId, Uuid)>,
+}
+
+impl<'a> Keys<'a> {
+    pub(crate) fn of_requests(requests: &'a [AppendRequest]) -> Self {
+        Self {
+            streams: requests.iter().map(|r| &r.stream_id).collect(),
+            commands: requests
+                .iter()
+                .filter_map(|r| r.command_id.map(|c| (&r.stream_id, c)))
+                .collect(),
+        }
+    }
+
+    pub(crate) fn of_events(events: &'a [ChainedEvent]) -> Self {
+        Self {
+            streams: events.iter().map(|e| &e.event.stream_id).collect(),
+            commands: events
+                .iter()
+                .filter_map(|e| e.event.command_id.map(|c| (&e.event.stream_id, c)))
+                .collect(),
+        }
+    }
+}
+
+/// A stream's last event, as the batch finds it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct StreamHead {
+    pub version: u64,
+    /// None for a new stream, or one whose last event predates the chain.
+    pub hash: Option<EventHash>,
 }
 
 /// What the log held before the batch, read under the write lock.
 pub(crate) struct LogSnapshot {
     pub head_position: u64,
-    pub versions: HashMap<StreamId, u64>,
+    pub head_hash: Option<EventHash>,
+    pub streams: HashMap<StreamId, StreamHead>,
     pub commands: HashMap<(StreamId, Uuid), Appended>,
 }
 
@@ -51,6 +152,8 @@ impl Plan<'_> {
 }
 
 pub(crate) fn plan_batch(requests: &[AppendRequest], mut log: LogSnapshot, recorded_at: DateTime<Utc>) -> Plan<'_> {
+    let recorded_at = storable_time(recorded_at);
+    let mut log_hash = log.head_hash.unwrap_or(EventHash::GENESIS);
     let mut rows = Vec::with_capacity(requests.iter().map(|r| r.events.len()).sum());
     let mut commands = Vec::new();
     let mut results = Vec::with_capacity(requests.len());
@@ -66,7 +169,8 @@ pub(crate) fn plan_batch(requests: &[AppendRequest], mut log: LogSnapshot, recor
                 continue;
             }
         }
-        let actual = log.versions.get(stream_id).copied().unwrap_or(0);
+        let head_of_stream = log.streams.get(stream_id).copied().unwrap_or_default();
+        let actual = head_of_stream.version;
         if actual != request.expected_version {
             results.push(Err(Conflict {
                 stream_id: stream_id.clone(),
@@ -76,13 +180,33 @@ pub(crate) fn plan_batch(requests: &[AppendRequest], mut log: LogSnapshot, recor
             continue;
         }
         let first_position = head + 1;
+        let mut stream_hash = head_of_stream.hash.unwrap_or(EventHash::GENESIS);
         for (offset, event) in (1_u64..).zip(&request.events) {
+            let position = head + offset;
+            let version = actual + offset;
+            stream_hash = link_fields(
+                &stream_hash,
+                &EventFields {
+                    stream_id,
+                    stream_version: version,
+                    event_id: event.event_id,
+                    event_type: &event.event_type,
+                    schema_version: event.schema_version,
+                    payload: &event.payload,
+                    metadata: &event.metadata,
+                    command_id: request.command_id,
+                    recorded_at,
+                },
+            );
+            log_hash = log_link(&log_hash, position, &stream_hash);
             rows.push(PlannedRow {
-                position: head + offset,
+                position,
                 stream_id,
-                version: actual + offset,
+                version,
                 event,
                 command_id: request.command_id,
+                stream_hash,
+                log_hash,
             });
         }
         let count = request.events.len() as u64;
@@ -95,7 +219,13 @@ pub(crate) fn plan_batch(requests: &[AppendRequest], mut log: LogSnapshot, recor
             last_position: head,
             deduplicated: false,
         };
-        log.versions.insert(stream_id.clone(), actual + count);
+        log.streams.insert(
+            stream_id.clone(),
+            StreamHead {
+                version: actual + count,
+                hash: Some(stream_hash),
+            },
+        );
         if let Some(command_id) = request.command_id {
             log.commands.insert((stream_id.clone(), command_id), appended.clone());
             commands.push((command_id, appended.clone()));
@@ -108,6 +238,80 @@ pub(crate) fn plan_batch(requests: &[AppendRequest], mut log: LogSnapshot, recor
         results,
         recorded_at,
     }
+}
+
+/// Checks events to import verbatim against the log they continue, and
+/// derives the command records their command ids imply.
+pub(crate) fn plan_import(events: &[ChainedEvent], mut log: LogSnapshot) -> Result<Vec<(Uuid, Appended)>, StoreError> {
+    let mut head = log.head_position;
+    let mut commands: Vec<(Uuid, Appended)> = Vec::new();
+    for chained in events {
+        let event = &chained.event;
+        if event.global_position != head + 1 {
+            return Err(StoreError::InvalidAppend(format!(
+                "imported event {} has position {} but the log continues at {}",
+                event.event_id,
+                event.global_position,
+                head + 1
+            )));
+        }
+        head = event.global_position;
+        let stream = log.streams.entry(event.stream_id.clone()).or_default();
+        if event.stream_version != stream.version + 1 {
+            return Err(StoreError::InvalidAppend(format!(
+                "imported event at position {} is version {} of {} but that stream continues at {}",
+                event.global_position,
+                event.stream_version,
+                event.stream_id,
+                stream.version + 1
+            )));
+        }
+        stream.version = event.stream_version;
+        let Some(command_id) = event.command_id else {
+            continue;
+        };
+        let key = (event.stream_id.clone(), command_id);
+        if log.commands.contains_key(&key) {
+            return Err(StoreError::InvalidAppend(format!(
+                "command {command_id} of {} is already recorded: import a command's events in one batch",
+                event.stream_id
+            )));
+        }
+        // A command's events are contiguous in its stream and in the log.
+        match commands.last_mut() {
+            Some((last_command, appended))
+                if *last_command == command_id
+                    && appended.stream_id == event.stream_id
+                    && appended.last_position + 1 == event.global_position =>
+            {
+                appended.last_version = event.stream_version;
+                appended.last_position = event.global_position;
+            }
+            _ => {
+                if commands
+                    .iter()
+                    .any(|(c, a)| *c == command_id && a.stream_id == event.stream_id)
+                {
+                    return Err(StoreError::InvalidAppend(format!(
+                        "command {command_id} of {} appears twice, apart: the file is not a log export",
+                        event.stream_id
+                    )));
+                }
+                commands.push((
+                    command_id,
+                    Appended {
+                        stream_id: event.stream_id.clone(),
+                        first_version: event.stream_version,
+                        last_version: event.stream_version,
+                        first_position: event.global_position,
+                        last_position: event.global_position,
+                        deduplicated: false,
+                    },
+                ));
+            }
+        }
+    }
+    Ok(commands)
 }
 
 #[cfg(test)]
@@ -138,7 +342,8 @@ mod tests {
     fn empty_log(head: u64) -> LogSnapshot {
         LogSnapshot {
             head_position: head,
-            versions: HashMap::new(),
+            head_hash: None,
+            streams: HashMap::new(),
             commands: HashMap::new(),
         }
     }
@@ -169,6 +374,91 @@ mod tests {
         assert_eq!(plan.results[0].as_ref().err().map(|c| c.actual), Some(0));
         assert_eq!(plan.rows.len(), 1);
         assert_eq!(plan.rows[0].position, 1);
+    }
+
+    #[test]
+    fn planned_hashes_form_a_chain_the_verifier_accepts() {
+        // Proves the hashes written at append are the ones verify recomputes,
+        // across two batches (the second continuing from the first's heads).
+        use crate::store::chain::{ChainVerifier, ChainedEvent};
+        let first = [request("a", 0, None, 2), request("b", 0, None, 1)];
+        let plan = plan_batch(&first, empty_log(0), Utc::now());
+        let mut chained = chained_rows(&plan);
+        let mut log = empty_log(plan.last_position().unwrap());
+        log.head_hash = chained.last().and_then(|c| c.log_hash);
+        for c in &chained {
+            log.streams.insert(
+                c.event.stream_id.clone(),
+                StreamHead {
+                    version: c.event.stream_version,
+                    hash: c.stream_hash,
+                },
+            );
+        }
+        let second = [request("a", 2, None, 1)];
+        chained.extend(chained_rows(&plan_batch(&second, log, Utc::now())));
+        let mut verifier = ChainVerifier::new();
+        for c in &chained {
+            assert_eq!(verifier.check(c), vec![]);
+        }
+        assert_eq!(verifier.finish().events, 4);
+
+        fn chained_rows(plan: &Plan<'_>) -> Vec<ChainedEvent> {
+            plan.rows
+                .iter()
+                .map(|row| ChainedEvent {
+                    event: crate::events::RecordedEvent {
+                        global_position: row.position,
+                        stream_id: row.stream_id.clone(),
+                        stream_version: row.version,
+                        event_id: row.event.event_id,
+                        event_type: row.event.event_type.clone(),
+                        schema_version: row.event.schema_version,
+                        payload: row.event.payload.clone(),
+                        metadata: row.event.metadata.clone(),
+                        command_id: row.command_id,
+                        recorded_at: plan.recorded_at,
+                    },
+                    stream_hash: Some(row.stream_hash),
+                    log_hash: Some(row.log_hash),
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn an_import_must_continue_the_log_and_its_streams() {
+        let recorded = |stream: &str, version, position, command| ChainedEvent {
+            event: crate::events::RecordedEvent {
+                global_position: position,
+                stream_id: StreamId::new(stream).unwrap(),
+                stream_version: version,
+                event_id: Uuid::new_v4(),
+                event_type: "Tested".into(),
+                schema_version: 1,
+                payload: serde_json::json!({}),
+                metadata: EventMetadata::default(),
+                command_id: command,
+                recorded_at: Utc::now(),
+            },
+            stream_hash: None,
+            log_hash: None,
+        };
+        let command = Uuid::new_v4();
+        let events = [
+            recorded("a", 1, 1, Some(command)),
+            recorded("a", 2, 2, Some(command)),
+            recorded("b", 1, 3, None),
+        ];
+        let commands = plan_import(&events, empty_log(0)).unwrap();
+        assert_eq!(commands.len(), 1);
+        assert_eq!((commands[0].1.first_position, commands[0].1.last_position), (1, 2));
+
+        let err = plan_import(&events, empty_log(5)).unwrap_err().to_string();
+        assert!(err.contains("continues at 6"), "{err}");
+        let skipping = [recorded("a", 2, 1, None)];
+        let err = plan_import(&skipping, empty_log(0)).unwrap_err().to_string();
+        assert!(err.contains("version 2 of a"), "{err}");
     }
 
     #[test]

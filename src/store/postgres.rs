@@ -16,9 +16,11 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow}
 use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
+use super::chain::ChainedEvent;
 use super::error::validate_batch;
 use super::head::HeadWatch;
-use super::plan::{plan_batch, LogSnapshot, Plan};
+use super::plan::{plan_batch, plan_import, EventRow, Keys, LogSnapshot, StreamHead};
+use super::rows::{chained, hash_of};
 use super::{AppendRequest, Appended, BeforeCommitHook, Conflict, EventStore, StoreError, READ_PAGE_MAX};
 use crate::clock::{Clock, SystemClock};
 use crate::events::{EventMetadata, RecordedEvent, StreamId};
@@ -126,28 +128,38 @@ impl PostgresStore {
         &self.writer
     }
 
-    async fn snapshot(
-        tx: &mut Transaction<'_, Postgres>,
-        requests: &[AppendRequest],
-    ) -> Result<LogSnapshot, StoreError> {
-        let mut streams: Vec<String> = requests.iter().map(|r| r.stream_id.to_string()).collect();
-        streams.sort_unstable();
-        streams.dedup();
+    /// Reads, under the log lock, what `plan_batch` or `plan_import` needs:
+    /// the head, the named streams' last events and the named command records.
+    async fn snapshot(tx: &mut Transaction<'_, Postgres>, keys: &Keys<'_>) -> Result<LogSnapshot, StoreError> {
+        let mut names: Vec<&str> = keys.streams.iter().map(|s| s.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        // One index probe per stream for its last event, whatever its length.
         let rows = sqlx::query(
-            "SELECT stream_id, MAX(stream_version) AS version FROM events WHERE stream_id = ANY($1) GROUP BY stream_id",
+            "SELECT s.stream_id, e.stream_version, e.stream_hash \
+             FROM UNNEST($1::text[]) AS s(stream_id) \
+             CROSS JOIN LATERAL (SELECT stream_version, stream_hash FROM events \
+                                 WHERE stream_id = s.stream_id ORDER BY stream_version DESC LIMIT 1) AS e",
         )
-        .bind(&streams)
+        .bind(&names)
         .fetch_all(&mut **tx)
         .await?;
-        let mut versions = HashMap::with_capacity(rows.len());
+        let mut heads = HashMap::with_capacity(rows.len());
         for row in rows {
-            versions.insert(stream_id_of(&row)?, to_u64(row.try_get::<i64, _>("version")?));
+            let stream_id = stream_id_of(&row)?;
+            let version: i64 = row.try_get("stream_version")?;
+            let hash = hash_of(&row, "stream_hash", -1)?;
+            heads.insert(
+                stream_id,
+                StreamHead {
+                    version: to_u64(version),
+                    hash,
+                },
+            );
         }
 
-        let (command_streams, command_ids): (Vec<String>, Vec<Uuid>) = requests
-            .iter()
-            .filter_map(|r| r.command_id.map(|c| (r.stream_id.to_string(), c)))
-            .unzip();
+        let (command_streams, command_ids): (Vec<&str>, Vec<Uuid>) =
+            keys.commands.iter().map(|(s, c)| (s.as_str(), *c)).unzip();
         let mut commands = HashMap::new();
         if !command_ids.is_empty() {
             let rows = sqlx::query(
@@ -173,18 +185,26 @@ impl PostgresStore {
             }
         }
 
-        let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(global_position), 0) FROM events")
-            .fetch_one(&mut **tx)
+        let head = sqlx::query("SELECT global_position, log_hash FROM events ORDER BY global_position DESC LIMIT 1")
+            .fetch_optional(&mut **tx)
             .await?;
+        let (head_position, head_hash) = match head {
+            Some(row) => {
+                let position: i64 = row.try_get("global_position")?;
+                (to_u64(position), hash_of(&row, "log_hash", position)?)
+            }
+            None => (0, None),
+        };
         Ok(LogSnapshot {
-            head_position: to_u64(head),
-            versions,
+            head_position,
+            head_hash,
+            streams: heads,
             commands,
         })
     }
 
-    async fn write(tx: &mut Transaction<'_, Postgres>, plan: &Plan<'_>) -> Result<(), StoreError> {
-        let n = plan.rows.len();
+    async fn insert_events(tx: &mut Transaction<'_, Postgres>, rows: &[EventRow<'_>]) -> Result<(), StoreError> {
+        let n = rows.len();
         let mut positions = Vec::with_capacity(n);
         let mut streams = Vec::with_capacity(n);
         let mut versions = Vec::with_capacity(n);
@@ -194,25 +214,33 @@ impl PostgresStore {
         let mut payloads = Vec::with_capacity(n);
         let mut metadata = Vec::with_capacity(n);
         let mut command_ids: Vec<Option<Uuid>> = Vec::with_capacity(n);
-        for row in &plan.rows {
+        let mut recorded_at = Vec::with_capacity(n);
+        let mut stream_hashes: Vec<Option<Vec<u8>>> = Vec::with_capacity(n);
+        let mut log_hashes: Vec<Option<Vec<u8>>> = Vec::with_capacity(n);
+        for row in rows {
             positions.push(to_i64(row.position)?);
             streams.push(row.stream_id.as_str());
             versions.push(to_i64(row.version)?);
-            event_ids.push(row.event.event_id);
-            types.push(row.event.event_type.as_str());
-            schema_versions.push(i32::try_from(row.event.schema_version).map_err(|_| {
-                StoreError::InvalidAppend(format!("schema version {} is too large", row.event.schema_version))
+            event_ids.push(row.event_id);
+            types.push(row.event_type);
+            schema_versions.push(i32::try_from(row.schema_version).map_err(|_| {
+                StoreError::InvalidAppend(format!("schema version {} is too large", row.schema_version))
             })?);
-            payloads.push(row.event.payload.to_string());
-            metadata.push(encode_metadata(&row.event.metadata)?);
+            payloads.push(row.payload.to_string());
+            metadata.push(encode_metadata(row.metadata)?);
             command_ids.push(row.command_id);
+            recorded_at.push(row.recorded_at);
+            stream_hashes.push(row.stream_hash.map(|h| h.0.to_vec()));
+            log_hashes.push(row.log_hash.map(|h| h.0.to_vec()));
         }
-        let inserted = sqlx::query(
+        sqlx::query(
             "INSERT INTO events (global_position, stream_id, stream_version, event_id, event_type, \
-                                 schema_version, payload, metadata, command_id, recorded_at) \
-             SELECT p, s, v, e, t, sv, pl::jsonb, md::jsonb, c, $10 \
+                                 schema_version, payload, metadata, command_id, recorded_at, \
+                                 stream_hash, log_hash) \
+             SELECT p, s, v, e, t, sv, pl::jsonb, md::jsonb, c, r, sh, lh \
              FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::uuid[], $5::text[], \
-                         $6::int[], $7::text[], $8::text[], $9::uuid[]) AS u(p, s, v, e, t, sv, pl, md, c)",
+                         $6::int[], $7::text[], $8::text[], $9::uuid[], $10::timestamptz[], \
+                         $11::bytea[], $12::bytea[]) AS u(p, s, v, e, t, sv, pl, md, c, r, sh, lh)",
         )
         .bind(&positions)
         .bind(&streams)
@@ -223,56 +251,74 @@ impl PostgresStore {
         .bind(&payloads)
         .bind(&metadata)
         .bind(&command_ids)
-        .bind(plan.recorded_at)
+        .bind(&recorded_at)
+        .bind(&stream_hashes)
+        .bind(&log_hashes)
         .execute(&mut **tx)
-        .await;
-        if let Err(error) = inserted {
-            return Err(classify_insert_error(error));
-        }
-
-        if !plan.commands.is_empty() {
-            let mut c_streams = Vec::new();
-            let mut c_ids = Vec::new();
-            let mut c_first_version = Vec::new();
-            let mut c_last_version = Vec::new();
-            let mut c_first_position = Vec::new();
-            let mut c_last_position = Vec::new();
-            for (command_id, appended) in &plan.commands {
-                c_streams.push(appended.stream_id.as_str());
-                c_ids.push(*command_id);
-                c_first_version.push(to_i64(appended.first_version)?);
-                c_last_version.push(to_i64(appended.last_version)?);
-                c_first_position.push(to_i64(appended.first_position)?);
-                c_last_position.push(to_i64(appended.last_position)?);
-            }
-            sqlx::query(
-                "INSERT INTO stream_commands (stream_id, command_id, first_version, last_version, \
-                                              first_position, last_position, recorded_at) \
-                 SELECT s, c, fv, lv, fp, lp, $7 \
-                 FROM UNNEST($1::text[], $2::uuid[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[]) \
-                      AS u(s, c, fv, lv, fp, lp)",
-            )
-            .bind(&c_streams)
-            .bind(&c_ids)
-            .bind(&c_first_version)
-            .bind(&c_last_version)
-            .bind(&c_first_position)
-            .bind(&c_last_position)
-            .bind(plan.recorded_at)
-            .execute(&mut **tx)
-            .await
-            .map_err(classify_insert_error)?;
-        }
-
-        if let Some(last) = plan.last_position() {
-            // Delivered at COMMIT, never for a rolled-back append.
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(LOG_CHANNEL)
-                .bind(last.to_string())
-                .execute(&mut **tx)
-                .await?;
-        }
+        .await
+        .map_err(classify_insert_error)?;
         Ok(())
+    }
+
+    async fn insert_commands(
+        tx: &mut Transaction<'_, Postgres>,
+        commands: &[(Uuid, Appended)],
+        recorded_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if commands.is_empty() {
+            return Ok(());
+        }
+        let mut c_streams = Vec::new();
+        let mut c_ids = Vec::new();
+        let mut c_first_version = Vec::new();
+        let mut c_last_version = Vec::new();
+        let mut c_first_position = Vec::new();
+        let mut c_last_position = Vec::new();
+        for (command_id, appended) in commands {
+            c_streams.push(appended.stream_id.as_str());
+            c_ids.push(*command_id);
+            c_first_version.push(to_i64(appended.first_version)?);
+            c_last_version.push(to_i64(appended.last_version)?);
+            c_first_position.push(to_i64(appended.first_position)?);
+            c_last_position.push(to_i64(appended.last_position)?);
+        }
+        sqlx::query(
+            "INSERT INTO stream_commands (stream_id, command_id, first_version, last_version, \
+                                          first_position, last_position, recorded_at) \
+             SELECT s, c, fv, lv, fp, lp, $7 \
+             FROM UNNEST($1::text[], $2::uuid[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[]) \
+                  AS u(s, c, fv, lv, fp, lp)",
+        )
+        .bind(&c_streams)
+        .bind(&c_ids)
+        .bind(&c_first_version)
+        .bind(&c_last_version)
+        .bind(&c_first_position)
+        .bind(&c_last_position)
+        .bind(recorded_at)
+        .execute(&mut **tx)
+        .await
+        .map_err(classify_insert_error)?;
+        Ok(())
+    }
+
+    /// Delivered at COMMIT, never for a rolled-back append.
+    async fn notify(tx: &mut Transaction<'_, Postgres>, last: u64) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(LOG_CHANNEL)
+            .bind(last.to_string())
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn lock_log(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(LOG_LOCK_KEY)
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
     }
 }
 
@@ -280,15 +326,13 @@ impl PostgresStore {
 impl EventStore for PostgresStore {
     async fn append_batch(&self, requests: Vec<AppendRequest>) -> Result<Vec<Result<Appended, Conflict>>, StoreError> {
         validate_batch(&requests)?;
-        let mut tx = self.writer.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(LOG_LOCK_KEY)
-            .execute(&mut *tx)
-            .await?;
-        let snapshot = Self::snapshot(&mut tx, &requests).await?;
+        let mut tx = self.lock_log().await?;
+        let snapshot = Self::snapshot(&mut tx, &Keys::of_requests(&requests)).await?;
         let plan = plan_batch(&requests, snapshot, self.clock.now());
-        if !plan.rows.is_empty() {
-            Self::write(&mut tx, &plan).await?;
+        if let Some(last) = plan.last_position() {
+            Self::insert_events(&mut tx, &plan.event_rows()).await?;
+            Self::insert_commands(&mut tx, &plan.commands, plan.recorded_at).await?;
+            Self::notify(&mut tx, last).await?;
         }
         if let Some(hook) = &self.before_commit {
             // Dropping `tx` on error rolls back, exactly as a crash before COMMIT would.
@@ -331,6 +375,36 @@ impl EventStore for PostgresStore {
         .fetch_all(&self.reader)
         .await?;
         rows.iter().map(decode_row).collect()
+    }
+
+    async fn read_chained(&self, after_position: u64, max_count: usize) -> Result<Vec<ChainedEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT global_position, stream_id, stream_version, event_id, event_type, schema_version, \
+                    payload, metadata, command_id, recorded_at, stream_hash, log_hash \
+             FROM events WHERE global_position > $1 ORDER BY global_position LIMIT $2",
+        )
+        .bind(to_i64(after_position)?)
+        .bind(page_limit(max_count))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(|row| chained(row, decode_row(row)?)).collect()
+    }
+
+    async fn import_chained(&self, events: Vec<ChainedEvent>) -> Result<(), StoreError> {
+        let Some(last) = events.last().map(|e| e.event.global_position) else {
+            return Ok(());
+        };
+        let mut tx = self.lock_log().await?;
+        let snapshot = Self::snapshot(&mut tx, &Keys::of_events(&events)).await?;
+        let commands = plan_import(&events, snapshot)?;
+        let rows: Vec<EventRow<'_>> = events.iter().map(EventRow::from).collect();
+        Self::insert_events(&mut tx, &rows).await?;
+        let imported_at = self.clock.now();
+        Self::insert_commands(&mut tx, &commands, imported_at).await?;
+        Self::notify(&mut tx, last).await?;
+        tx.commit().await?;
+        self.head.advance(last);
+        Ok(())
     }
 
     async fn stream_version(&self, stream_id: &StreamId) -> Result<u64, StoreError> {

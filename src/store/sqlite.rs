@@ -17,9 +17,11 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
+use super::chain::ChainedEvent;
 use super::error::validate_batch;
 use super::head::HeadWatch;
-use super::plan::{plan_batch, LogSnapshot, Plan};
+use super::plan::{plan_batch, plan_import, EventRow, Keys, LogSnapshot, StreamHead};
+use super::rows::{chained, hash_of};
 use super::{AppendRequest, Appended, BeforeCommitHook, Conflict, EventStore, StoreError, READ_PAGE_MAX};
 use crate::clock::{Clock, SystemClock};
 use crate::events::{RecordedEvent, StreamId};
@@ -112,75 +114,105 @@ impl SqliteStore {
         &self.writer
     }
 
-    async fn snapshot(tx: &mut Transaction<'_, Sqlite>, requests: &[AppendRequest]) -> Result<LogSnapshot, StoreError> {
-        let mut versions = HashMap::new();
-        let mut commands = HashMap::new();
-        for request in requests {
-            let stream_id = &request.stream_id;
-            if !versions.contains_key(stream_id) {
-                let version: i64 =
-                    sqlx::query_scalar("SELECT COALESCE(MAX(stream_version), 0) FROM events WHERE stream_id = ?")
-                        .bind(stream_id.as_str())
-                        .fetch_one(&mut **tx)
-                        .await?;
-                versions.insert(stream_id.clone(), to_u64(version));
+    /// Reads, inside the write transaction, what `plan_batch` or `plan_import`
+    /// needs: the head, the named streams' last events and command records.
+    async fn snapshot(tx: &mut Transaction<'_, Sqlite>, keys: &Keys<'_>) -> Result<LogSnapshot, StoreError> {
+        let mut heads = HashMap::new();
+        for stream_id in &keys.streams {
+            if heads.contains_key(*stream_id) {
+                continue;
             }
-            if let Some(command_id) = request.command_id {
-                let row = sqlx::query(
-                    "SELECT first_version, last_version, first_position, last_position \
-                     FROM stream_commands WHERE stream_id = ? AND command_id = ?",
-                )
-                .bind(stream_id.as_str())
-                .bind(command_id.to_string())
-                .fetch_optional(&mut **tx)
-                .await?;
-                if let Some(row) = row {
-                    let appended = Appended {
-                        stream_id: stream_id.clone(),
-                        first_version: to_u64(row.try_get("first_version")?),
-                        last_version: to_u64(row.try_get("last_version")?),
-                        first_position: to_u64(row.try_get("first_position")?),
-                        last_position: to_u64(row.try_get("last_position")?),
-                        deduplicated: true,
-                    };
-                    commands.insert((stream_id.clone(), command_id), appended);
-                }
+            let row = sqlx::query(
+                "SELECT stream_version, stream_hash FROM events WHERE stream_id = ? \
+                 ORDER BY stream_version DESC LIMIT 1",
+            )
+            .bind(stream_id.as_str())
+            .fetch_optional(&mut **tx)
+            .await?;
+            let head = match row {
+                Some(row) => StreamHead {
+                    version: to_u64(row.try_get("stream_version")?),
+                    hash: hash_of(&row, "stream_hash", -1)?,
+                },
+                None => StreamHead::default(),
+            };
+            heads.insert((*stream_id).clone(), head);
+        }
+        let mut commands = HashMap::new();
+        for (stream_id, command_id) in &keys.commands {
+            let row = sqlx::query(
+                "SELECT first_version, last_version, first_position, last_position \
+                 FROM stream_commands WHERE stream_id = ? AND command_id = ?",
+            )
+            .bind(stream_id.as_str())
+            .bind(command_id.to_string())
+            .fetch_optional(&mut **tx)
+            .await?;
+            if let Some(row) = row {
+                let appended = Appended {
+                    stream_id: (*stream_id).clone(),
+                    first_version: to_u64(row.try_get("first_version")?),
+                    last_version: to_u64(row.try_get("last_version")?),
+                    first_position: to_u64(row.try_get("first_position")?),
+                    last_position: to_u64(row.try_get("last_position")?),
+                    deduplicated: true,
+                };
+                commands.insert(((*stream_id).clone(), *command_id), appended);
             }
         }
-        let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(global_position), 0) FROM events")
-            .fetch_one(&mut **tx)
+        let head = sqlx::query("SELECT global_position, log_hash FROM events ORDER BY global_position DESC LIMIT 1")
+            .fetch_optional(&mut **tx)
             .await?;
+        let (head_position, head_hash) = match head {
+            Some(row) => {
+                let position: i64 = row.try_get("global_position")?;
+                (to_u64(position), hash_of(&row, "log_hash", position)?)
+            }
+            None => (0, None),
+        };
         Ok(LogSnapshot {
-            head_position: to_u64(head),
-            versions,
+            head_position,
+            head_hash,
+            streams: heads,
             commands,
         })
     }
 
-    async fn write(tx: &mut Transaction<'_, Sqlite>, plan: &Plan<'_>) -> Result<(), StoreError> {
-        for row in &plan.rows {
-            let metadata = serde_json::to_string(&row.event.metadata)
+    async fn insert_events(tx: &mut Transaction<'_, Sqlite>, rows: &[EventRow<'_>]) -> Result<(), StoreError> {
+        for row in rows {
+            let metadata = serde_json::to_string(row.metadata)
                 .map_err(|e| StoreError::InvalidAppend(format!("metadata cannot be encoded: {e}")))?;
             sqlx::query(
                 "INSERT INTO events (global_position, stream_id, stream_version, event_id, event_type, \
-                                     schema_version, payload, metadata, command_id, recorded_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                     schema_version, payload, metadata, command_id, recorded_at, \
+                                     stream_hash, log_hash) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(to_i64(row.position)?)
             .bind(row.stream_id.as_str())
             .bind(to_i64(row.version)?)
-            .bind(row.event.event_id.to_string())
-            .bind(row.event.event_type.as_str())
-            .bind(i64::from(row.event.schema_version))
-            .bind(row.event.payload.to_string())
+            .bind(row.event_id.to_string())
+            .bind(row.event_type)
+            .bind(i64::from(row.schema_version))
+            .bind(row.payload.to_string())
             .bind(metadata)
             .bind(row.command_id.map(|c| c.to_string()))
-            .bind(plan.recorded_at)
+            .bind(row.recorded_at)
+            .bind(row.stream_hash.map(|h| h.0.to_vec()))
+            .bind(row.log_hash.map(|h| h.0.to_vec()))
             .execute(&mut **tx)
             .await
             .map_err(classify_insert_error)?;
         }
-        for (command_id, appended) in &plan.commands {
+        Ok(())
+    }
+
+    async fn insert_commands(
+        tx: &mut Transaction<'_, Sqlite>,
+        commands: &[(Uuid, Appended)],
+        recorded_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        for (command_id, appended) in commands {
             sqlx::query(
                 "INSERT INTO stream_commands (stream_id, command_id, first_version, last_version, \
                                               first_position, last_position, recorded_at) \
@@ -192,7 +224,7 @@ impl SqliteStore {
             .bind(to_i64(appended.last_version)?)
             .bind(to_i64(appended.first_position)?)
             .bind(to_i64(appended.last_position)?)
-            .bind(plan.recorded_at)
+            .bind(recorded_at)
             .execute(&mut **tx)
             .await
             .map_err(classify_insert_error)?;
@@ -207,10 +239,11 @@ impl EventStore for SqliteStore {
         validate_batch(&requests)?;
         // IMMEDIATE takes the write lock up front, so a reader-turned-writer never deadlocks.
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let snapshot = Self::snapshot(&mut tx, &requests).await?;
+        let snapshot = Self::snapshot(&mut tx, &Keys::of_requests(&requests)).await?;
         let plan = plan_batch(&requests, snapshot, self.clock.now());
         if !plan.rows.is_empty() {
-            Self::write(&mut tx, &plan).await?;
+            Self::insert_events(&mut tx, &plan.event_rows()).await?;
+            Self::insert_commands(&mut tx, &plan.commands, plan.recorded_at).await?;
         }
         if let Some(hook) = &self.before_commit {
             hook(&plan.written()).await?;
@@ -252,6 +285,34 @@ impl EventStore for SqliteStore {
         .fetch_all(&self.reader)
         .await?;
         rows.iter().map(decode_row).collect()
+    }
+
+    async fn read_chained(&self, after_position: u64, max_count: usize) -> Result<Vec<ChainedEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT global_position, stream_id, stream_version, event_id, event_type, schema_version, \
+                    payload, metadata, command_id, recorded_at, stream_hash, log_hash \
+             FROM events WHERE global_position > ? ORDER BY global_position LIMIT ?",
+        )
+        .bind(to_i64(after_position)?)
+        .bind(page_limit(max_count))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(|row| chained(row, decode_row(row)?)).collect()
+    }
+
+    async fn import_chained(&self, events: Vec<ChainedEvent>) -> Result<(), StoreError> {
+        let Some(last) = events.last().map(|e| e.event.global_position) else {
+            return Ok(());
+        };
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let snapshot = Self::snapshot(&mut tx, &Keys::of_events(&events)).await?;
+        let commands = plan_import(&events, snapshot)?;
+        let rows: Vec<EventRow<'_>> = events.iter().map(EventRow::from).collect();
+        Self::insert_events(&mut tx, &rows).await?;
+        Self::insert_commands(&mut tx, &commands, self.clock.now()).await?;
+        tx.commit().await?;
+        self.head.advance(last);
+        Ok(())
     }
 
     async fn stream_version(&self, stream_id: &StreamId) -> Result<u64, StoreError> {

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::metrics::Metrics;
 use crate::balance::{Balance, BalanceError, BalanceOp, BalanceReceipt, BalanceService, ReleaseOp};
 use crate::events::{RecordedEvent, StreamId};
-use crate::store::{AppendRequest, Appended, Conflict, EventStore, StoreError};
+use crate::store::{AppendRequest, Appended, ChainedEvent, Conflict, EventStore, StoreError};
 
 /// An event store that records each append batch's duration.
 pub struct MeteredStore {
@@ -48,6 +48,14 @@ impl EventStore for MeteredStore {
 
     async fn read_all(&self, after_position: u64, max_count: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         self.inner.read_all(after_position, max_count).await
+    }
+
+    async fn read_chained(&self, after_position: u64, max_count: usize) -> Result<Vec<ChainedEvent>, StoreError> {
+        self.inner.read_chained(after_position, max_count).await
+    }
+
+    async fn import_chained(&self, events: Vec<ChainedEvent>) -> Result<(), StoreError> {
+        self.inner.import_chained(events).await
     }
 
     async fn stream_version(&self, stream_id: &StreamId) -> Result<u64, StoreError> {

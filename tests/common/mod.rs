@@ -12,7 +12,9 @@ use std::io::Write;
 use std::sync::Arc;
 
 use order_engine::projections::{PostgresReadModels, ReadModels, SqliteReadModels};
-use order_engine::store::{BeforeCommitHook, EventStore, PostgresConfig, PostgresStore, SqliteConfig, SqliteStore};
+use order_engine::store::{
+    BeforeCommitHook, EventStore, GroupCommitStore, PostgresConfig, PostgresStore, SqliteConfig, SqliteStore,
+};
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 use sqlx::{Connection, PgConnection};
@@ -46,10 +48,12 @@ pub enum TestDb {
         admin_url: String,
         url: String,
         name: String,
+        group_commit: bool,
     },
     Sqlite {
         _dir: tempfile::TempDir,
         url: String,
+        group_commit: bool,
     },
 }
 
@@ -74,13 +78,44 @@ impl TestDb {
             .await
             .unwrap();
         let url = replace_database(&admin_url, &name);
-        Some(Self::Postgres { admin_url, url, name })
+        Some(Self::Postgres {
+            admin_url,
+            url,
+            name,
+            group_commit: false,
+        })
     }
 
     pub fn sqlite() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite:{}", dir.path().join("log.db").display());
-        Self::Sqlite { _dir: dir, url }
+        Self::Sqlite {
+            _dir: dir,
+            url,
+            group_commit: false,
+        }
+    }
+
+    /// Stores opened on this database merge concurrent appends (group commit).
+    pub fn with_group_commit(mut self) -> Self {
+        match &mut self {
+            Self::Postgres { group_commit, .. } | Self::Sqlite { group_commit, .. } => *group_commit = true,
+        }
+        self
+    }
+
+    fn group_commit(&self) -> bool {
+        match self {
+            Self::Postgres { group_commit, .. } | Self::Sqlite { group_commit, .. } => *group_commit,
+        }
+    }
+
+    fn decorate(&self, store: Arc<dyn EventStore>) -> Arc<dyn EventStore> {
+        if self.group_commit() {
+            Arc::new(GroupCommitStore::new(store))
+        } else {
+            store
+        }
     }
 
     pub fn url(&self) -> &str {
@@ -106,7 +141,7 @@ impl TestDb {
                 let raw = Raw::Postgres(store.writer_pool().clone());
                 let models = Arc::new(PostgresReadModels::new(store.reader_pool().clone()));
                 TestStore {
-                    store: Arc::new(store),
+                    store: self.decorate(Arc::new(store)),
                     raw,
                     models,
                 }
@@ -122,7 +157,7 @@ impl TestDb {
                     store.reader_pool().clone(),
                 ));
                 TestStore {
-                    store: Arc::new(store),
+                    store: self.decorate(Arc::new(store)),
                     raw,
                     models,
                 }
@@ -194,6 +229,29 @@ impl Raw {
 /// `fn(TestDb) -> impl Future`, so every backend runs the same code.
 #[macro_export]
 macro_rules! on_every_backend {
+    (with_group_commit: $($name:ident),* $(,)?) => {
+        $crate::on_every_backend!($($name),*);
+        /// The same bodies through the group-commit decorator, as `serve` runs.
+        mod postgres_group_commit {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let test = concat!("postgres_group_commit::", stringify!($name));
+                    if let Some(db) = $crate::common::TestDb::postgres(test).await {
+                        super::$name(db.with_group_commit()).await;
+                    }
+                }
+            )*
+        }
+        mod sqlite_group_commit {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::common::TestDb::sqlite().with_group_commit()).await;
+                }
+            )*
+        }
+    };
     ($($name:ident),* $(,)?) => {
         mod postgres {
             $(

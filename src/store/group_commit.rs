@@ -1,0 +1,183 @@
+//! Group commit: appends that arrive together share one transaction.
+//!
+//! Every append to the log serialises on the log lock and pays one COMMIT
+//! (one fsync), so a store fed one small append at a time by many actors is
+//! bound by commit latency, not by the database's insert rate. This decorator
+//! queues appends and has one writer hand everything queued so far to the
+//! inner store as a single batch. Each request keeps its own expected-version
+//! check inside that batch (see `plan_batch`), so one stream's conflict still
+//! fails only that stream, and two requests for one stream are ordered as
+//! they arrived.
+//!
+//! Reads pass straight through.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot};
+
+use super::error::validate_batch;
+use super::{AppendRequest, Appended, ChainedEvent, Conflict, EventStore, StoreError, BATCH_STREAMS_MAX};
+use crate::events::{RecordedEvent, StreamId};
+
+/// Appends waiting for the writer; callers wait for room beyond this, which is
+/// how a slow database pushes back on the actors.
+pub const GROUP_COMMIT_QUEUE_MAX: usize = 4_096;
+
+type Reply = oneshot::Sender<Result<Vec<Result<Appended, Conflict>>, StoreError>>;
+
+struct Job {
+    requests: Vec<AppendRequest>,
+    reply: Reply,
+}
+
+/// An [`EventStore`] whose appends are merged into shared transactions.
+pub struct GroupCommitStore {
+    inner: Arc<dyn EventStore>,
+    queue: mpsc::Sender<Job>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for GroupCommitStore {
+    fn drop(&mut self) {
+        self.writer.abort();
+    }
+}
+
+impl GroupCommitStore {
+    /// Starts the writer task; needs a Tokio runtime.
+    pub fn new(inner: Arc<dyn EventStore>) -> Self {
+        let (queue, jobs) = mpsc::channel(GROUP_COMMIT_QUEUE_MAX);
+        let writer = tokio::spawn(write_groups(Arc::clone(&inner), jobs));
+        Self { inner, queue, writer }
+    }
+}
+
+/// Takes every job queued so far (up to the batch limit), appends them in one
+/// batch, and answers each with its own slice of the results.
+async fn write_groups(inner: Arc<dyn EventStore>, mut jobs: mpsc::Receiver<Job>) {
+    let mut group: Vec<Job> = Vec::new();
+    while let Some(first) = jobs.recv().await {
+        let mut streams = first.requests.len();
+        group.push(first);
+        while streams < BATCH_STREAMS_MAX {
+            match jobs.try_recv() {
+                Ok(job) if streams + job.requests.len() <= BATCH_STREAMS_MAX => {
+                    streams += job.requests.len();
+                    group.push(job);
+                }
+                Ok(job) => {
+                    // Too big to join this group: it leads the next one.
+                    commit(inner.as_ref(), std::mem::take(&mut group)).await;
+                    streams = job.requests.len();
+                    group.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        commit(inner.as_ref(), std::mem::take(&mut group)).await;
+    }
+}
+
+async fn commit(inner: &dyn EventStore, group: Vec<Job>) {
+    if group.len() == 1 {
+        for job in group {
+            let _ = job.reply.send(inner.append_batch(job.requests).await);
+        }
+        return;
+    }
+    let sizes: Vec<usize> = group.iter().map(|job| job.requests.len()).collect();
+    let merged: Vec<AppendRequest> = group.iter().flat_map(|job| job.requests.iter().cloned()).collect();
+    match inner.append_batch(merged).await {
+        Ok(results) if results.len() == sizes.iter().sum::<usize>() => {
+            let mut results = results.into_iter();
+            for (job, size) in group.into_iter().zip(sizes) {
+                // A caller that gave up (dropped its future) no longer listens.
+                let _ = job.reply.send(Ok(results.by_ref().take(size).collect()));
+            }
+        }
+        Ok(_) => {
+            for job in group {
+                let _ = job.reply.send(Err(StoreError::Internal(
+                    "append_batch returned the wrong number of results",
+                )));
+            }
+        }
+        Err(error) => {
+            // StoreError is not Clone, and one caller's failure should be its
+            // own: each job is tried alone and gets its own answer.
+            tracing::debug!(%error, jobs = group.len(), "group append failed; appending its jobs one by one");
+            for job in group {
+                let _ = job.reply.send(inner.append_batch(job.requests).await);
+            }
+        }
+    }
+}
+
+/// How long an append may wait for the writer before the caller hears it is
+/// unavailable: the writer is stuck only if the database is.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[async_trait]
+impl EventStore for GroupCommitStore {
+    async fn append_batch(&self, requests: Vec<AppendRequest>) -> Result<Vec<Result<Appended, Conflict>>, StoreError> {
+        // Refused here, alone, so a malformed request cannot fail a group.
+        validate_batch(&requests)?;
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Job { requests, reply })
+            .await
+            .map_err(|_| StoreError::Internal("the group-commit writer has stopped"))?;
+        match tokio::time::timeout(REPLY_TIMEOUT, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(StoreError::Internal("the group-commit writer dropped an append")),
+            Err(_) => Err(StoreError::Internal("the group-commit writer did not answer in time")),
+        }
+    }
+
+    async fn read_stream(
+        &self,
+        stream_id: &StreamId,
+        from_version: u64,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_stream(stream_id, from_version, max_count).await
+    }
+
+    async fn read_all(&self, after_position: u64, max_count: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_all(after_position, max_count).await
+    }
+
+    async fn read_chained(&self, after_position: u64, max_count: usize) -> Result<Vec<ChainedEvent>, StoreError> {
+        self.inner.read_chained(after_position, max_count).await
+    }
+
+    async fn import_chained(&self, events: Vec<ChainedEvent>) -> Result<(), StoreError> {
+        self.inner.import_chained(events).await
+    }
+
+    async fn stream_version(&self, stream_id: &StreamId) -> Result<u64, StoreError> {
+        self.inner.stream_version(stream_id).await
+    }
+
+    async fn head_position(&self) -> Result<u64, StoreError> {
+        self.inner.head_position().await
+    }
+
+    async fn wait_for_append(&self, after_position: u64, timeout: Duration) {
+        self.inner.wait_for_append(after_position, timeout).await;
+    }
+
+    async fn load_checkpoint(&self, name: &str) -> Result<u64, StoreError> {
+        self.inner.load_checkpoint(name).await
+    }
+
+    async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError> {
+        self.inner.save_checkpoint(name, position).await
+    }
+
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+}

@@ -1,0 +1,40 @@
+//! Row decoding both backends share: the hash columns beside each event.
+
+use sqlx::Row;
+
+use super::chain::{ChainedEvent, EventHash};
+use super::StoreError;
+use crate::events::RecordedEvent;
+
+/// A stored hash: NULL before the chain existed, 32 bytes after.
+pub(crate) fn hash_of<'r, R>(row: &'r R, column: &str, position: i64) -> Result<Option<EventHash>, StoreError>
+where
+    R: Row,
+    Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+{
+    let bytes: Option<Vec<u8>> = row.try_get(column).map_err(StoreError::from_sqlx)?;
+    bytes
+        .map(|b| {
+            EventHash::from_slice(&b).ok_or_else(|| StoreError::Corrupt {
+                position,
+                reason: format!("{column} has {} bytes, not 32", b.len()),
+            })
+        })
+        .transpose()
+}
+
+/// `event`, decoded from `row`, with the hashes stored beside it.
+pub(crate) fn chained<'r, R>(row: &'r R, event: RecordedEvent) -> Result<ChainedEvent, StoreError>
+where
+    R: Row,
+    Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+{
+    let position = i64::try_from(event.global_position).unwrap_or(i64::MAX);
+    Ok(ChainedEvent {
+        stream_hash: hash_of(row, "stream_hash", position)?,
+        log_hash: hash_of(row, "log_hash", position)?,
+        event,
+    })
+}
