@@ -19,7 +19,8 @@ URL="${ADMIN_URL%/*}/$DB"
 BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/order-engine}
 
 psql -q "$ADMIN_URL" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
-trap 'psql -q "$ADMIN_URL" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)"' EXIT
+# KEEP=1 keeps the database for another look (drop it yourself afterwards).
+[ "${KEEP:-0}" = 1 ] || trap 'psql -q "$ADMIN_URL" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)"' EXIT
 
 # The binary applies the migrations on open (an empty replay).
 DATABASE_URL=$URL RUST_LOG=warn "$BIN" replay --all >/dev/null

@@ -67,6 +67,24 @@ enum Command {
     },
     /// Check the log's invariants; prints each violation. Exit 0 healthy, 1 violations, 2 could not check.
     Verify,
+    /// Write the log as JSON lines: one event per line, every field and both hashes.
+    Export {
+        /// First position to write (default 1).
+        #[arg(long, value_name = "POSITION")]
+        from: Option<u64>,
+        /// Last position to write (default: the head).
+        #[arg(long, value_name = "POSITION")]
+        to: Option<u64>,
+        /// Write to this file instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        output: Option<std::path::PathBuf>,
+    },
+    /// Load an export into an empty log, or into the log the file continues exactly.
+    Import {
+        /// Read this file instead of standard input.
+        #[arg(long, value_name = "FILE")]
+        input: Option<std::path::PathBuf>,
+    },
     /// Print a development token (HS256) for a user, accepted by `serve` with the same secret.
     Token {
         /// The user the token speaks for.
@@ -114,6 +132,10 @@ async fn main() -> anyhow::Result<()> {
             };
             std::process::exit(code)
         }
+        Command::Export { from, to, output } => {
+            export(&Settings::from_env()?, ops::ExportRange { from, to }, output).await
+        }
+        Command::Import { input } => import(&Settings::from_env()?, input).await,
         Command::Token { user, ttl } => {
             let settings = Settings::from_env()?;
             let token = mint_dev_token(&jwt_config(&settings)?, user, ttl)?;
@@ -192,6 +214,51 @@ async fn replay(settings: &Settings, projections: &[ops::Projection], from: Opti
     Ok(())
 }
 
+async fn export(
+    settings: &Settings,
+    range: ops::ExportRange,
+    output: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    let (store, _) = open_ops(settings).await?;
+    let mut out: Box<dyn std::io::Write> = match &output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let bar = ops::progress::events_bar("export");
+    let written = ops::export(store.as_ref(), range, &mut out, &bar).await?;
+    bar.finish_and_clear();
+    // Standard output may be the export itself: the summary goes to stderr.
+    eprintln!("exported {written} events");
+    Ok(())
+}
+
+async fn import(settings: &Settings, input: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    let (store, _) = open_ops(settings).await?;
+    let mut reader: Box<dyn std::io::BufRead> = match &input {
+        Some(path) => Box::new(std::io::BufReader::new(
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufReader::new(std::io::stdin().lock())),
+    };
+    let bar = ops::progress::events_bar("import");
+    let source = input
+        .as_ref()
+        .map_or("standard input".to_owned(), |p| p.display().to_string());
+    let imported = ops::import(store.as_ref(), &mut reader, &bar)
+        .await
+        .with_context(|| format!("importing {source}"))?;
+    bar.finish_and_clear();
+    let head = store.head_position().await?;
+    // The summary is the command's output.
+    #[allow(clippy::print_stdout)]
+    {
+        println!("imported {imported} events; the log's head is now position {head}");
+    }
+    Ok(())
+}
+
 /// Prints every violation and a summary; true when the log is healthy.
 async fn verify(settings: &Settings) -> anyhow::Result<bool> {
     let (store, db) = open_ops(settings).await?;
@@ -211,6 +278,15 @@ async fn verify(settings: &Settings) -> anyhow::Result<bool> {
     {
         for violation in &report.violations {
             println!("{violation}");
+        }
+        if let Some(chain) = &report.chain {
+            println!(
+                "chain: {} events, {} before the chain existed, head {} log hash {}",
+                chain.events,
+                chain.unhashed_prefix,
+                chain.head_position,
+                chain.head_log_hash.map_or("none".to_owned(), |h| h.to_string())
+            );
         }
         println!(
             "verify: {} events up to position {}, read models compared: {}; publishers {}; {}",

@@ -128,7 +128,13 @@ async fn a_removed_event_is_a_position_gap(db: TestDb) {
     let gaps = named(&report, "positions");
     assert_eq!(
         gaps,
-        vec!["positions: position 5 is missing: the log goes on at 6".to_owned()]
+        vec!["positions: position 6 follows position 4: events between them are missing or moved".to_owned()]
+    );
+    // The log hash of the next event no longer chains to its predecessor.
+    assert!(
+        named(&report, "chain").iter().any(|v| v.contains("position 6")),
+        "{:#?}",
+        report.violations
     );
 }
 

@@ -7,6 +7,7 @@
 
 mod coalesce;
 mod database;
+pub mod export;
 pub mod progress;
 pub mod replay;
 pub mod verify;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 
 pub use coalesce::RowBatch;
 pub use database::{OpsDb, RowDiff, RowDiffKind};
+pub use export::{export, import, ExportRange};
 pub use replay::{replay, Projection, ReplayOptions, ReplayReport};
 pub use verify::{verify, VerifyOptions, VerifyReport, Violation};
 

@@ -25,6 +25,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use indicatif::ProgressBar;
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -40,6 +41,8 @@ use crate::store::{read_stream_all, EventStore, READ_PAGE_MAX};
 pub const WRITE_BATCH_ROWS: usize = 5_000;
 /// Pages read ahead of the writer.
 const READ_AHEAD_PAGES: usize = 8;
+/// Pages being read at once.
+const READ_CONCURRENCY: usize = 4;
 /// Pause between looks at a live projection that is behind the rebuild.
 const WAIT_FOR_LIVE: Duration = Duration::from_millis(200);
 
@@ -244,24 +247,31 @@ pub(crate) async fn fold_into(
     bar: &ProgressBar,
 ) -> Result<u64, OpsError> {
     let (pages_tx, mut pages) = mpsc::channel::<Result<Vec<RecordedEvent>, OpsError>>(READ_AHEAD_PAGES);
-    // Reading the next pages overlaps with writing this batch.
+    // Reading the next pages (several at once: the database works on them in
+    // parallel) overlaps with writing this batch. Positions are dense, so page
+    // i is exactly the positions after + i·PAGE + 1 ..= its end.
+    let page_size = READ_PAGE_MAX as u64;
     let reader = tokio::spawn(async move {
-        let mut position = after;
-        while position < to {
-            let want = usize::try_from(to - position)
-                .unwrap_or(READ_PAGE_MAX)
-                .min(READ_PAGE_MAX);
-            let page = match store.read_all(position, want).await {
-                Ok(page) if page.is_empty() => Err(OpsError::InvalidRange(format!(
-                    "the log ends at position {position}, before {to}"
-                ))),
-                Ok(page) => check_dense(position, &page).map(|()| page),
-                Err(error) => Err(error.into()),
-            };
+        let starts = (after..to).step_by(READ_PAGE_MAX);
+        let mut reads = futures_util::stream::iter(starts)
+            .map(|start| {
+                let store = Arc::clone(&store);
+                async move {
+                    let want = (to - start).min(page_size);
+                    let page = store.read_all(start, want as usize).await?;
+                    if (page.len() as u64) < want {
+                        let end = page.last().map_or(start, |e| e.global_position);
+                        return Err(OpsError::InvalidRange(format!(
+                            "the log ends at position {end}, before {to}"
+                        )));
+                    }
+                    check_dense(start, &page)?;
+                    Ok(page)
+                }
+            })
+            .buffered(READ_CONCURRENCY);
+        while let Some(page) = reads.next().await {
             let failed = page.is_err();
-            if let Ok(page) = &page {
-                position = page.last().map_or(position, |e| e.global_position);
-            }
             if pages_tx.send(page).await.is_err() || failed {
                 return;
             }

@@ -5,6 +5,8 @@
 //! Checks, each a [`Violation`] kind:
 //! - `positions`: global positions dense from 1 (nothing removed);
 //! - `stream-versions`: each stream's versions contiguous from 1, in position order;
+//! - `chain`: every event matches its stream hash and log hash (nothing
+//!   modified, removed or reordered behind the engine's back; see `store::chain`);
 //! - `undecodable`: every order, saga and account event reads as its type;
 //! - `read-model`: each read model equals a fresh fold of the log, row by row;
 //! - `ledger`: every account's entries are sound (nothing reserved, deducted
@@ -30,7 +32,7 @@ use super::replay::{fold_into, Projection};
 use super::OpsError;
 use crate::amqp::Route;
 use crate::order::OrderStatus;
-use crate::store::{EventStore, READ_PAGE_MAX};
+use crate::store::{ChainSummary, ChainVerifier, ChainViolation, EventStore, READ_PAGE_MAX};
 
 pub use log_checks::{Execution, LogChecks, SETTLE_GRACE};
 
@@ -46,16 +48,8 @@ pub struct VerifyOptions {
 /// One broken invariant.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Violation {
-    PositionGap {
-        expected: u64,
-        found: u64,
-    },
-    StreamVersion {
-        stream: String,
-        position: u64,
-        expected: u64,
-        found: u64,
-    },
+    /// Positions, versions and hashes, as the store's chain verifier names them.
+    Chain(ChainViolation),
     Undecodable {
         position: u64,
         stream: String,
@@ -83,23 +77,20 @@ pub enum Violation {
         publisher: &'static str,
         checkpoint: u64,
     },
-    Chain {
-        detail: String,
-    },
 }
 
 impl Violation {
     /// The invariant's name, printed first on each line.
     pub fn kind(&self) -> &'static str {
         match self {
-            Violation::PositionGap { .. } => "positions",
-            Violation::StreamVersion { .. } => "stream-versions",
+            Violation::Chain(ChainViolation::PositionGap { .. }) => "positions",
+            Violation::Chain(ChainViolation::VersionGap { .. }) => "stream-versions",
+            Violation::Chain(_) => "chain",
             Violation::Undecodable { .. } => "undecodable",
             Violation::ReadModel { .. } => "read-model",
             Violation::Ledger { .. } | Violation::LedgerTotal { .. } => "ledger",
             Violation::Reserved { .. } => "reservation",
             Violation::Unpublished { .. } => "publication",
-            Violation::Chain { .. } => "chain",
         }
     }
 }
@@ -108,18 +99,7 @@ impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: ", self.kind())?;
         match self {
-            Violation::PositionGap { expected, found } => {
-                write!(f, "position {expected} is missing: the log goes on at {found}")
-            }
-            Violation::StreamVersion {
-                stream,
-                position,
-                expected,
-                found,
-            } => write!(
-                f,
-                "stream {stream} has version {found} at position {position} where version {expected} was due"
-            ),
+            Violation::Chain(violation) => write!(f, "{violation}"),
             Violation::Undecodable {
                 position,
                 stream,
@@ -144,7 +124,6 @@ impl fmt::Display for Violation {
                 f,
                 "order {order_id} executed at position {position}, but publisher {publisher} is at {checkpoint}"
             ),
-            Violation::Chain { detail } => f.write_str(detail),
         }
     }
 }
@@ -156,6 +135,9 @@ pub struct VerifyReport {
     pub events: u64,
     /// The head when the log pass started.
     pub head: u64,
+    /// What the chain check saw, with the head's log hash: record it outside
+    /// the database to detect a log rewritten from some point on.
+    pub chain: Option<ChainSummary>,
     /// Read-model rows compared, per model: (model, checkpoint compared at).
     pub models_compared: Vec<(&'static str, u64)>,
     pub violations: Vec<Violation>,
@@ -177,21 +159,26 @@ pub async fn verify(
     let head = store.head_position().await?;
     bar.set_length(head);
     let mut checks = LogChecks::default();
+    let mut chain = ChainVerifier::new();
+    let mut chain_violations = Vec::new();
     let mut position = 0;
-    loop {
-        let page = store.read_all(position, READ_PAGE_MAX).await?;
+    while position < head {
+        let want = usize::try_from(head - position)
+            .unwrap_or(READ_PAGE_MAX)
+            .min(READ_PAGE_MAX);
+        let page = store.read_chained(position, want).await?;
         let Some(last) = page.last() else { break };
-        position = last.global_position;
-        for event in &page {
-            checks.check(event);
+        position = last.event.global_position;
+        for chained in &page {
+            chain_violations.extend(chain.check(chained).into_iter().map(Violation::Chain));
+            checks.check(&chained.event);
         }
         bar.inc(page.len() as u64);
-        if position >= head {
-            break;
-        }
     }
     let events = checks.events();
-    let (mut violations, executions) = checks.finish();
+    let (log_violations, executions) = checks.finish();
+    let mut violations = chain_violations;
+    violations.extend(log_violations);
     let mut models_compared = Vec::new();
     for projection in Projection::ALL {
         match shadow_replay(Arc::clone(&store), db, projection).await {
@@ -221,6 +208,7 @@ pub async fn verify(
     Ok(VerifyReport {
         events,
         head,
+        chain: Some(chain.finish()),
         models_compared,
         violations,
     })
