@@ -6,10 +6,12 @@
 mod common;
 
 use std::process::Command;
+use std::sync::Arc;
 
 use common::ops::{live_log, ops_db};
 use common::{Raw, TestDb};
 use indicatif::ProgressBar;
+use order_engine::amqp::Route;
 use order_engine::events::{RecordedEvent, StreamId};
 use order_engine::ops::{self, VerifyOptions, VerifyReport};
 use order_engine::store::read_stream_all;
@@ -24,6 +26,7 @@ on_every_backend_in_actix!(
     money_left_reserved_for_a_finished_order_is_named,
     a_modified_payload_breaks_the_chain,
     reordered_events_of_different_streams_break_the_chain,
+    an_execution_not_behind_a_publishers_checkpoint_is_named,
 );
 
 async fn run_verify(db: &TestDb) -> VerifyReport {
@@ -261,6 +264,47 @@ async fn reordered_events_of_different_streams_break_the_chain(db: TestDb) {
     swap_positions(&t.store.raw, submitted.global_position, saga.global_position).await;
     let report = run_verify(&db).await;
     assert!(!named(&report, "chain").is_empty(), "{:#?}", report.violations);
+}
+
+async fn an_execution_not_behind_a_publishers_checkpoint_is_named(db: TestDb) {
+    // Proves that with a broker configured, an executed order past a publisher's
+    // checkpoint is named with the publisher, and that checkpoints past it satisfy verify.
+    let log = live_log(&db).await;
+    let order = log.orders.executed_buy;
+    let t = log.stop_projection().await;
+    let executed = event(&t.store, &StreamId::order(order), "OrderExecuted").await;
+    let (store, ops_db) = ops_db(&db).await;
+    let with_broker = VerifyOptions { publication: true };
+    for route in Route::ALL {
+        store
+            .save_checkpoint(route.checkpoint(), executed.global_position)
+            .await
+            .unwrap();
+    }
+    store
+        .save_checkpoint("amqp.positions.updates", executed.global_position - 1)
+        .await
+        .unwrap();
+    let report = ops::verify(Arc::clone(&store), &ops_db, &with_broker, &ProgressBar::hidden())
+        .await
+        .unwrap();
+    let unpublished = named(&report, "publication");
+    assert!(
+        unpublished.contains(&format!(
+            "publication: order {order} executed at position {}, but publisher amqp.positions.updates is at {}",
+            executed.global_position,
+            executed.global_position - 1
+        )),
+        "{unpublished:#?}"
+    );
+    let head = store.head_position().await.unwrap();
+    for route in Route::ALL {
+        store.save_checkpoint(route.checkpoint(), head).await.unwrap();
+    }
+    let report = ops::verify(store, &ops_db, &with_broker, &ProgressBar::hidden())
+        .await
+        .unwrap();
+    assert!(report.is_healthy(), "{:#?}", report.violations);
 }
 
 #[actix_rt::test]
