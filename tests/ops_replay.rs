@@ -14,7 +14,7 @@ use common::{Raw, TestDb};
 use indicatif::ProgressBar;
 use order_engine::engine::SubmitRequest;
 use order_engine::events::{EventMetadata, StreamId};
-use order_engine::ops::{self, Projection, ReplayOptions};
+use order_engine::ops::{self, Projection, ReplayOptions, VerifyOptions};
 use order_engine::order::{OrderStatus, OrderType, Side};
 use order_engine::projections::{OrderRow, ORDERS_PROJECTION};
 use order_engine::store::read_stream_all;
@@ -88,6 +88,22 @@ async fn the_rebuilt_table_equals_the_live_one_and_the_running_projection_goes_o
     assert_eq!(index_names(&log.t.store.raw).await, indexes);
     let (count, diffs) = ops_db.diff("orders", "orders", 10).await.unwrap();
     assert_eq!((count, diffs.len()), (0, 0));
+    // The swapped-in table serves as the source of the next replay and of verify.
+    let again = ops::replay(
+        log.store(),
+        &ops_db,
+        Projection::Orders,
+        &ReplayOptions::default(),
+        &ProgressBar::hidden(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.position, head);
+    assert_eq!(index_names(&log.t.store.raw).await, indexes);
+    let verified = ops::verify(log.store(), &ops_db, &VerifyOptions::default(), &ProgressBar::hidden())
+        .await
+        .unwrap();
+    assert!(verified.is_healthy(), "{:#?}", verified.violations);
 
     // The projection that ran through the swap keeps projecting, without duplicates.
     let next = log

@@ -87,9 +87,16 @@ impl OpsDb {
                 sqlx::query(&format!("DROP TABLE IF EXISTS {scratch}"))
                     .execute(&mut *conn)
                     .await?;
-                // SQLite has no CREATE TABLE … LIKE: the live table's own DDL, renamed.
-                let ddl = ddl.replacen(&format!("CREATE TABLE {live}"), &format!("CREATE TABLE {scratch}"), 1);
-                sqlx::query(&ddl).execute(&mut *conn).await?;
+                // SQLite has no CREATE TABLE … LIKE: the live table's own DDL under the
+                // scratch name. The name is everything before the column list; after a
+                // swap's rename SQLite stores it quoted (`CREATE TABLE "orders"`).
+                let columns = ddl
+                    .find('(')
+                    .map(|at| &ddl[at..])
+                    .ok_or_else(|| OpsError::MissingTable { table: live.into() })?;
+                sqlx::query(&format!("CREATE TABLE {scratch} {columns}"))
+                    .execute(&mut *conn)
+                    .await?;
             }
         }
         Ok(())
