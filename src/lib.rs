@@ -18,6 +18,7 @@ pub mod engine;
 pub mod events;
 pub mod ledger;
 pub mod market;
+pub mod ops;
 pub mod order;
 pub mod projections;
 pub mod saga;

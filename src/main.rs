@@ -21,6 +21,7 @@ use order_engine::config::Settings;
 use order_engine::engine::{Engine, EngineConfig, EngineDeps};
 use order_engine::ledger::{EmbeddedLedger, LedgerConfig};
 use order_engine::market::{MarketSimulator, SimulatorConfig};
+use order_engine::ops;
 use order_engine::projections::{self, run_orders_projection, ProjectionHealth};
 use order_engine::store::{redact_url, StoreConfig};
 use order_engine::store::{EventStore, GroupCommitStore};
@@ -51,6 +52,39 @@ enum Command {
         #[arg(long, value_enum, default_value_t = AuditFormat::Table)]
         format: AuditFormat,
     },
+    /// Rebuild read models from the log into fresh tables and swap them in; prints events per second.
+    Replay {
+        /// The read model to rebuild (known: orders).
+        #[arg(long, value_name = "NAME", conflicts_with = "all", required_unless_present = "all")]
+        projection: Option<String>,
+        /// Rebuild every read model.
+        #[arg(long)]
+        all: bool,
+        /// Keep the live rows of orders untouched after POSITION and rebuild the others
+        /// from their streams (the live model must have reached POSITION).
+        #[arg(long, value_name = "POSITION")]
+        from: Option<u64>,
+    },
+    /// Check the log's invariants; prints each violation. Exit 0 healthy, 1 violations, 2 could not check.
+    Verify,
+    /// Write the log as JSON lines: one event per line, every field and both hashes.
+    Export {
+        /// First position to write (default 1).
+        #[arg(long, value_name = "POSITION")]
+        from: Option<u64>,
+        /// Last position to write (default: the head).
+        #[arg(long, value_name = "POSITION")]
+        to: Option<u64>,
+        /// Write to this file instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        output: Option<std::path::PathBuf>,
+    },
+    /// Load an export into an empty log, or into the log the file continues exactly.
+    Import {
+        /// Read this file instead of standard input.
+        #[arg(long, value_name = "FILE")]
+        input: Option<std::path::PathBuf>,
+    },
     /// Print a development token (HS256) for a user, accepted by `serve` with the same secret.
     Token {
         /// The user the token speaks for.
@@ -79,6 +113,29 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => serve(Settings::from_env()?).await,
         Command::Audit { order_id, format } => audit(&Settings::from_env()?, order_id, format).await,
+        Command::Replay { projection, all, from } => {
+            let projections = match (projection, all) {
+                (Some(name), _) => vec![ops::Projection::parse(&name)?],
+                (None, _) => ops::Projection::ALL.to_vec(),
+            };
+            replay(&Settings::from_env()?, &projections, from).await
+        }
+        Command::Verify => {
+            // Exit codes are the contract for scripts: 1 = violations found, 2 = could not check.
+            let code = match verify(&Settings::from_env()?).await {
+                Ok(true) => 0,
+                Ok(false) => 1,
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    2
+                }
+            };
+            std::process::exit(code)
+        }
+        Command::Export { from, to, output } => {
+            export(&Settings::from_env()?, ops::ExportRange { from, to }, output).await
+        }
+        Command::Import { input } => import(&Settings::from_env()?, input).await,
         Command::Token { user, ttl } => {
             let settings = Settings::from_env()?;
             let token = mint_dev_token(&jwt_config(&settings)?, user, ttl)?;
@@ -116,6 +173,143 @@ async fn audit(settings: &Settings, order_id: uuid::Uuid, format: AuditFormat) -
         print!("{text}");
     }
     Ok(())
+}
+
+async fn open_ops(settings: &Settings) -> anyhow::Result<(Arc<dyn EventStore>, ops::OpsDb)> {
+    ops::open(&StoreConfig::from_url(&settings.database_url)?)
+        .await
+        .with_context(|| format!("opening the event log at {}", redact_url(&settings.database_url)))
+}
+
+async fn replay(settings: &Settings, projections: &[ops::Projection], from: Option<u64>) -> anyhow::Result<()> {
+    let (store, db) = open_ops(settings).await?;
+    let options = ops::ReplayOptions {
+        from,
+        ..ops::ReplayOptions::default()
+    };
+    for projection in projections {
+        let bar = ops::progress::events_bar(projection.name());
+        let report = ops::replay(Arc::clone(&store), &db, *projection, &options, &bar)
+            .await
+            .with_context(|| format!("replaying {}", projection.name()))?;
+        bar.finish_and_clear();
+        // The figure is the command's output.
+        #[allow(clippy::print_stdout)]
+        {
+            println!(
+                "replayed {}: {} events in {:.2} s ({:.0} events/s); swapped in at position {}{}",
+                report.projection,
+                report.events,
+                report.elapsed.as_secs_f64(),
+                report.events_per_second(),
+                report.position,
+                if report.orders_reread > 0 {
+                    format!(", {} orders re-read from their streams", report.orders_reread)
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn export(
+    settings: &Settings,
+    range: ops::ExportRange,
+    output: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    let (store, _) = open_ops(settings).await?;
+    let mut out: Box<dyn std::io::Write> = match &output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let bar = ops::progress::events_bar("export");
+    let written = ops::export(store.as_ref(), range, &mut out, &bar).await?;
+    bar.finish_and_clear();
+    // Standard output may be the export itself: the summary goes to stderr.
+    eprintln!("exported {written} events");
+    Ok(())
+}
+
+async fn import(settings: &Settings, input: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    let (store, _) = open_ops(settings).await?;
+    let mut reader: Box<dyn std::io::BufRead> = match &input {
+        Some(path) => Box::new(std::io::BufReader::new(
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufReader::new(std::io::stdin().lock())),
+    };
+    let bar = ops::progress::events_bar("import");
+    let source = input
+        .as_ref()
+        .map_or("standard input".to_owned(), |p| p.display().to_string());
+    let imported = ops::import(store.as_ref(), &mut reader, &bar)
+        .await
+        .with_context(|| format!("importing {source}"))?;
+    bar.finish_and_clear();
+    let head = store.head_position().await?;
+    // The summary is the command's output.
+    #[allow(clippy::print_stdout)]
+    {
+        println!("imported {imported} events; the log's head is now position {head}");
+    }
+    Ok(())
+}
+
+/// Prints every violation and a summary; true when the log is healthy.
+async fn verify(settings: &Settings) -> anyhow::Result<bool> {
+    let (store, db) = open_ops(settings).await?;
+    let options = ops::VerifyOptions {
+        publication: settings.amqp_url.is_some(),
+    };
+    let bar = ops::progress::events_bar("verify");
+    let report = ops::verify(store, &db, &options, &bar).await?;
+    bar.finish_and_clear();
+    let models: Vec<String> = report
+        .models_compared
+        .iter()
+        .map(|(model, at)| format!("{model} at {at}"))
+        .collect();
+    // The findings are the command's output.
+    #[allow(clippy::print_stdout)]
+    {
+        for violation in &report.violations {
+            println!("{violation}");
+        }
+        if let Some(chain) = &report.chain {
+            println!(
+                "chain: {} events, {} before the chain existed, head {} log hash {}",
+                chain.events,
+                chain.unhashed_prefix,
+                chain.head_position,
+                chain.head_log_hash.map_or("none".to_owned(), |h| h.to_string())
+            );
+        }
+        println!(
+            "verify: {} events up to position {}, read models compared: {}; publishers {}; {}",
+            report.events,
+            report.head,
+            if models.is_empty() {
+                "none".to_owned()
+            } else {
+                models.join(", ")
+            },
+            if options.publication {
+                "checked"
+            } else {
+                "not checked (no AMQP_URL)"
+            },
+            if report.is_healthy() {
+                "no violations".to_owned()
+            } else {
+                format!("{} violations", report.violations.len())
+            }
+        );
+    }
+    Ok(report.is_healthy())
 }
 
 /// User tokens: RS256 with a public key file when configured, else HS256.

@@ -6,6 +6,7 @@
 pub mod amqp;
 pub mod engine;
 pub mod http;
+pub mod ops;
 
 use std::io::Write;
 use std::sync::Arc;
