@@ -47,7 +47,8 @@ pub struct Report {
     pub unmatched_updates: u64,
     /// From the first order's due time to the last send.
     pub send_s: f64,
-    /// From the first order's due time to the last completion.
+    /// From the first order's due time to the last completion (to the
+    /// run's end when nothing completed).
     pub elapsed_s: f64,
     /// Orders sent per second over `send_s`.
     pub sent_per_s: f64,

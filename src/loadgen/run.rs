@@ -98,10 +98,13 @@ pub async fn run(config: LoadConfig) -> Result<Report, LoadgenError> {
                 (due, None)
             }
             Rate::Max => {
-                let slot = Arc::clone(&slots)
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| LoadgenError::Config("the in-flight limiter closed".into()))?;
+                // The clock ends the run even while every slot is taken.
+                let deadline = config.duration.map_or(far_future(), |d| start + d);
+                let slot = tokio::select! {
+                    slot = Arc::clone(&slots).acquire_owned() => slot
+                        .map_err(|_| LoadgenError::Config("the in-flight limiter closed".into()))?,
+                    () = tokio::time::sleep_until(deadline.into()) => break,
+                };
                 (Instant::now().max(start), Some(slot))
             }
         };
@@ -137,6 +140,7 @@ pub async fn run(config: LoadConfig) -> Result<Report, LoadgenError> {
     while tracker.pending() > 0 {
         tokio::time::sleep(SWEEP_INTERVAL).await;
     }
+    let finished = Instant::now();
     sweeper.abort();
     listener.abort();
     let _ = connection.close(200, "loadgen done").await;
@@ -151,7 +155,8 @@ pub async fn run(config: LoadConfig) -> Result<Report, LoadgenError> {
         report
     });
 
-    let end = outcome.last_completion.unwrap_or(last_send).max(last_send);
+    // Throughput counts to the last completion; with none, to the run's end.
+    let end = outcome.last_completion.unwrap_or(finished).max(last_send);
     let elapsed_s = end.saturating_duration_since(start).as_secs_f64();
     let send_s = last_send.saturating_duration_since(start).as_secs_f64();
     let completed = outcome.latencies.len() as u64;
@@ -378,6 +383,11 @@ async fn publish(channel: &Channel, queue: &str, order: &OrderSpec) -> Result<()
     } else {
         Err("the broker nacked the publish".to_owned())
     }
+}
+
+/// A deadline no run reaches (a year on), for runs without --duration.
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(365 * 24 * 3600)
 }
 
 fn spawn_sweeper(tracker: Arc<Tracker>, timeout: Duration) -> JoinHandle<()> {
