@@ -17,6 +17,7 @@ pub mod config;
 pub mod engine;
 pub mod events;
 pub mod ledger;
+pub mod loadgen;
 pub mod market;
 pub mod ops;
 pub mod order;

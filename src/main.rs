@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use order_engine::accounts::http::HttpAccountsClient;
 use order_engine::accounts::{Accounts, EmbeddedAccounts};
-use order_engine::amqp::{self, AmqpConfig};
+use order_engine::amqp::{self, AmqpConfig, DEFAULT_AMQP_URL};
 use order_engine::api::{self, AppState};
 use order_engine::auth::extractor::Authenticator;
 use order_engine::auth::internal::{InternalVerifier, ServiceKeys};
@@ -20,6 +20,7 @@ use order_engine::clock::{Clock, SystemClock};
 use order_engine::config::Settings;
 use order_engine::engine::{Engine, EngineConfig, EngineDeps};
 use order_engine::ledger::{EmbeddedLedger, LedgerConfig};
+use order_engine::loadgen::{LoadConfig, Rate, Transport, DEFAULT_SYMBOLS};
 use order_engine::market::{MarketSimulator, SimulatorConfig};
 use order_engine::ops;
 use order_engine::projections::{self, run_orders_projection, ProjectionHealth};
@@ -94,6 +95,57 @@ enum Command {
         #[arg(long, default_value = "1h", value_parser = parse_ttl)]
         ttl: std::time::Duration,
     },
+    /// Offer orders to a running engine (over RabbitMQ or HTTP) and measure end to end, up to the position update.
+    Loadgen(LoadgenArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct LoadgenArgs {
+    /// How orders reach the engine: seed 004 messages on orders.submit, or POST /api/v1/orders.
+    #[arg(long, value_enum, default_value_t = TransportArg::Amqp)]
+    transport: TransportArg,
+    /// Orders per second offered on a fixed schedule (open loop), or `max`: as fast as --in-flight allows.
+    #[arg(long, default_value = "100")]
+    rate: Rate,
+    /// Orders to send (the run ends at the first of --orders and --duration; 1000 when neither is given).
+    #[arg(long)]
+    orders: Option<u64>,
+    /// How long to send, e.g. 30s.
+    #[arg(long, value_parser = parse_ttl)]
+    duration: Option<std::time::Duration>,
+    /// Distinct users (new accounts, funded by the embedded ledger on first use).
+    #[arg(long, default_value_t = 100)]
+    users: usize,
+    /// Symbols, round-robin.
+    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_SYMBOLS.map(String::from))]
+    symbols: Vec<String>,
+    /// Shares per MARKET BUY.
+    #[arg(long, default_value_t = 1)]
+    quantity: u32,
+    /// With --rate max: orders sent and not yet completed; with a fixed rate: sends outstanding at once.
+    #[arg(long, default_value_t = 256)]
+    in_flight: usize,
+    /// An order with no position update this long after it was due is a timeout.
+    #[arg(long, default_value = "30s", value_parser = parse_ttl)]
+    timeout: std::time::Duration,
+    /// The engine's process id: its VmRSS and VmHWM are sampled every 100 ms.
+    #[arg(long)]
+    engine_pid: Option<u32>,
+    /// Where to write the JSON result (default: stdout).
+    #[arg(long)]
+    output: Option<std::path::PathBuf>,
+    /// The engine's HTTP address (default: http:// + ORDER_ENGINE_HTTP_ADDR).
+    #[arg(long)]
+    http_url: Option<String>,
+    /// The prefix the engine's queues and exchange carry, if any.
+    #[arg(long, default_value = "")]
+    queue_prefix: String,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum TransportArg {
+    Amqp,
+    Http,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -146,7 +198,59 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Loadgen(args) => loadgen(&Settings::from_env()?, args).await,
     }
+}
+
+/// Runs the load generator on a multi-threaded runtime of its own (this
+/// binary's main runtime is actix's single thread), then writes the JSON
+/// result and a summary on stderr.
+async fn loadgen(settings: &Settings, args: LoadgenArgs) -> anyhow::Result<()> {
+    let config = LoadConfig {
+        transport: match args.transport {
+            TransportArg::Amqp => Transport::Amqp,
+            TransportArg::Http => Transport::Http,
+        },
+        amqp: AmqpConfig {
+            queue_prefix: args.queue_prefix,
+            ..AmqpConfig::new(settings.amqp_url.clone().unwrap_or_else(|| DEFAULT_AMQP_URL.to_owned()))
+        },
+        http_url: args
+            .http_url
+            .unwrap_or_else(|| format!("http://{}", settings.http_addr)),
+        jwt: jwt_config(settings)?,
+        rate: args.rate,
+        orders: args.orders.or(args.duration.is_none().then_some(1_000)),
+        duration: args.duration,
+        users: args.users,
+        symbols: args.symbols,
+        quantity: args.quantity,
+        in_flight: args.in_flight,
+        timeout: args.timeout,
+        engine_pid: args.engine_pid,
+    };
+    let report = tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map(|runtime| runtime.block_on(order_engine::loadgen::run(config)))
+    })
+    .await
+    .context("the load generator's thread")?
+    .context("starting the load generator's runtime")??;
+    let json = serde_json::to_string_pretty(&report)? + "\n";
+    match &args.output {
+        Some(path) => std::fs::write(path, &json).with_context(|| format!("writing {}", path.display()))?,
+        None => {
+            // The JSON result is the command's output.
+            #[allow(clippy::print_stdout)]
+            {
+                print!("{json}");
+            }
+        }
+    }
+    eprint!("{}", order_engine::loadgen::summary(&report));
+    Ok(())
 }
 
 /// Prints an order's story; an unknown order is an error naming the id and the database.
