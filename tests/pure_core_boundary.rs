@@ -10,6 +10,7 @@ const PURE: &[&str] = &[
     "src/saga",
     "src/store/plan.rs",
     "src/store/chain.rs",
+    "src/projections/coalesce.rs",
     "src/events/codec.rs",
     "src/ledger/account",
 ];

@@ -10,10 +10,11 @@ use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 use sqlx::{PgConnection, Row, SqliteConnection};
 
-use super::coalesce::RowBatch;
 use super::{check_dense, OpsError};
 use crate::events::RecordedEvent;
+use crate::projections::coalesce::RowBatch;
 use crate::projections::order_row_change;
+use crate::projections::write_batch;
 use crate::store::{EventStore, READ_PAGE_MAX};
 
 /// Rows per multi-row INSERT on SQLite (17 columns: 1,700 parameters, far
@@ -123,7 +124,7 @@ impl OpsDb {
         match self {
             Self::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
-                pg_write(&mut tx, table, batch).await?;
+                write_batch(&mut tx, table, batch).await?;
                 tx.commit().await?;
             }
             Self::Sqlite(pool) => {
@@ -260,7 +261,7 @@ impl OpsDb {
                 let mut range = RangeBatches::new(rebuilt_to, target);
                 while let Some(batches) = range.next(store).await? {
                     for batch in batches {
-                        pg_write(&mut tx, scratch, &batch).await?;
+                        write_batch(&mut tx, scratch, &batch).await?;
                     }
                 }
                 let applied = target - rebuilt_to;
@@ -378,7 +379,7 @@ impl OpsDb {
                 let mut range = RangeBatches::new(folded_to, at.max(folded_to));
                 while let Some(batches) = range.next(store).await? {
                     for batch in batches {
-                        pg_write(&mut tx, scratch, &batch).await?;
+                        write_batch(&mut tx, scratch, &batch).await?;
                     }
                 }
                 let columns = pg_columns(&mut tx, live).await?;
@@ -514,7 +515,7 @@ pub(crate) fn fold_page(events: &[RecordedEvent], batch: &mut RowBatch) -> Resul
             source: Box::new(source),
         })?;
         if let Some(change) = change {
-            if let Err(super::coalesce::FlushFirst) = batch.push(change.clone()) {
+            if let Err(crate::projections::coalesce::FlushFirst) = batch.push(change.clone()) {
                 full.push(std::mem::take(batch));
                 // An empty batch takes any change.
                 let _ = batch.push(change);
@@ -552,71 +553,6 @@ async fn pg_columns(conn: &mut PgConnection, table: &str) -> Result<Vec<String>,
         return Err(OpsError::MissingTable { table: table.into() });
     }
     Ok(columns)
-}
-
-/// Bulk writes on PostgreSQL: one INSERT … UNNEST for new rows, one
-/// UPDATE … FROM UNNEST for older ones. Decimals cross as text, cast to
-/// numeric in SQL exactly as the live projection's statements do.
-async fn pg_write(conn: &mut PgConnection, table: &str, batch: &RowBatch) -> Result<(), OpsError> {
-    let rows = batch.inserts();
-    if !rows.is_empty() {
-        sqlx::query(&format!(
-            "INSERT INTO {table} (id, user_id, symbol, order_type, order_side, quantity, price, stop_price, status, \
-             created_at, updated_at, executed_at, execution_price, execution_value, market_price_at_submission, \
-             market_data_timestamp, failure_reason) \
-             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[]::numeric[], \
-             $7::text[]::numeric[], $8::text[]::numeric[], $9::text[], $10::timestamptz[], $11::timestamptz[], \
-             $12::timestamptz[], $13::text[]::numeric[], $14::text[]::numeric[], $15::text[]::numeric[], \
-             $16::timestamptz[], $17::text[])"
-        ))
-        .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.user_id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.symbol.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.order_type.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.order_side.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.quantity.to_string()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| text(r.price)).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| text(r.stop_price)).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.created_at).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.executed_at).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| text(r.execution_price)).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| text(r.execution_value)).collect::<Vec<_>>())
-        .bind(
-            rows.iter()
-                .map(|r| text(r.market_price_at_submission))
-                .collect::<Vec<_>>(),
-        )
-        .bind(rows.iter().map(|r| r.market_data_timestamp).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.failure_reason.clone()).collect::<Vec<_>>())
-        .execute(&mut *conn)
-        .await?;
-    }
-    let updates = batch.updates();
-    if !updates.is_empty() {
-        sqlx::query(&format!(
-            "UPDATE {table} AS o SET status = COALESCE(u.status, o.status), updated_at = u.updated_at, \
-             executed_at = COALESCE(u.executed_at, o.executed_at), \
-             execution_price = COALESCE(u.execution_price, o.execution_price), \
-             execution_value = COALESCE(u.execution_value, o.execution_value), \
-             failure_reason = COALESCE(u.failure_reason, o.failure_reason) \
-             FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::text[]::numeric[], \
-             $6::text[]::numeric[], $7::text[]) \
-             AS u(id, status, updated_at, executed_at, execution_price, execution_value, failure_reason) \
-             WHERE o.id = u.id"
-        ))
-        .bind(updates.iter().map(|u| u.id).collect::<Vec<_>>())
-        .bind(updates.iter().map(|u| u.status.map(|s| s.as_str())).collect::<Vec<_>>())
-        .bind(updates.iter().map(|u| u.updated_at).collect::<Vec<_>>())
-        .bind(updates.iter().map(|u| u.executed_at).collect::<Vec<_>>())
-        .bind(updates.iter().map(|u| text(u.execution_price)).collect::<Vec<_>>())
-        .bind(updates.iter().map(|u| text(u.execution_value)).collect::<Vec<_>>())
-        .bind(updates.iter().map(|u| u.failure_reason.clone()).collect::<Vec<_>>())
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
 }
 
 /// Writes on SQLite: multi-row INSERTs, then one prepared UPDATE per older

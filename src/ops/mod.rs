@@ -5,7 +5,6 @@
 //! Reads the log through [`EventStore`]; writes only read-model tables (and,
 //! for `import`, an empty log through `EventStore::import_chained`).
 
-mod coalesce;
 mod database;
 pub mod export;
 pub mod progress;
@@ -14,7 +13,7 @@ pub mod verify;
 
 use std::sync::Arc;
 
-pub use coalesce::RowBatch;
+pub use crate::projections::coalesce::RowBatch;
 pub use database::{OpsDb, RowDiff, RowDiffKind};
 pub use export::{export, import, ExportRange};
 pub use replay::{replay, Projection, ReplayOptions, ReplayReport};

@@ -30,10 +30,10 @@ use indicatif::ProgressBar;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::coalesce::RowBatch;
 use super::database::{fold_page, OpsDb, SwapOutcome};
 use super::{check_dense, OpsError};
 use crate::events::{RecordedEvent, StreamId};
+use crate::projections::coalesce::RowBatch;
 use crate::projections::ORDERS_PROJECTION;
 use crate::store::{read_stream_all, EventStore, READ_PAGE_MAX};
 

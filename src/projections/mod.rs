@@ -3,6 +3,7 @@
 //!
 //! Never writes to the log.
 
+pub mod coalesce;
 mod order_rows;
 mod read_models;
 mod runner;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 pub use order_rows::{order_row_change, OrderRow, OrderRowChange};
 pub use read_models::{HistoryPage, IdempotencyRecord, ReadModels, HISTORY_LIMIT_MAX};
 pub use runner::{run_orders_projection, ProjectionHealth, ProjectionState, ORDERS_PROJECTION};
-pub use sql_postgres::PostgresReadModels;
+pub use sql_postgres::{write_batch, PostgresReadModels};
 pub use sql_sqlite::SqliteReadModels;
 pub use tail::{LogTail, TAIL_POLL_INTERVAL};
 

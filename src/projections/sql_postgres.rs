@@ -6,10 +6,11 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use sqlx::postgres::{PgPool, PgRow};
+use sqlx::postgres::{PgConnection, PgPool, PgRow};
 use sqlx::Row;
 use uuid::Uuid;
 
+use super::coalesce::{FlushFirst, RowBatch};
 use super::order_rows::{OrderRow, OrderRowChange};
 use super::read_models::{HistoryPage, IdempotencyRecord, ReadModels, HISTORY_LIMIT_MAX};
 use super::sql_common::{parse_enum, parse_opt_decimal};
@@ -79,57 +80,20 @@ fn row_to_idempotency(row: &PgRow) -> Result<IdempotencyRecord, StoreError> {
 impl ReadModels for PostgresReadModels {
     async fn commit(&self, projection: &str, changes: &[OrderRowChange], position: u64) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
+        // An order's changes within the page fold into one row write; a page
+        // is then a few bulk statements, not one round trip per event.
+        let mut batch = RowBatch::default();
         for change in changes {
-            match change {
-                OrderRowChange::Insert(row) => {
-                    sqlx::query(
-                        "INSERT INTO orders (id, user_id, symbol, order_type, order_side, quantity, price, stop_price, \
-                         status, created_at, updated_at, market_price_at_submission, market_data_timestamp) \
-                         VALUES ($1, $2, $3, $4, $5, $6::numeric, $7::numeric, $8::numeric, $9, $10, $11, $12::numeric, $13)",
-                    )
-                    .bind(row.id)
-                    .bind(row.user_id)
-                    .bind(&row.symbol)
-                    .bind(row.order_type.as_str())
-                    .bind(row.order_side.as_str())
-                    .bind(row.quantity.to_string())
-                    .bind(text(row.price))
-                    .bind(text(row.stop_price))
-                    .bind(row.status.as_str())
-                    .bind(row.created_at)
-                    .bind(row.updated_at)
-                    .bind(text(row.market_price_at_submission))
-                    .bind(row.market_data_timestamp)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                OrderRowChange::Update {
-                    id,
-                    status,
-                    updated_at,
-                    executed_at,
-                    execution_price,
-                    execution_value,
-                    failure_reason,
-                } => {
-                    sqlx::query(
-                        "UPDATE orders SET status = COALESCE($2, status), updated_at = $3, \
-                         executed_at = COALESCE($4, executed_at), \
-                         execution_price = COALESCE($5::numeric, execution_price), \
-                         execution_value = COALESCE($6::numeric, execution_value), \
-                         failure_reason = COALESCE($7, failure_reason) WHERE id = $1",
-                    )
-                    .bind(id)
-                    .bind(status.map(|s| s.as_str()))
-                    .bind(updated_at)
-                    .bind(executed_at)
-                    .bind(text(*execution_price))
-                    .bind(text(*execution_value))
-                    .bind(failure_reason)
-                    .execute(&mut *tx)
-                    .await?;
-                }
+            if let Err(FlushFirst) = batch.push(change.clone()) {
+                write_batch(&mut tx, "orders", &batch).await?;
+                batch = RowBatch::default();
+                batch
+                    .push(change.clone())
+                    .map_err(|FlushFirst| StoreError::Internal("an empty row batch refused a change"))?;
             }
+        }
+        if !batch.is_empty() {
+            write_batch(&mut tx, "orders", &batch).await?;
         }
         sqlx::query(
             "INSERT INTO checkpoints (name, position, updated_at) VALUES ($1, $2, now()) \
@@ -239,4 +203,69 @@ impl ReadModels for PostgresReadModels {
                 )),
         }
     }
+}
+
+/// Bulk writes of a coalesced batch into `table` (`orders`, or a rebuild of it): one INSERT … UNNEST for new rows, one
+/// UPDATE … FROM UNNEST for older ones. Decimals cross as text, cast to
+/// numeric in SQL exactly as the live projection's statements do.
+pub async fn write_batch(conn: &mut PgConnection, table: &str, batch: &RowBatch) -> Result<(), sqlx::Error> {
+    let rows = batch.inserts();
+    if !rows.is_empty() {
+        sqlx::query(&format!(
+            "INSERT INTO {table} (id, user_id, symbol, order_type, order_side, quantity, price, stop_price, status, \
+             created_at, updated_at, executed_at, execution_price, execution_value, market_price_at_submission, \
+             market_data_timestamp, failure_reason) \
+             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[]::numeric[], \
+             $7::text[]::numeric[], $8::text[]::numeric[], $9::text[], $10::timestamptz[], $11::timestamptz[], \
+             $12::timestamptz[], $13::text[]::numeric[], $14::text[]::numeric[], $15::text[]::numeric[], \
+             $16::timestamptz[], $17::text[])"
+        ))
+        .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.user_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.symbol.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.order_type.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.order_side.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.quantity.to_string()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| text(r.price)).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| text(r.stop_price)).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.created_at).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.executed_at).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| text(r.execution_price)).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| text(r.execution_value)).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|r| text(r.market_price_at_submission))
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|r| r.market_data_timestamp).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.failure_reason.clone()).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+    }
+    let updates = batch.updates();
+    if !updates.is_empty() {
+        sqlx::query(&format!(
+            "UPDATE {table} AS o SET status = COALESCE(u.status, o.status), updated_at = u.updated_at, \
+             executed_at = COALESCE(u.executed_at, o.executed_at), \
+             execution_price = COALESCE(u.execution_price, o.execution_price), \
+             execution_value = COALESCE(u.execution_value, o.execution_value), \
+             failure_reason = COALESCE(u.failure_reason, o.failure_reason) \
+             FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::text[]::numeric[], \
+             $6::text[]::numeric[], $7::text[]) \
+             AS u(id, status, updated_at, executed_at, execution_price, execution_value, failure_reason) \
+             WHERE o.id = u.id"
+        ))
+        .bind(updates.iter().map(|u| u.id).collect::<Vec<_>>())
+        .bind(updates.iter().map(|u| u.status.map(|s| s.as_str())).collect::<Vec<_>>())
+        .bind(updates.iter().map(|u| u.updated_at).collect::<Vec<_>>())
+        .bind(updates.iter().map(|u| u.executed_at).collect::<Vec<_>>())
+        .bind(updates.iter().map(|u| text(u.execution_price)).collect::<Vec<_>>())
+        .bind(updates.iter().map(|u| text(u.execution_value)).collect::<Vec<_>>())
+        .bind(updates.iter().map(|u| u.failure_reason.clone()).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
 }
