@@ -22,6 +22,7 @@ use order_engine::clock::SystemClock;
 use order_engine::engine::{Engine, EngineConfig, EngineDeps, SubmitRequest};
 use order_engine::events::EventMetadata;
 use order_engine::ledger::{EmbeddedLedger, LedgerConfig};
+use order_engine::loadgen::LatencySummary;
 use order_engine::market::{MarketSimulator, SimulatorConfig};
 use order_engine::order::{OrderType, Side};
 use order_engine::store::{EventStore, GroupCommitStore, PostgresConfig, PostgresStore, SqliteConfig, SqliteStore};
@@ -194,14 +195,7 @@ async fn measure(options: &Options, store: Arc<dyn EventStore>) -> anyhow::Resul
     }
     let elapsed = started.elapsed();
     engine.shutdown().await;
-    executed.sort_unstable();
-    let quantile = |q: f64| -> f64 {
-        if executed.is_empty() {
-            return 0.0;
-        }
-        let index = ((executed.len() as f64 * q).ceil() as usize).clamp(1, executed.len()) - 1;
-        executed[index].as_secs_f64() * 1_000.0
-    };
+    let executed_count = executed.len();
     let events = after;
     println!(
         "{}",
@@ -212,16 +206,15 @@ async fn measure(options: &Options, store: Arc<dyn EventStore>) -> anyhow::Resul
             "users": options.users,
             "in_flight": options.in_flight,
             "rejected": rejected,
-            "executed": executed.len(),
+            "executed": executed_count,
             "sagas_completed": completed,
             "submit_seconds": submitted_in.as_secs_f64(),
             "seconds": elapsed.as_secs_f64(),
             "orders_per_second": completed as f64 / elapsed.as_secs_f64(),
             "events": events,
             "events_per_order": events as f64 / options.orders.max(1) as f64,
-            "execution_latency_ms": {
-                "p50": quantile(0.50), "p99": quantile(0.99), "p999": quantile(0.999), "max": quantile(1.0)
-            },
+            // The load generator's summary, so both report percentiles alike.
+            "execution_latency": LatencySummary::from_latencies(executed),
         })
     );
     Ok(())

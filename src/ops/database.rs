@@ -14,12 +14,9 @@ use super::{check_dense, OpsError};
 use crate::events::RecordedEvent;
 use crate::projections::coalesce::RowBatch;
 use crate::projections::order_row_change;
-use crate::projections::write_batch;
+use crate::projections::{write_batch_postgres, write_batch_sqlite};
 use crate::store::{EventStore, READ_PAGE_MAX};
 
-/// Rows per multi-row INSERT on SQLite (17 columns: 1,700 parameters, far
-/// below SQLite's limit of 32,766).
-const SQLITE_INSERT_ROWS: usize = 100;
 /// How long the swap waits for readers and the live projection to let go of
 /// the table before giving up (PostgreSQL; SQLite waits its busy timeout).
 const SWAP_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -124,12 +121,12 @@ impl OpsDb {
         match self {
             Self::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
-                write_batch(&mut tx, table, batch).await?;
+                write_batch_postgres(&mut tx, table, batch).await?;
                 tx.commit().await?;
             }
             Self::Sqlite(pool) => {
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                lite_write(&mut tx, table, batch).await?;
+                write_batch_sqlite(&mut tx, table, batch).await?;
                 tx.commit().await?;
             }
         }
@@ -261,7 +258,7 @@ impl OpsDb {
                 let mut range = RangeBatches::new(rebuilt_to, target);
                 while let Some(batches) = range.next(store).await? {
                     for batch in batches {
-                        write_batch(&mut tx, scratch, &batch).await?;
+                        write_batch_postgres(&mut tx, scratch, &batch).await?;
                     }
                 }
                 let applied = target - rebuilt_to;
@@ -315,7 +312,7 @@ impl OpsDb {
                 let mut range = RangeBatches::new(rebuilt_to, target);
                 while let Some(batches) = range.next(store).await? {
                     for batch in batches {
-                        lite_write(&mut tx, scratch, &batch).await?;
+                        write_batch_sqlite(&mut tx, scratch, &batch).await?;
                     }
                 }
                 let applied = target - rebuilt_to;
@@ -379,7 +376,7 @@ impl OpsDb {
                 let mut range = RangeBatches::new(folded_to, at.max(folded_to));
                 while let Some(batches) = range.next(store).await? {
                     for batch in batches {
-                        write_batch(&mut tx, scratch, &batch).await?;
+                        write_batch_postgres(&mut tx, scratch, &batch).await?;
                     }
                 }
                 let columns = pg_columns(&mut tx, live).await?;
@@ -398,7 +395,7 @@ impl OpsDb {
                 let mut range = RangeBatches::new(folded_to, at.max(folded_to));
                 while let Some(batches) = range.next(store).await? {
                     for batch in batches {
-                        lite_write(&mut tx, scratch, &batch).await?;
+                        write_batch_sqlite(&mut tx, scratch, &batch).await?;
                     }
                 }
                 let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info(?) ORDER BY cid")
@@ -529,10 +526,6 @@ fn to_i64(position: u64) -> i64 {
     i64::try_from(position).unwrap_or(i64::MAX)
 }
 
-fn text(value: Option<rust_decimal::Decimal>) -> Option<String> {
-    value.map(|v| v.to_string())
-}
-
 async fn sqlite_table_sql(conn: &mut SqliteConnection, table: &str) -> Result<String, OpsError> {
     let ddl: Option<String> = sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?")
         .bind(table)
@@ -553,60 +546,6 @@ async fn pg_columns(conn: &mut PgConnection, table: &str) -> Result<Vec<String>,
         return Err(OpsError::MissingTable { table: table.into() });
     }
     Ok(columns)
-}
-
-/// Writes on SQLite: multi-row INSERTs, then one prepared UPDATE per older
-/// row (cheap inside one transaction). Values are bound as the live
-/// projection binds them, so the stored text is the same.
-async fn lite_write(conn: &mut SqliteConnection, table: &str, batch: &RowBatch) -> Result<(), OpsError> {
-    for chunk in batch.inserts().chunks(SQLITE_INSERT_ROWS) {
-        let placeholders = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
-        let sql = format!(
-            "INSERT INTO {table} (id, user_id, symbol, order_type, order_side, quantity, price, stop_price, status, \
-             created_at, updated_at, executed_at, execution_price, execution_value, market_price_at_submission, \
-             market_data_timestamp, failure_reason) VALUES {placeholders}"
-        );
-        let mut query = sqlx::query(&sql);
-        for r in chunk {
-            query = query
-                .bind(r.id.to_string())
-                .bind(r.user_id.to_string())
-                .bind(&r.symbol)
-                .bind(r.order_type.as_str())
-                .bind(r.order_side.as_str())
-                .bind(r.quantity.to_string())
-                .bind(text(r.price))
-                .bind(text(r.stop_price))
-                .bind(r.status.as_str())
-                .bind(r.created_at)
-                .bind(r.updated_at)
-                .bind(r.executed_at)
-                .bind(text(r.execution_price))
-                .bind(text(r.execution_value))
-                .bind(text(r.market_price_at_submission))
-                .bind(r.market_data_timestamp)
-                .bind(&r.failure_reason);
-        }
-        query.execute(&mut *conn).await?;
-    }
-    let sql = format!(
-        "UPDATE {table} SET status = COALESCE(?2, status), updated_at = ?3, \
-         executed_at = COALESCE(?4, executed_at), execution_price = COALESCE(?5, execution_price), \
-         execution_value = COALESCE(?6, execution_value), failure_reason = COALESCE(?7, failure_reason) WHERE id = ?1"
-    );
-    for u in batch.updates() {
-        sqlx::query(&sql)
-            .bind(u.id.to_string())
-            .bind(u.status.map(|s| s.as_str()))
-            .bind(u.updated_at)
-            .bind(u.executed_at)
-            .bind(text(u.execution_price))
-            .bind(text(u.execution_value))
-            .bind(&u.failure_reason)
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(())
 }
 
 /// The diff query, the same text on both backends (FULL OUTER JOIN and

@@ -10,7 +10,7 @@ use sqlx::postgres::{PgConnection, PgPool, PgRow};
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::coalesce::{FlushFirst, RowBatch};
+use super::coalesce::{coalesce_page, RowBatch};
 use super::order_rows::{OrderRow, OrderRowChange};
 use super::read_models::{HistoryPage, IdempotencyRecord, ReadModels, HISTORY_LIMIT_MAX};
 use super::sql_common::{parse_enum, parse_opt_decimal};
@@ -82,17 +82,7 @@ impl ReadModels for PostgresReadModels {
         let mut tx = self.pool.begin().await?;
         // An order's changes within the page fold into one row write; a page
         // is then a few bulk statements, not one round trip per event.
-        let mut batch = RowBatch::default();
-        for change in changes {
-            if let Err(FlushFirst) = batch.push(change.clone()) {
-                write_batch(&mut tx, "orders", &batch).await?;
-                batch = RowBatch::default();
-                batch
-                    .push(change.clone())
-                    .map_err(|FlushFirst| StoreError::Internal("an empty row batch refused a change"))?;
-            }
-        }
-        if !batch.is_empty() {
+        for batch in coalesce_page(changes) {
             write_batch(&mut tx, "orders", &batch).await?;
         }
         sqlx::query(

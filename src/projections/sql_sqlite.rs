@@ -6,10 +6,11 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
 use sqlx::Row;
 use uuid::Uuid;
 
+use super::coalesce::{coalesce_page, RowBatch};
 use super::order_rows::{OrderRow, OrderRowChange};
 use super::read_models::{HistoryPage, IdempotencyRecord, ReadModels, HISTORY_LIMIT_MAX};
 use super::sql_common::{parse_enum, parse_opt_decimal};
@@ -90,56 +91,9 @@ fn row_to_idempotency(row: &SqliteRow) -> Result<IdempotencyRecord, StoreError> 
 impl ReadModels for SqliteReadModels {
     async fn commit(&self, projection: &str, changes: &[OrderRowChange], position: u64) -> Result<(), StoreError> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        for change in changes {
-            match change {
-                OrderRowChange::Insert(row) => {
-                    sqlx::query(
-                        "INSERT INTO orders (id, user_id, symbol, order_type, order_side, quantity, price, stop_price, \
-                         status, created_at, updated_at, market_price_at_submission, market_data_timestamp) \
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(row.id.to_string())
-                    .bind(row.user_id.to_string())
-                    .bind(&row.symbol)
-                    .bind(row.order_type.as_str())
-                    .bind(row.order_side.as_str())
-                    .bind(row.quantity.to_string())
-                    .bind(text(row.price))
-                    .bind(text(row.stop_price))
-                    .bind(row.status.as_str())
-                    .bind(row.created_at)
-                    .bind(row.updated_at)
-                    .bind(text(row.market_price_at_submission))
-                    .bind(row.market_data_timestamp)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                OrderRowChange::Update {
-                    id,
-                    status,
-                    updated_at,
-                    executed_at,
-                    execution_price,
-                    execution_value,
-                    failure_reason,
-                } => {
-                    sqlx::query(
-                        "UPDATE orders SET status = COALESCE(?2, status), updated_at = ?3, \
-                         executed_at = COALESCE(?4, executed_at), execution_price = COALESCE(?5, execution_price), \
-                         execution_value = COALESCE(?6, execution_value), \
-                         failure_reason = COALESCE(?7, failure_reason) WHERE id = ?1",
-                    )
-                    .bind(id.to_string())
-                    .bind(status.map(|s| s.as_str()))
-                    .bind(updated_at)
-                    .bind(executed_at)
-                    .bind(text(*execution_price))
-                    .bind(text(*execution_value))
-                    .bind(failure_reason)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
+        // An order's changes within the page fold into one row write.
+        for batch in coalesce_page(changes) {
+            write_batch(&mut tx, "orders", &batch).await?;
         }
         sqlx::query(
             "INSERT INTO checkpoints (name, position, updated_at) VALUES (?, ?, ?) \
@@ -247,4 +201,62 @@ impl ReadModels for SqliteReadModels {
                 "an idempotency record vanished while it was being stored",
             ))
     }
+}
+
+/// Rows per multi-row INSERT (17 columns: 1,700 parameters, far below
+/// SQLite's limit of 32,766).
+const INSERT_ROWS: usize = 100;
+
+/// Writes a coalesced batch into `table` (`orders`, or a rebuild of it): multi-row INSERTs, then one prepared UPDATE per older
+/// row (cheap inside one transaction). Values are bound as the live
+/// projection binds them, so the stored text is the same.
+pub async fn write_batch(conn: &mut SqliteConnection, table: &str, batch: &RowBatch) -> Result<(), sqlx::Error> {
+    for chunk in batch.inserts().chunks(INSERT_ROWS) {
+        let placeholders = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+        let sql = format!(
+            "INSERT INTO {table} (id, user_id, symbol, order_type, order_side, quantity, price, stop_price, status, \
+             created_at, updated_at, executed_at, execution_price, execution_value, market_price_at_submission, \
+             market_data_timestamp, failure_reason) VALUES {placeholders}"
+        );
+        let mut query = sqlx::query(&sql);
+        for r in chunk {
+            query = query
+                .bind(r.id.to_string())
+                .bind(r.user_id.to_string())
+                .bind(&r.symbol)
+                .bind(r.order_type.as_str())
+                .bind(r.order_side.as_str())
+                .bind(r.quantity.to_string())
+                .bind(text(r.price))
+                .bind(text(r.stop_price))
+                .bind(r.status.as_str())
+                .bind(r.created_at)
+                .bind(r.updated_at)
+                .bind(r.executed_at)
+                .bind(text(r.execution_price))
+                .bind(text(r.execution_value))
+                .bind(text(r.market_price_at_submission))
+                .bind(r.market_data_timestamp)
+                .bind(&r.failure_reason);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    let sql = format!(
+        "UPDATE {table} SET status = COALESCE(?2, status), updated_at = ?3, \
+         executed_at = COALESCE(?4, executed_at), execution_price = COALESCE(?5, execution_price), \
+         execution_value = COALESCE(?6, execution_value), failure_reason = COALESCE(?7, failure_reason) WHERE id = ?1"
+    );
+    for u in batch.updates() {
+        sqlx::query(&sql)
+            .bind(u.id.to_string())
+            .bind(u.status.map(|s| s.as_str()))
+            .bind(u.updated_at)
+            .bind(u.executed_at)
+            .bind(text(u.execution_price))
+            .bind(text(u.execution_value))
+            .bind(&u.failure_reason)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }
