@@ -191,16 +191,16 @@ fn run(commands: &[OrderCommand]) -> Run {
                 "planning refused an append at the right version"
             );
             for row in &plan.rows {
-                let stored_payload = row.event.payload.to_string();
+                let stored_payload = row.payload.to_string();
                 let recorded = RecordedEvent {
                     global_position: row.position,
                     stream_id: row.stream_id.clone(),
                     stream_version: row.version,
-                    event_id: row.event.event_id,
-                    event_type: row.event.event_type.clone(),
-                    schema_version: row.event.schema_version,
+                    event_id: row.event_id,
+                    event_type: row.event_type.to_owned(),
+                    schema_version: row.schema_version,
                     payload: serde_json::from_str(&stored_payload).unwrap(),
-                    metadata: row.event.metadata.clone(),
+                    metadata: row.metadata.clone(),
                     command_id: row.command_id,
                     recorded_at: plan.recorded_at,
                 };

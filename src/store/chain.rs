@@ -93,10 +93,12 @@ pub struct ChainedEvent {
     pub log_hash: Option<EventHash>,
 }
 
-/// The fields of an event that its stream hash covers.
-pub(crate) struct EventFields<'a> {
+/// One event as a backend writes it, from an append's plan or an import:
+/// the fields its stream hash covers, plus its position and hashes.
+pub(crate) struct EventRow<'a> {
+    pub position: u64,
     pub stream_id: &'a StreamId,
-    pub stream_version: u64,
+    pub version: u64,
     pub event_id: Uuid,
     pub event_type: &'a str,
     pub schema_version: u32,
@@ -104,13 +106,16 @@ pub(crate) struct EventFields<'a> {
     pub metadata: &'a EventMetadata,
     pub command_id: Option<Uuid>,
     pub recorded_at: DateTime<Utc>,
+    pub stream_hash: Option<EventHash>,
+    pub log_hash: Option<EventHash>,
 }
 
-impl<'a> From<&'a RecordedEvent> for EventFields<'a> {
-    fn from(event: &'a RecordedEvent) -> Self {
+impl<'a> EventRow<'a> {
+    fn of(event: &'a RecordedEvent, stream_hash: Option<EventHash>, log_hash: Option<EventHash>) -> Self {
         Self {
+            position: event.global_position,
             stream_id: &event.stream_id,
-            stream_version: event.stream_version,
+            version: event.stream_version,
             event_id: event.event_id,
             event_type: &event.event_type,
             schema_version: event.schema_version,
@@ -118,22 +123,31 @@ impl<'a> From<&'a RecordedEvent> for EventFields<'a> {
             metadata: &event.metadata,
             command_id: event.command_id,
             recorded_at: event.recorded_at,
+            stream_hash,
+            log_hash,
         }
+    }
+}
+
+impl<'a> From<&'a ChainedEvent> for EventRow<'a> {
+    fn from(chained: &'a ChainedEvent) -> Self {
+        Self::of(&chained.event, chained.stream_hash, chained.log_hash)
     }
 }
 
 /// The stream hash of `event`, chained to its stream's previous hash.
 pub fn stream_link(previous: &EventHash, event: &RecordedEvent) -> EventHash {
-    link_fields(previous, &EventFields::from(event))
+    link_fields(previous, &EventRow::of(event, None, None))
 }
 
-pub(crate) fn link_fields(previous: &EventHash, fields: &EventFields<'_>) -> EventHash {
+/// The stream hash of `fields`; its position and stored hashes are not covered.
+pub(crate) fn link_fields(previous: &EventHash, fields: &EventRow<'_>) -> EventHash {
     // Metadata is hashed as the engine reads it (decoded, re-encoded), so a
     // backend's JSON storage format (JSONB reorders keys) cannot change it.
     let metadata = serde_json::to_value(fields.metadata).unwrap_or(Value::Null);
     let record = Value::Array(vec![
         Value::String(fields.stream_id.to_string()),
-        Value::from(fields.stream_version),
+        Value::from(fields.version),
         Value::String(fields.event_id.to_string()),
         Value::String(fields.event_type.to_owned()),
         Value::from(fields.schema_version),

@@ -9,79 +9,10 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::chain::ChainedEvent;
-use super::chain::{link_fields, log_link, storable_time, EventFields, EventHash};
+pub(crate) use super::chain::EventRow;
+use super::chain::{link_fields, log_link, storable_time, EventHash};
 use super::{AppendRequest, Appended, Conflict, StoreError};
-use crate::events::{NewEvent, StreamId};
-
-/// One event row to insert.
-pub(crate) struct PlannedRow<'a> {
-    pub position: u64,
-    pub stream_id: &'a StreamId,
-    pub version: u64,
-    pub event: &'a NewEvent,
-    pub command_id: Option<Uuid>,
-    pub stream_hash: EventHash,
-    pub log_hash: EventHash,
-}
-
-/// One row of the `events` table as a backend writes it, from an append's
-/// plan or from an import.
-pub(crate) struct EventRow<'a> {
-    pub position: u64,
-    pub stream_id: &'a StreamId,
-    pub version: u64,
-    pub event_id: Uuid,
-    pub event_type: &'a str,
-    pub schema_version: u32,
-    pub payload: &'a serde_json::Value,
-    pub metadata: &'a crate::events::EventMetadata,
-    pub command_id: Option<Uuid>,
-    pub recorded_at: DateTime<Utc>,
-    pub stream_hash: Option<EventHash>,
-    pub log_hash: Option<EventHash>,
-}
-
-impl Plan<'_> {
-    pub(crate) fn event_rows(&self) -> Vec<EventRow<'_>> {
-        self.rows
-            .iter()
-            .map(|row| EventRow {
-                position: row.position,
-                stream_id: row.stream_id,
-                version: row.version,
-                event_id: row.event.event_id,
-                event_type: &row.event.event_type,
-                schema_version: row.event.schema_version,
-                payload: &row.event.payload,
-                metadata: &row.event.metadata,
-                command_id: row.command_id,
-                recorded_at: self.recorded_at,
-                stream_hash: Some(row.stream_hash),
-                log_hash: Some(row.log_hash),
-            })
-            .collect()
-    }
-}
-
-impl<'a> From<&'a ChainedEvent> for EventRow<'a> {
-    fn from(chained: &'a ChainedEvent) -> Self {
-        let event = &chained.event;
-        Self {
-            position: event.global_position,
-            stream_id: &event.stream_id,
-            version: event.stream_version,
-            event_id: event.event_id,
-            event_type: &event.event_type,
-            schema_version: event.schema_version,
-            payload: &event.payload,
-            metadata: &event.metadata,
-            command_id: event.command_id,
-            recorded_at: event.recorded_at,
-            stream_hash: chained.stream_hash,
-            log_hash: chained.log_hash,
-        }
-    }
-}
+use crate::events::StreamId;
 
 /// What a backend reads before planning: the streams touched and the
 /// (stream, command) pairs that may have been applied already.
@@ -129,7 +60,7 @@ pub(crate) struct LogSnapshot {
 }
 
 pub(crate) struct Plan<'a> {
-    pub rows: Vec<PlannedRow<'a>>,
+    pub rows: Vec<EventRow<'a>>,
     /// New command records: (command id, where its events landed).
     pub commands: Vec<(Uuid, Appended)>,
     pub results: Vec<Result<Appended, Conflict>>,
@@ -182,32 +113,25 @@ pub(crate) fn plan_batch(requests: &[AppendRequest], mut log: LogSnapshot, recor
         let first_position = head + 1;
         let mut stream_hash = head_of_stream.hash.unwrap_or(EventHash::GENESIS);
         for (offset, event) in (1_u64..).zip(&request.events) {
-            let position = head + offset;
-            let version = actual + offset;
-            stream_hash = link_fields(
-                &stream_hash,
-                &EventFields {
-                    stream_id,
-                    stream_version: version,
-                    event_id: event.event_id,
-                    event_type: &event.event_type,
-                    schema_version: event.schema_version,
-                    payload: &event.payload,
-                    metadata: &event.metadata,
-                    command_id: request.command_id,
-                    recorded_at,
-                },
-            );
-            log_hash = log_link(&log_hash, position, &stream_hash);
-            rows.push(PlannedRow {
-                position,
+            let mut row = EventRow {
+                position: head + offset,
                 stream_id,
-                version,
-                event,
+                version: actual + offset,
+                event_id: event.event_id,
+                event_type: &event.event_type,
+                schema_version: event.schema_version,
+                payload: &event.payload,
+                metadata: &event.metadata,
                 command_id: request.command_id,
-                stream_hash,
-                log_hash,
-            });
+                recorded_at,
+                stream_hash: None,
+                log_hash: None,
+            };
+            stream_hash = link_fields(&stream_hash, &row);
+            log_hash = log_link(&log_hash, row.position, &stream_hash);
+            row.stream_hash = Some(stream_hash);
+            row.log_hash = Some(log_hash);
+            rows.push(row);
         }
         let count = request.events.len() as u64;
         head += count;
@@ -318,7 +242,7 @@ pub(crate) fn plan_import(events: &[ChainedEvent], mut log: LogSnapshot) -> Resu
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::events::EventMetadata;
+    use crate::events::{EventMetadata, NewEvent};
 
     fn event() -> NewEvent {
         NewEvent {
@@ -411,16 +335,16 @@ mod tests {
                         global_position: row.position,
                         stream_id: row.stream_id.clone(),
                         stream_version: row.version,
-                        event_id: row.event.event_id,
-                        event_type: row.event.event_type.clone(),
-                        schema_version: row.event.schema_version,
-                        payload: row.event.payload.clone(),
-                        metadata: row.event.metadata.clone(),
+                        event_id: row.event_id,
+                        event_type: row.event_type.to_owned(),
+                        schema_version: row.schema_version,
+                        payload: row.payload.clone(),
+                        metadata: row.metadata.clone(),
                         command_id: row.command_id,
-                        recorded_at: plan.recorded_at,
+                        recorded_at: row.recorded_at,
                     },
-                    stream_hash: Some(row.stream_hash),
-                    log_hash: Some(row.log_hash),
+                    stream_hash: row.stream_hash,
+                    log_hash: row.log_hash,
                 })
                 .collect()
         }

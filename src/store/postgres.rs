@@ -330,7 +330,7 @@ impl EventStore for PostgresStore {
         let snapshot = Self::snapshot(&mut tx, &Keys::of_requests(&requests)).await?;
         let plan = plan_batch(&requests, snapshot, self.clock.now());
         if let Some(last) = plan.last_position() {
-            Self::insert_events(&mut tx, &plan.event_rows()).await?;
+            Self::insert_events(&mut tx, &plan.rows).await?;
             Self::insert_commands(&mut tx, &plan.commands, plan.recorded_at).await?;
             Self::notify(&mut tx, last).await?;
         }

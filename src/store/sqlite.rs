@@ -242,7 +242,7 @@ impl EventStore for SqliteStore {
         let snapshot = Self::snapshot(&mut tx, &Keys::of_requests(&requests)).await?;
         let plan = plan_batch(&requests, snapshot, self.clock.now());
         if !plan.rows.is_empty() {
-            Self::insert_events(&mut tx, &plan.event_rows()).await?;
+            Self::insert_events(&mut tx, &plan.rows).await?;
             Self::insert_commands(&mut tx, &plan.commands, plan.recorded_at).await?;
         }
         if let Some(hook) = &self.before_commit {
