@@ -145,19 +145,28 @@ pub(crate) fn link_fields(previous: &EventHash, fields: &EventRow<'_>) -> EventH
     // Metadata is hashed as the engine reads it (decoded, re-encoded), so a
     // backend's JSON storage format (JSONB reorders keys) cannot change it.
     let metadata = serde_json::to_value(fields.metadata).unwrap_or(Value::Null);
-    let record = Value::Array(vec![
-        Value::String(fields.stream_id.to_string()),
-        Value::from(fields.version),
-        Value::String(fields.event_id.to_string()),
-        Value::String(fields.event_type.to_owned()),
-        Value::from(fields.schema_version),
-        fields.payload.clone(),
-        metadata,
-        fields.command_id.map_or(Value::Null, |c| Value::String(c.to_string())),
-        Value::String(timestamp(fields.recorded_at)),
-    ]);
+    // The canonical form of the array [stream id, version, event id, type,
+    // schema version, payload, metadata, command id, time], written straight
+    // out: appends hash every event, so the payload is not copied into a Value.
     let mut canonical = String::with_capacity(256);
-    write_canonical(&record, &mut canonical);
+    canonical.push('[');
+    write_string(fields.stream_id.as_str(), &mut canonical);
+    canonical.push_str(&format!(",{},", fields.version));
+    write_string(&fields.event_id.to_string(), &mut canonical);
+    canonical.push(',');
+    write_string(fields.event_type, &mut canonical);
+    canonical.push_str(&format!(",{},", fields.schema_version));
+    write_canonical(fields.payload, &mut canonical);
+    canonical.push(',');
+    write_canonical(&metadata, &mut canonical);
+    canonical.push(',');
+    match fields.command_id {
+        Some(command_id) => write_string(&command_id.to_string(), &mut canonical),
+        None => canonical.push_str("null"),
+    }
+    canonical.push(',');
+    write_string(&timestamp(fields.recorded_at), &mut canonical);
+    canonical.push(']');
     let mut hasher = Sha256::new();
     hasher.update(STREAM_DOMAIN);
     hasher.update(previous.0);
