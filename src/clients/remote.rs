@@ -145,6 +145,9 @@ impl RemoteService {
         if config.timeout.is_zero() {
             return Err(ConfigError::ZeroTimeout);
         }
+        if let Some(credentials) = &config.credentials {
+            credentials.validate()?;
+        }
         let http = reqwest::Client::builder()
             // The per-attempt timeout bounds the whole exchange; this only stops a
             // connect from outliving it inside the pool.
@@ -200,13 +203,25 @@ impl RemoteService {
             request = request.header(*name, value);
         }
         if let Some(credentials) = &self.credentials {
-            // Signed over the path as it goes on the wire (percent-encoded by `Url`).
+            // Signed over the path as it goes on the wire (percent-encoded by `Url`),
+            // and over the user the call acts for when it names one.
             let path_and_query = match url.query() {
                 Some(query) => format!("{}?{query}", url.path()),
                 None => url.path().to_owned(),
             };
+            let user_id = call
+                .headers
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case(signing::HEADER_USER_ID))
+                .map(|(_, value)| value.as_str());
+            let signed = signing::SignedRequest {
+                method: call.method.as_str(),
+                path_and_query: &path_and_query,
+                body,
+                user_id,
+            };
             let timestamp = self.clock.now().timestamp();
-            for (name, value) in signing::sign(credentials, timestamp, call.method.as_str(), &path_and_query, body) {
+            for (name, value) in signing::sign(credentials, timestamp, &signed) {
                 request = request.header(name, value);
             }
         }
@@ -256,6 +271,8 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
 
+    use crate::clients::config::CredentialsError;
+
     #[test]
     fn bad_configurations_are_refused_with_the_reason() {
         // Proves a client cannot be built that would never call or never succeed.
@@ -272,9 +289,14 @@ mod tests {
             RemoteService::new("t", &no_attempts).unwrap_err(),
             ConfigError::NoAttempts
         );
-        let mut zero = ok;
+        let mut zero = ok.clone();
         zero.timeout = std::time::Duration::ZERO;
         assert_eq!(RemoteService::new("t", &zero).unwrap_err(), ConfigError::ZeroTimeout);
+        let weak = ok.with_credentials(ServiceCredentials::new("order_engine", "key", "short"));
+        assert!(matches!(
+            RemoteService::new("t", &weak),
+            Err(ConfigError::Credentials(CredentialsError::SecretTooShort { .. }))
+        ));
     }
 
     #[test]
