@@ -356,6 +356,45 @@ async fn requests_carry_the_idempotency_key_and_a_signature_verify_accepts() {
 }
 
 #[tokio::test]
+async fn retries_within_one_second_are_signed_distinctly() {
+    // Proves a retry is a new request to the receiver's replay check: with the clock standing still,
+    // each attempt after a 503 carries a later timestamp and another signature, and each verifies.
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(balance_json()))
+        .mount(&server)
+        .await;
+    let (client, credentials, now) = signed_client(&server);
+
+    client.get_balance(USER).await.unwrap();
+
+    let requests = received(&server).await;
+    assert_eq!(requests.len(), 3);
+    let registered = |identity: &str| (identity == "order_engine").then_some(&credentials);
+    let mut signatures = Vec::new();
+    for (i, request) in requests.iter().enumerate() {
+        let headers = SignatureHeaders::from_lookup(|name| header_value(request, name));
+        let expected_timestamp = now.timestamp() + i64::try_from(i).unwrap();
+        assert_eq!(headers.timestamp, Some(expected_timestamp.to_string().as_str()));
+        let inbound = SignedRequest {
+            method: "GET",
+            path_and_query: request.url.path(),
+            body: b"",
+            user_id: None,
+        };
+        assert!(signing::verify(&headers, &inbound, registered, now.timestamp()).is_ok());
+        signatures.push(headers.signature.unwrap().to_owned());
+    }
+    signatures.dedup();
+    assert_eq!(signatures.len(), 3, "a retry repeated a signature");
+}
+
+#[tokio::test]
 async fn unsigned_clients_send_no_signing_headers() {
     // Proves credentials are opt-in: without them no key or signature leaves the process.
     let server = MockServer::start().await;

@@ -182,14 +182,27 @@ impl RemoteService {
     /// Sends `call` under the timeout, breaker and retry policy. Each attempt
     /// is signed afresh, so a retry after a long backoff carries a current timestamp.
     pub async fn send(&self, call: Call<'_>) -> Result<Answer, RemoteError> {
-        let result = self.resilience.run(|attempt| self.attempt(&call, attempt)).await;
+        let mut previous_timestamp: Option<i64> = None;
+        let result = self
+            .resilience
+            .run(|attempt| {
+                // The signature is the receiver's nonce: a retry within the same second
+                // would repeat it and be refused as a replay, so each attempt steps past
+                // the last one. That runs ahead of the clock by at most `attempts_max`
+                // seconds, far inside the receiver's 300 s window.
+                let now = self.clock.now().timestamp();
+                let timestamp = previous_timestamp.map_or(now, |previous| now.max(previous.saturating_add(1)));
+                previous_timestamp = Some(timestamp);
+                self.attempt(&call, attempt, timestamp)
+            })
+            .await;
         if let Err(error) = &result {
             tracing::warn!(service = self.name, path = call.path_and_query, %error, "remote call failed");
         }
         result
     }
 
-    async fn attempt(&self, call: &Call<'_>, attempt: u32) -> Result<Answer, TransportError> {
+    async fn attempt(&self, call: &Call<'_>, attempt: u32, timestamp: i64) -> Result<Answer, TransportError> {
         let url = Url::parse(&format!("{}{}", self.base_url, call.path_and_query))
             .map_err(|e| TransportError::InvalidRequest(format!("{}: {e}", call.path_and_query)))?;
         let body = call.json_body.as_deref().unwrap_or_default();
@@ -220,7 +233,6 @@ impl RemoteService {
                 body,
                 user_id,
             };
-            let timestamp = self.clock.now().timestamp();
             for (name, value) in signing::sign(credentials, timestamp, &signed) {
                 request = request.header(name, value);
             }
