@@ -453,8 +453,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 
     let balance: Arc<dyn BalanceService> = match &settings.balance_service_url {
         Some(url) => Arc::new(
-            HttpBalanceClient::new(&RemoteServiceConfig::new(url.clone()))
-                .with_context(|| format!("BALANCE_SERVICE_URL={url}"))?,
+            HttpBalanceClient::new(&RemoteServiceConfig {
+                credentials: settings.outbound_credentials.clone(),
+                ..RemoteServiceConfig::new(url.clone())
+            })
+            .with_context(|| format!("BALANCE_SERVICE_URL={url}"))?,
         ),
         None => Arc::new(EmbeddedLedger::new(
             Arc::clone(&store),
@@ -468,8 +471,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let balance: Arc<dyn BalanceService> = Arc::new(MeteredBalance::new(balance, metrics.clone().into_inner()));
     let accounts: Arc<dyn Accounts> = match &settings.account_service_url {
         Some(url) => Arc::new(
-            HttpAccountsClient::new(&RemoteServiceConfig::new(url.clone()))
-                .with_context(|| format!("ACCOUNT_SERVICE_URL={url}"))?,
+            HttpAccountsClient::new(&RemoteServiceConfig {
+                credentials: settings.outbound_credentials.clone(),
+                ..RemoteServiceConfig::new(url.clone())
+            })
+            .with_context(|| format!("ACCOUNT_SERVICE_URL={url}"))?,
         ),
         None => Arc::new(EmbeddedAccounts),
     };

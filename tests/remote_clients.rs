@@ -12,7 +12,7 @@ use order_engine::accounts::http::HttpAccountsClient;
 use order_engine::accounts::{AccountError, Accounts};
 use order_engine::balance::http::HttpBalanceClient;
 use order_engine::balance::{BalanceError, BalanceOp, BalanceService, ReleaseOp};
-use order_engine::clients::signing::{self, InboundRequest, SignatureHeaders};
+use order_engine::clients::signing::{self, SignatureHeaders, SignedRequest};
 use order_engine::clients::{BreakerConfig, BreakerState, RemoteServiceConfig, RetryPolicy, ServiceCredentials};
 use order_engine::clock::ManualClock;
 use rust_decimal_macros::dec;
@@ -23,6 +23,8 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 const USER: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0007);
 const ORDER: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0042);
+/// The engine's signing secret in the signing test: it must never be sent.
+const SIGNING_SECRET: &str = "order-engine-signing-secret-0123456789";
 /// Per-attempt timeout where the timeout is under test; the slow server waits far longer.
 const TIMEOUT_SHORT: Duration = Duration::from_millis(60);
 /// Per-attempt timeout elsewhere: the mock answers at once, so this costs no time,
@@ -260,9 +262,23 @@ async fn deduct_refusals_name_the_reservation_problem() {
     assert_eq!(received(&server).await.len(), 2);
 }
 
+/// A balance client signing as `order_engine` on a clock that stands still; its
+/// credentials and the time, to verify what it sent.
+// Outside a #[test] fn the unwrap lint applies; a broken set-up failing the test is the intent.
+#[allow(clippy::unwrap_used)]
+fn signed_client(server: &MockServer) -> (HttpBalanceClient, ServiceCredentials, chrono::DateTime<Utc>) {
+    let now = Utc.with_ymd_and_hms(2026, 3, 2, 15, 0, 0).single().unwrap();
+    let credentials = ServiceCredentials::new("order_engine", "test-key", SIGNING_SECRET);
+    let client = HttpBalanceClient::new(&patient(&server.uri()).with_credentials(credentials.clone()))
+        .unwrap()
+        .with_clock(Arc::new(ManualClock::new(now)));
+    (client, credentials, now)
+}
+
 #[tokio::test]
 async fn requests_carry_the_idempotency_key_and_a_signature_verify_accepts() {
-    // Proves the wire format of a signed POST and GET: body, Idempotency-Key, and the four signing headers.
+    // Proves the wire format of a signed POST and GET: body, Idempotency-Key, the four signing headers
+    // (the query string covered), and that the signing secret itself never goes on the wire.
     let server = MockServer::start().await;
     let op = reserve_op(dec!(10.5));
     Mock::given(method("POST"))
@@ -288,11 +304,7 @@ async fn requests_carry_the_idempotency_key_and_a_signature_verify_accepts() {
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"sufficient": true})))
         .mount(&server)
         .await;
-    let now = Utc.with_ymd_and_hms(2026, 3, 2, 15, 0, 0).single().unwrap();
-    let credentials = ServiceCredentials::new("order_engine", "test-key");
-    let client = HttpBalanceClient::new(&patient(&server.uri()).with_credentials(credentials))
-        .unwrap()
-        .with_clock(Arc::new(ManualClock::new(now)));
+    let (client, credentials, now) = signed_client(&server);
 
     client.reserve(op.clone()).await.unwrap();
     let release = ReleaseOp {
@@ -305,7 +317,7 @@ async fn requests_carry_the_idempotency_key_and_a_signature_verify_accepts() {
 
     let requests = received(&server).await;
     assert_eq!(requests.len(), 3);
-    let keys = |identity: &str| (identity == "order_engine").then_some("test-key");
+    let registered = |identity: &str| (identity == "order_engine").then_some(&credentials);
     for request in &requests {
         let path_and_query = match request.url.query() {
             Some(query) => format!("{}?{query}", request.url.path()),
@@ -313,23 +325,73 @@ async fn requests_carry_the_idempotency_key_and_a_signature_verify_accepts() {
         };
         let headers = SignatureHeaders::from_lookup(|name| header_value(request, name));
         assert_eq!(headers.timestamp, Some(now.timestamp().to_string().as_str()));
-        let inbound = InboundRequest {
+        assert_eq!(headers.api_key, Some("test-key"));
+        for (name, value) in &request.headers {
+            let value = value.to_str().unwrap_or_default();
+            assert!(!value.contains(SIGNING_SECRET), "{name} carries the signing secret");
+        }
+        let inbound = SignedRequest {
             method: request.method.as_str(),
             path_and_query: &path_and_query,
             body: &request.body,
+            user_id: None,
         };
-        assert_eq!(
-            signing::verify(&headers, &inbound, keys, now.timestamp()),
-            Ok("order_engine"),
-            "{path_and_query}"
-        );
-        let tampered = InboundRequest { body: b"{}", ..inbound };
-        assert!(signing::verify(&headers, &tampered, keys, now.timestamp()).is_err());
+        let verified = signing::verify(&headers, &inbound, registered, now.timestamp());
+        assert_eq!(verified.map(|v| v.identity), Ok("order_engine"), "{path_and_query}");
+        let tampered = SignedRequest { body: b"{}", ..inbound };
+        assert!(signing::verify(&headers, &tampered, registered, now.timestamp()).is_err());
+        if request.url.query().is_some() {
+            let other_query = path_and_query.replace("10.50000001", "99");
+            let requery = SignedRequest {
+                path_and_query: &other_query,
+                ..inbound
+            };
+            assert!(signing::verify(&headers, &requery, registered, now.timestamp()).is_err());
+        }
     }
     assert!(requests[2]
         .url
         .query()
         .is_some_and(|q| q.contains("amount=10.50000001")));
+}
+
+#[tokio::test]
+async fn retries_within_one_second_are_signed_distinctly() {
+    // Proves a retry is a new request to the receiver's replay check: with the clock standing still,
+    // each attempt after a 503 carries a later timestamp and another signature, and each verifies.
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(balance_json()))
+        .mount(&server)
+        .await;
+    let (client, credentials, now) = signed_client(&server);
+
+    client.get_balance(USER).await.unwrap();
+
+    let requests = received(&server).await;
+    assert_eq!(requests.len(), 3);
+    let registered = |identity: &str| (identity == "order_engine").then_some(&credentials);
+    let mut signatures = Vec::new();
+    for (i, request) in requests.iter().enumerate() {
+        let headers = SignatureHeaders::from_lookup(|name| header_value(request, name));
+        let expected_timestamp = now.timestamp() + i64::try_from(i).unwrap();
+        assert_eq!(headers.timestamp, Some(expected_timestamp.to_string().as_str()));
+        let inbound = SignedRequest {
+            method: "GET",
+            path_and_query: request.url.path(),
+            body: b"",
+            user_id: None,
+        };
+        assert!(signing::verify(&headers, &inbound, registered, now.timestamp()).is_ok());
+        signatures.push(headers.signature.unwrap().to_owned());
+    }
+    signatures.dedup();
+    assert_eq!(signatures.len(), 3, "a retry repeated a signature");
 }
 
 #[tokio::test]

@@ -13,10 +13,12 @@
 //!   another.
 //! - **Services** (seed 001) send `X-Service-Identity`, `X-Internal-API-Key`,
 //!   `X-Request-Timestamp`, `X-Request-Signature`, and name the user they act
-//!   for in `X-User-Id` (a UUID). We chose a header over a body field so the
-//!   same request bodies serve both callers and the user is known before the
-//!   body is parsed. A service may also forward the user's Bearer token; then
-//!   it is verified too, and `X-User-Id`, when also present, must agree with it.
+//!   for in `X-User-Id` (a UUID), which they must send: the signature covers
+//!   it (`clients::signing`), so a signed call cannot be redirected to another
+//!   user. We chose a header over a body field so the same request bodies
+//!   serve both callers and the user is known before the body is parsed. A
+//!   service may also forward the user's Bearer token; then it is verified
+//!   too and must name the same user as `X-User-Id`.
 //!
 //! A request carrying `X-Service-Identity` is always treated as a service call:
 //! a bad signature is a 401 even if a valid Bearer token is also present.
@@ -69,10 +71,8 @@ use super::internal::{authorize, InternalVerifier, Permission};
 use super::jwt::JwtVerifier;
 use super::AuthError;
 use crate::api::problem::Problem;
-use crate::clients::signing::{InboundRequest, SignatureHeaders, HEADER_SERVICE_IDENTITY};
-
-/// The user an internal call acts for.
-pub const HEADER_USER_ID: &str = "X-User-Id";
+pub use crate::clients::signing::HEADER_USER_ID;
+use crate::clients::signing::{SignatureHeaders, SignedRequest, HEADER_SERVICE_IDENTITY};
 
 /// The largest body a signed request may carry. The signature covers the
 /// whole body, so it is buffered before the handler runs; this bounds that
@@ -193,16 +193,18 @@ fn authenticate(req: &HttpRequest) -> Result<AuthenticatedUser, AuthError> {
             ))
         }
     };
-    let header_user = user_id_header(req)?;
-    let token_user = bearer
-        .map(|token| auth.jwt.verify(token))
-        .transpose()?
-        .map(|c| c.user_id);
-    let user_id = match (header_user, token_user) {
-        (Some(header), Some(token)) if header != token => return Err(AuthError::UserMismatch { header, token }),
-        (Some(user), _) | (None, Some(user)) => user,
-        (None, None) => return Err(AuthError::MissingUserId),
-    };
+    // The user comes from the signed header only; a forwarded token is a
+    // second opinion that must agree, never a substitute.
+    let user_id = user_id_header(req)?.ok_or(AuthError::MissingUserId)?;
+    if let Some(token) = bearer {
+        let token_user = auth.jwt.verify(token)?.user_id;
+        if token_user != user_id {
+            return Err(AuthError::UserMismatch {
+                header: user_id,
+                token: token_user,
+            });
+        }
+    }
     Ok(AuthenticatedUser {
         user_id,
         via: Caller::Service { identity },
@@ -337,14 +339,18 @@ pub async fn verify_signed_requests<B: MessageBody + 'static>(
     let outcome = {
         let headers = req.headers();
         let lookup = SignatureHeaders::from_lookup(|name| headers.get(name).and_then(|v| v.to_str().ok()));
-        // The signature covers the path and query exactly as sent.
+        // The signature covers the path and query exactly as sent, and the user
+        // the call acts for (a value that is not text is signed as absent and
+        // then refused by the extractor).
         let path_and_query = req.uri().path_and_query().map_or(req.path(), |pq| pq.as_str());
+        let user_id = headers.get(HEADER_USER_ID).and_then(|v| v.to_str().ok());
         auth.internal.verify(
             &lookup,
-            &InboundRequest {
+            &SignedRequest {
                 method: req.method().as_str(),
                 path_and_query,
                 body: &body,
+                user_id,
             },
         )
     };
@@ -386,22 +392,42 @@ mod tests {
         mint_dev_token(&hs256(), user, Duration::from_secs(60)).unwrap()
     }
 
-    fn signed_get(timestamp_offset: i64) -> actix_test::TestRequest {
+    /// A GET signed by algo_engine for `user` (the X-User-Id line of the signature), sending
+    /// `sent_user` as X-User-Id.
+    fn signed_get(timestamp_offset: i64, user: Option<&str>, sent_user: Option<&str>) -> actix_test::TestRequest {
         let now = chrono::Utc::now().timestamp() + timestamp_offset;
         let mut request = actix_test::TestRequest::get().uri("/whoami");
-        for header in sign(&ServiceCredentials::new("algo_engine", "k"), now, "GET", "/whoami", b"") {
+        let credentials = ServiceCredentials::new("algo_engine", "k", "algo-engine-signing-secret-0123456789");
+        let signed = SignedRequest {
+            method: "GET",
+            path_and_query: "/whoami",
+            body: b"",
+            user_id: user,
+        };
+        for header in sign(&credentials, now, &signed) {
             request = request.insert_header(header);
+        }
+        if let Some(sent) = sent_user {
+            request = request.insert_header((HEADER_USER_ID, sent.to_owned()));
         }
         request
     }
 
     #[actix_web::test]
     async fn who_a_request_acts_for() {
-        // Proves the documented choice: a service acts for X-User-Id (or a forwarded token's user,
-        // and both must agree); an end user's X-User-Id is ignored; a service naming no user is 401.
+        // Proves the documented choice: a service acts for the signed X-User-Id, which it must send;
+        // a forwarded token must agree and cannot stand in for it; an X-User-Id other than the signed
+        // one is a bad signature; an end user's X-User-Id is ignored.
         let auth = web::Data::new(Authenticator::new(
             JwtVerifier::new(&hs256()).unwrap(),
-            InternalVerifier::new(ServiceKeys::new([("algo_engine", "k")]), Arc::new(SystemClock)),
+            InternalVerifier::new(
+                ServiceKeys::new([ServiceCredentials::new(
+                    "algo_engine",
+                    "k",
+                    "algo-engine-signing-secret-0123456789",
+                )]),
+                Arc::new(SystemClock),
+            ),
         ));
         let app = actix_test::init_service(
             App::new()
@@ -410,30 +436,38 @@ mod tests {
                 .route("/whoami", web::get().to(whoami)),
         )
         .await;
+        let (alice, bob) = (ALICE.to_string(), BOB.to_string());
+        let (alice, bob) = (Some(alice.as_str()), Some(bob.as_str()));
+        let bearer = |user: Uuid| (AUTHORIZATION, format!("Bearer {}", token_for(user)));
         let cases: Vec<(actix_test::TestRequest, u16, String)> = vec![
             (
-                signed_get(0).insert_header((HEADER_USER_ID, ALICE.to_string())),
+                signed_get(0, alice, alice),
                 200,
                 format!("{ALICE} Some(\"algo_engine\")"),
             ),
             (
-                signed_get(-1).insert_header((AUTHORIZATION, format!("Bearer {}", token_for(BOB)))),
+                signed_get(-1, bob, bob).insert_header(bearer(BOB)),
                 200,
                 format!("{BOB} Some(\"algo_engine\")"),
             ),
             (
-                signed_get(-2)
-                    .insert_header((HEADER_USER_ID, ALICE.to_string()))
-                    .insert_header((AUTHORIZATION, format!("Bearer {}", token_for(BOB)))),
+                signed_get(-2, alice, alice).insert_header(bearer(BOB)),
                 401,
                 "user-id-mismatch".into(),
             ),
-            (signed_get(-3), 401, "user-id-missing".into()),
             (
-                signed_get(-4).insert_header((HEADER_USER_ID, "alice")),
+                signed_get(-3, None, None).insert_header(bearer(BOB)),
+                401,
+                "user-id-missing".into(),
+            ),
+            (signed_get(-4, None, None), 401, "user-id-missing".into()),
+            (
+                signed_get(-5, Some("alice"), Some("alice")),
                 401,
                 "user-id-invalid".into(),
             ),
+            (signed_get(-6, alice, bob), 401, "signature-invalid".into()),
+            (signed_get(-7, None, alice), 401, "signature-invalid".into()),
             (
                 actix_test::TestRequest::get()
                     .uri("/whoami")

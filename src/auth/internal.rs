@@ -1,6 +1,7 @@
-//! Internal service calls: who may call (`ServiceKeys`), what each service may
-//! do (seed 001's permission table), and the inbound check of a signed request
-//! with replay protection (`InternalVerifier`).
+//! Internal service calls: who may call (`ServiceKeys`: each identity's API
+//! key and signing secret), what each service may do (seed 001's permission
+//! table), and the inbound check of a signed request with replay protection
+//! (`InternalVerifier`).
 //!
 //! Must never re-implement the signature check (that is
 //! `clients::signing::verify`) and never accept the same signed request twice
@@ -10,7 +11,8 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::clients::signing::{self, InboundRequest, SignatureHeaders, VerifyError, SIGNATURE_SKEW_MAX};
+use crate::clients::config::ServiceCredentials;
+use crate::clients::signing::{self, SignatureHeaders, SignedRequest, SIGNATURE_SKEW_MAX};
 use crate::clock::Clock;
 
 use super::AuthError;
@@ -79,41 +81,41 @@ pub fn authorize(identity: &str, permission: Permission) -> Result<(), AuthError
     }
 }
 
-/// Each calling service's API key, from configuration (the config service in
-/// production). `Debug` shows identities only.
+/// Each calling service's API key and signing secret, from configuration
+/// (the config service in production). `Debug` shows identities only.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct ServiceKeys {
-    keys: HashMap<String, String>,
+    services: HashMap<String, ServiceCredentials>,
 }
 
 impl ServiceKeys {
-    pub fn new<I, K, V>(pairs: I) -> Self
-    where
-        I: IntoIterator<Item = (K, V)>,
-        K: Into<String>,
-        V: Into<String>,
-    {
+    /// Registers each service by its identity (a later entry for the same
+    /// identity replaces an earlier one). Configuration validates the
+    /// credentials first (`ServiceCredentials::validate`); this does not, so
+    /// tests can build any registry.
+    pub fn new(services: impl IntoIterator<Item = ServiceCredentials>) -> Self {
         Self {
-            keys: pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+            services: services.into_iter().map(|c| (c.identity.clone(), c)).collect(),
         }
     }
 
-    pub fn api_key_for(&self, identity: &str) -> Option<&str> {
-        self.keys.get(identity).map(String::as_str)
+    pub fn credentials_for(&self, identity: &str) -> Option<&ServiceCredentials> {
+        self.services.get(identity)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.services.is_empty()
     }
 }
 
 impl std::fmt::Debug for ServiceKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut identities: Vec<&str> = self.keys.keys().map(String::as_str).collect();
+        let mut identities: Vec<&str> = self.services.keys().map(String::as_str).collect();
         identities.sort_unstable();
         f.debug_struct("ServiceKeys")
             .field("identities", &identities)
             .field("api_keys", &"<redacted>")
+            .field("signing_secrets", &"<redacted>")
             .finish()
     }
 }
@@ -222,22 +224,14 @@ impl InternalVerifier {
     /// The calling service's identity when the request is genuine, fresh and
     /// seen for the first time. Permissions are checked separately
     /// ([`authorize`]), once the route's need is known.
-    pub fn verify(&self, headers: &SignatureHeaders<'_>, request: &InboundRequest<'_>) -> Result<String, AuthError> {
+    pub fn verify(&self, headers: &SignatureHeaders<'_>, request: &SignedRequest<'_>) -> Result<String, AuthError> {
         let now_secs = self.clock.now().timestamp();
-        let identity = signing::verify(headers, request, |id| self.keys.api_key_for(id), now_secs)?;
-        // `verify` succeeded, so both parse; the replay key is the decoded
-        // signature (not its text) so a re-cased hex string is the same request.
-        let (Some(timestamp), Some(signature_hex)) = (headers.timestamp, headers.signature) else {
-            return Err(VerifyError::BadSignature.into());
-        };
-        let timestamp: i64 = timestamp
-            .trim()
-            .parse()
-            .map_err(|_| VerifyError::BadTimestamp(timestamp.to_owned()))?;
-        let signature = hex::decode(signature_hex.trim()).map_err(|_| VerifyError::BadSignature)?;
+        let verified = signing::verify(headers, request, |id| self.keys.credentials_for(id), now_secs)?;
+        // The replay key is the decoded signature (not its text), so a re-cased
+        // hex string is the same request.
         let mut replay = self.replay.lock().unwrap_or_else(PoisonError::into_inner);
-        replay.check_and_record(identity, signature, timestamp, now_secs)?;
-        Ok(identity.to_owned())
+        replay.check_and_record(verified.identity, verified.signature, verified.timestamp_secs, now_secs)?;
+        Ok(verified.identity.to_owned())
     }
 
     /// Signatures currently remembered (for metrics and tests).
@@ -249,8 +243,7 @@ impl InternalVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clients::config::ServiceCredentials;
-    use crate::clients::signing::sign;
+    use crate::clients::signing::{sign, VerifyError};
     use crate::clock::ManualClock;
     use chrono::{DateTime, Utc};
 
@@ -262,23 +255,33 @@ mod tests {
         Arc::new(ManualClock::new(DateTime::<Utc>::from_timestamp(NOW, 0).unwrap()))
     }
 
+    /// Each test key's signing secret: derived, so a test names only the key.
+    fn secret_of(api_key: &str) -> String {
+        format!("{api_key}-signing-secret-0123456789abcdef")
+    }
+
     fn keys() -> ServiceKeys {
-        ServiceKeys::new([("algo_engine", "algo-key"), ("risk_manager", "risk-key")])
+        ServiceKeys::new([
+            ServiceCredentials::new("algo_engine", "algo-key", secret_of("algo-key")),
+            ServiceCredentials::new("risk_manager", "risk-key", secret_of("risk-key")),
+        ])
     }
 
     fn signed(identity: &str, key: &str, timestamp: i64, body: &[u8]) -> [(&'static str, String); 4] {
-        sign(&ServiceCredentials::new(identity, key), timestamp, "POST", PATH, body)
+        let credentials = ServiceCredentials::new(identity, key, secret_of(key));
+        sign(&credentials, timestamp, &request(body))
     }
 
     fn headers<'a>(signed: &'a [(&'static str, String); 4]) -> SignatureHeaders<'a> {
         SignatureHeaders::from_lookup(|name| signed.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str()))
     }
 
-    fn request(body: &[u8]) -> InboundRequest<'_> {
-        InboundRequest {
+    fn request(body: &[u8]) -> SignedRequest<'_> {
+        SignedRequest {
             method: "POST",
             path_and_query: PATH,
             body,
+            user_id: None,
         }
     }
 
@@ -409,8 +412,9 @@ mod tests {
 
     #[test]
     fn service_keys_never_show_in_debug_output() {
-        // Proves configuration can be logged without leaking API keys.
+        // Proves configuration can be logged without leaking API keys or signing secrets.
         let text = format!("{:?}", InternalVerifier::new(keys(), clock()));
         assert!(text.contains("algo_engine") && !text.contains("algo-key"), "{text}");
+        assert!(!text.contains("signing-secret-0123456789"), "{text}");
     }
 }

@@ -51,7 +51,7 @@ pub enum AuthError {
     Replayed,
     #[error("too many signed requests in the last 300 s to remember ({entries_max}); retry shortly")]
     ReplayCacheFull { entries_max: usize },
-    #[error("a signed internal request must name the user it acts for in X-User-Id")]
+    #[error("a signed internal request must name the user it acts for in X-User-Id, and sign it")]
     MissingUserId,
     #[error("X-User-Id {0:?} is not a user id (a UUID)")]
     InvalidUserId(String),

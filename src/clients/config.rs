@@ -1,6 +1,7 @@
 //! How to reach one remote service: where, how patiently, and as whom.
 //!
-//! Never prints the API key: `ServiceCredentials`' `Debug` redacts it.
+//! Never prints an API key or a signing secret: `ServiceCredentials`' `Debug`
+//! redacts both, and its errors name the identity only.
 
 use std::time::Duration;
 
@@ -9,20 +10,70 @@ use super::resilience::{BreakerConfig, RetryPolicy};
 /// Per-attempt timeout when nothing is configured.
 pub const TIMEOUT_DEFAULT: Duration = Duration::from_secs(2);
 
-/// Who this engine is to another service, and the shared key that proves it
-/// (seed 001: `X-Service-Identity`, `X-Internal-API-Key`, HMAC signature).
+/// The fewest bytes a signing secret may have: as long as the HMAC-SHA256
+/// output (RFC 2104 §3 advises no shorter key), so guessing it is no easier
+/// than forging the tag.
+pub const SIGNING_SECRET_BYTES_MIN: usize = 32;
+
+/// One service identity's credentials (seed 001): the API key it presents in
+/// `X-Internal-API-Key`, which identifies it, and the secret it signs with,
+/// which is never sent. The same type describes the engine to a service it
+/// calls and, on the receiving side, each service registered to call it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ServiceCredentials {
+    /// `X-Service-Identity`, e.g. `algo_engine`.
     pub identity: String,
+    /// Sent with every request; identifies and authorizes the caller.
     pub api_key: String,
+    /// The HMAC key of `clients::signing`; shared by the two parties only.
+    pub signing_secret: String,
+}
+
+/// Why credentials cannot be used. Names the identity, never a key or secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialsError {
+    #[error("service identity {identity:?} must be letters, digits, '_', '-' or '.' (it is a header value and a signed line)")]
+    BadIdentity { identity: String },
+    #[error("service {identity:?} has an empty API key")]
+    EmptyApiKey { identity: String },
+    #[error("the signing secret of service {identity:?} is {len} bytes; at least {min} are required")]
+    SecretTooShort { identity: String, len: usize, min: usize },
+    #[error("the signing secret of service {identity:?} equals its API key; the key is sent with every request, so the secret must be another value")]
+    SecretIsApiKey { identity: String },
 }
 
 impl ServiceCredentials {
-    pub fn new(identity: impl Into<String>, api_key: impl Into<String>) -> Self {
+    pub fn new(identity: impl Into<String>, api_key: impl Into<String>, signing_secret: impl Into<String>) -> Self {
         Self {
             identity: identity.into(),
             api_key: api_key.into(),
+            signing_secret: signing_secret.into(),
         }
+    }
+
+    /// Checks what start-up must refuse: an identity that is not a plain
+    /// token, an empty key, a secret under [`SIGNING_SECRET_BYTES_MIN`] bytes
+    /// or equal to the key.
+    pub fn validate(&self) -> Result<(), CredentialsError> {
+        let identity = || self.identity.clone();
+        let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+        if self.identity.is_empty() || !self.identity.chars().all(plain) {
+            return Err(CredentialsError::BadIdentity { identity: identity() });
+        }
+        if self.api_key.is_empty() {
+            return Err(CredentialsError::EmptyApiKey { identity: identity() });
+        }
+        if self.signing_secret.len() < SIGNING_SECRET_BYTES_MIN {
+            return Err(CredentialsError::SecretTooShort {
+                identity: identity(),
+                len: self.signing_secret.len(),
+                min: SIGNING_SECRET_BYTES_MIN,
+            });
+        }
+        if self.signing_secret == self.api_key {
+            return Err(CredentialsError::SecretIsApiKey { identity: identity() });
+        }
+        Ok(())
     }
 }
 
@@ -31,6 +82,7 @@ impl std::fmt::Debug for ServiceCredentials {
         f.debug_struct("ServiceCredentials")
             .field("identity", &self.identity)
             .field("api_key", &"<redacted>")
+            .field("signing_secret", &"<redacted>")
             .finish()
     }
 }
@@ -78,6 +130,8 @@ pub enum ConfigError {
     ZeroTimeout,
     #[error("the HTTP client could not be built (TLS set-up?): {0}")]
     HttpClient(String),
+    #[error("the signing credentials are not usable: {0}")]
+    Credentials(#[from] CredentialsError),
 }
 
 #[cfg(test)]
@@ -97,13 +151,66 @@ mod tests {
         assert!(config.credentials.is_none());
     }
 
+    const SECRET: &str = "order-engine-signing-secret-0123456789";
+
     #[test]
-    fn debug_output_never_shows_the_api_key() {
-        // Proves a logged config does not leak the shared secret.
-        let config =
-            RemoteServiceConfig::new("http://x").with_credentials(ServiceCredentials::new("order_engine", "s3cret"));
+    fn debug_output_never_shows_the_api_key_or_the_secret() {
+        // Proves a logged config does not leak either value.
+        let config = RemoteServiceConfig::new("http://x").with_credentials(ServiceCredentials::new(
+            "order_engine",
+            "s3cret-key",
+            SECRET,
+        ));
         let shown = format!("{config:?}");
         assert!(shown.contains("order_engine"));
-        assert!(!shown.contains("s3cret"));
+        assert!(!shown.contains("s3cret-key") && !shown.contains(SECRET), "{shown}");
+    }
+
+    #[test]
+    fn unusable_credentials_are_named_by_identity() {
+        // Proves start-up refuses a short secret, a secret equal to the key, an empty key and an
+        // identity that could not be a header line, and that no message echoes a key or secret.
+        let short = "x".repeat(SIGNING_SECRET_BYTES_MIN - 1);
+        let cases = [
+            (ServiceCredentials::new("order_engine", "key", SECRET), None),
+            (
+                ServiceCredentials::new("order_engine", "key", "x".repeat(SIGNING_SECRET_BYTES_MIN)),
+                None,
+            ),
+            (
+                ServiceCredentials::new("algo_engine", "key", short.clone()),
+                Some(CredentialsError::SecretTooShort {
+                    identity: "algo_engine".into(),
+                    len: SIGNING_SECRET_BYTES_MIN - 1,
+                    min: SIGNING_SECRET_BYTES_MIN,
+                }),
+            ),
+            (
+                ServiceCredentials::new("algo_engine", SECRET, SECRET),
+                Some(CredentialsError::SecretIsApiKey {
+                    identity: "algo_engine".into(),
+                }),
+            ),
+            (
+                ServiceCredentials::new("algo_engine", "", SECRET),
+                Some(CredentialsError::EmptyApiKey {
+                    identity: "algo_engine".into(),
+                }),
+            ),
+            (
+                ServiceCredentials::new("algo engine\n", "key", SECRET),
+                Some(CredentialsError::BadIdentity {
+                    identity: "algo engine\n".into(),
+                }),
+            ),
+        ];
+        for (credentials, expected) in cases {
+            let result = credentials.validate();
+            assert_eq!(result.clone().err(), expected, "{credentials:?}");
+            if let Err(error) = result {
+                let text = error.to_string();
+                assert!(!text.contains(SECRET) && !text.contains(&short), "{text}");
+            }
+        }
     }
 }

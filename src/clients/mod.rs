@@ -10,10 +10,12 @@ pub mod remote;
 pub mod resilience;
 pub mod signing;
 
-pub use config::{ConfigError, RemoteServiceConfig, ServiceCredentials, TIMEOUT_DEFAULT};
+pub use config::{
+    ConfigError, CredentialsError, RemoteServiceConfig, ServiceCredentials, SIGNING_SECRET_BYTES_MIN, TIMEOUT_DEFAULT,
+};
 pub use remote::{Answer, Call, RemoteError, RemoteService, TransportError};
 pub use resilience::{
     BreakerConfig, BreakerPermit, BreakerRefusal, BreakerState, CircuitBreaker, Resilience, ResilienceError,
     RetryPolicy, Transient,
 };
-pub use signing::{verify, InboundRequest, SignatureHeaders, VerifyError, SIGNATURE_SKEW_MAX};
+pub use signing::{verify, SignatureHeaders, SignedRequest, Verified, VerifyError, SIGNATURE_SKEW_MAX};

@@ -145,6 +145,9 @@ impl RemoteService {
         if config.timeout.is_zero() {
             return Err(ConfigError::ZeroTimeout);
         }
+        if let Some(credentials) = &config.credentials {
+            credentials.validate()?;
+        }
         let http = reqwest::Client::builder()
             // The per-attempt timeout bounds the whole exchange; this only stops a
             // connect from outliving it inside the pool.
@@ -179,14 +182,27 @@ impl RemoteService {
     /// Sends `call` under the timeout, breaker and retry policy. Each attempt
     /// is signed afresh, so a retry after a long backoff carries a current timestamp.
     pub async fn send(&self, call: Call<'_>) -> Result<Answer, RemoteError> {
-        let result = self.resilience.run(|attempt| self.attempt(&call, attempt)).await;
+        let mut previous_timestamp: Option<i64> = None;
+        let result = self
+            .resilience
+            .run(|attempt| {
+                // The signature is the receiver's nonce: a retry within the same second
+                // would repeat it and be refused as a replay, so each attempt steps past
+                // the last one. That runs ahead of the clock by at most `attempts_max`
+                // seconds, far inside the receiver's 300 s window.
+                let now = self.clock.now().timestamp();
+                let timestamp = previous_timestamp.map_or(now, |previous| now.max(previous.saturating_add(1)));
+                previous_timestamp = Some(timestamp);
+                self.attempt(&call, attempt, timestamp)
+            })
+            .await;
         if let Err(error) = &result {
             tracing::warn!(service = self.name, path = call.path_and_query, %error, "remote call failed");
         }
         result
     }
 
-    async fn attempt(&self, call: &Call<'_>, attempt: u32) -> Result<Answer, TransportError> {
+    async fn attempt(&self, call: &Call<'_>, attempt: u32, timestamp: i64) -> Result<Answer, TransportError> {
         let url = Url::parse(&format!("{}{}", self.base_url, call.path_and_query))
             .map_err(|e| TransportError::InvalidRequest(format!("{}: {e}", call.path_and_query)))?;
         let body = call.json_body.as_deref().unwrap_or_default();
@@ -200,13 +216,24 @@ impl RemoteService {
             request = request.header(*name, value);
         }
         if let Some(credentials) = &self.credentials {
-            // Signed over the path as it goes on the wire (percent-encoded by `Url`).
+            // Signed over the path as it goes on the wire (percent-encoded by `Url`),
+            // and over the user the call acts for when it names one.
             let path_and_query = match url.query() {
                 Some(query) => format!("{}?{query}", url.path()),
                 None => url.path().to_owned(),
             };
-            let timestamp = self.clock.now().timestamp();
-            for (name, value) in signing::sign(credentials, timestamp, call.method.as_str(), &path_and_query, body) {
+            let user_id = call
+                .headers
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case(signing::HEADER_USER_ID))
+                .map(|(_, value)| value.as_str());
+            let signed = signing::SignedRequest {
+                method: call.method.as_str(),
+                path_and_query: &path_and_query,
+                body,
+                user_id,
+            };
+            for (name, value) in signing::sign(credentials, timestamp, &signed) {
                 request = request.header(name, value);
             }
         }
@@ -256,6 +283,8 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
 
+    use crate::clients::config::CredentialsError;
+
     #[test]
     fn bad_configurations_are_refused_with_the_reason() {
         // Proves a client cannot be built that would never call or never succeed.
@@ -272,9 +301,14 @@ mod tests {
             RemoteService::new("t", &no_attempts).unwrap_err(),
             ConfigError::NoAttempts
         );
-        let mut zero = ok;
+        let mut zero = ok.clone();
         zero.timeout = std::time::Duration::ZERO;
         assert_eq!(RemoteService::new("t", &zero).unwrap_err(), ConfigError::ZeroTimeout);
+        let weak = ok.with_credentials(ServiceCredentials::new("order_engine", "key", "short"));
+        assert!(matches!(
+            RemoteService::new("t", &weak),
+            Err(ConfigError::Credentials(CredentialsError::SecretTooShort { .. }))
+        ));
     }
 
     #[test]

@@ -10,11 +10,26 @@ use std::time::Duration;
 
 use rust_decimal::Decimal;
 
+use crate::clients::ServiceCredentials;
+
 pub use duration::{parse_duration, parse_duration_list};
 
 /// Where the embedded default keeps its log.
 pub const EMBEDDED_DATABASE_URL: &str = "sqlite:data/order-engine.db";
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+/// Who the engine is to the services it calls, unless configured.
+pub const DEFAULT_SERVICE_IDENTITY: &str = "order_engine";
+
+/// Inbound: each internal caller's API key, `identity=key,…`.
+pub const SERVICE_KEYS_ENV: &str = "ORDER_ENGINE_SERVICE_KEYS";
+/// Inbound: each internal caller's signing secret, `identity=secret,…`.
+pub const SERVICE_SECRETS_ENV: &str = "ORDER_ENGINE_SERVICE_SECRETS";
+/// Outbound: the identity the engine signs as.
+pub const SERVICE_IDENTITY_ENV: &str = "ORDER_ENGINE_SERVICE_IDENTITY";
+/// Outbound: the API key the engine presents (seed 000's common parameter).
+pub const INTERNAL_API_KEY_ENV: &str = "INTERNAL_API_KEY";
+/// Outbound: the secret the engine signs its calls with; never sent.
+pub const SIGNING_SECRET_ENV: &str = "ORDER_ENGINE_SIGNING_SECRET";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -48,8 +63,11 @@ pub struct Settings {
     pub jwt_public_key_file: Option<String>,
     pub jwt_issuer: Option<String>,
     pub jwt_audience: Option<String>,
-    /// Internal callers' API keys (seed 001): `identity=key` pairs.
-    pub service_keys: Vec<(String, String)>,
+    /// Internal callers (seed 001): each identity's API key and signing secret.
+    pub service_keys: Vec<ServiceCredentials>,
+    /// How the engine signs its calls to the balance and account services;
+    /// unsigned when None.
+    pub outbound_credentials: Option<ServiceCredentials>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -152,26 +170,97 @@ impl Settings {
             jwt_public_key_file: lookup("ORDER_ENGINE_JWT_PUBLIC_KEY_FILE"),
             jwt_issuer: lookup("ORDER_ENGINE_JWT_ISSUER"),
             jwt_audience: lookup("ORDER_ENGINE_JWT_AUDIENCE"),
-            service_keys: match lookup("ORDER_ENGINE_SERVICE_KEYS") {
-                None => Vec::new(),
-                Some(value) => parse_service_keys(&value).map_err(|expected| ConfigError {
-                    variable: "ORDER_ENGINE_SERVICE_KEYS",
-                    value: "(hidden: it holds keys)".into(),
-                    expected,
-                })?,
-            },
+            service_keys: service_keys(&lookup)?,
+            outbound_credentials: outbound_credentials(&lookup)?,
         })
     }
 }
 
+/// What an error shows instead of a variable that holds keys or secrets.
+const HIDDEN: &str = "(hidden: it holds keys or secrets)";
+
+fn hidden_error(variable: &'static str, expected: impl Into<String>) -> ConfigError {
+    ConfigError {
+        variable,
+        value: HIDDEN.into(),
+        expected: expected.into(),
+    }
+}
+
+/// The inbound registry: [`SERVICE_KEYS_ENV`] and [`SERVICE_SECRETS_ENV`] must
+/// list the same identities, each once, and every pair must pass
+/// `ServiceCredentials::validate`.
+fn service_keys(lookup: &impl Fn(&str) -> Option<String>) -> Result<Vec<ServiceCredentials>, ConfigError> {
+    let pairs = |variable: &'static str| -> Result<Vec<(String, String)>, ConfigError> {
+        let Some(text) = lookup(variable) else {
+            return Ok(Vec::new());
+        };
+        let pairs = parse_pairs(&text).map_err(|expected| hidden_error(variable, expected))?;
+        for (i, (identity, _)) in pairs.iter().enumerate() {
+            if pairs[..i].iter().any(|(earlier, _)| earlier == identity) {
+                return Err(hidden_error(variable, format!("service {identity:?} is listed twice")));
+            }
+        }
+        Ok(pairs)
+    };
+    let keys = pairs(SERVICE_KEYS_ENV)?;
+    let secrets = pairs(SERVICE_SECRETS_ENV)?;
+    if let Some((identity, _)) = secrets.iter().find(|(id, _)| !keys.iter().any(|(k, _)| k == id)) {
+        return Err(hidden_error(
+            SERVICE_SECRETS_ENV,
+            format!("service {identity:?} has a signing secret but no API key in {SERVICE_KEYS_ENV}"),
+        ));
+    }
+    keys.into_iter()
+        .map(|(identity, api_key)| {
+            let secret = secrets.iter().find(|(id, _)| *id == identity).map(|(_, s)| s.clone());
+            let Some(signing_secret) = secret else {
+                return Err(hidden_error(
+                    SERVICE_SECRETS_ENV,
+                    format!(
+                        "service {identity:?} (in {SERVICE_KEYS_ENV}) has no signing secret; add {identity}=<a secret of 32 bytes or more, not its API key>"
+                    ),
+                ));
+            };
+            let credentials = ServiceCredentials::new(identity, api_key, signing_secret);
+            credentials
+                .validate()
+                .map_err(|e| hidden_error(SERVICE_SECRETS_ENV, e.to_string()))?;
+            Ok(credentials)
+        })
+        .collect()
+}
+
+/// The engine's own credentials: signed outbound calls need both
+/// [`INTERNAL_API_KEY_ENV`] and [`SIGNING_SECRET_ENV`]; a secret without a
+/// key is refused rather than ignored.
+fn outbound_credentials(lookup: &impl Fn(&str) -> Option<String>) -> Result<Option<ServiceCredentials>, ConfigError> {
+    let Some(signing_secret) = lookup(SIGNING_SECRET_ENV) else {
+        return Ok(None);
+    };
+    let api_key = lookup(INTERNAL_API_KEY_ENV).ok_or_else(|| {
+        hidden_error(
+            SIGNING_SECRET_ENV,
+            format!("signed outbound calls also need {INTERNAL_API_KEY_ENV}, the API key sent beside the signature"),
+        )
+    })?;
+    let identity = lookup(SERVICE_IDENTITY_ENV).unwrap_or_else(|| DEFAULT_SERVICE_IDENTITY.to_owned());
+    let credentials = ServiceCredentials::new(identity.trim(), api_key.trim(), signing_secret.trim());
+    credentials
+        .validate()
+        .map_err(|e| hidden_error(SIGNING_SECRET_ENV, e.to_string()))?;
+    Ok(Some(credentials))
+}
+
 /// `algo_engine=k1,user_interface=k2` → pairs; every pair needs both halves.
-fn parse_service_keys(text: &str) -> Result<Vec<(String, String)>, String> {
+/// A value may hold `=` (base64) but not `,`.
+fn parse_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
     text.split(',')
         .map(|pair| match pair.split_once('=') {
-            Some((identity, key)) if !identity.trim().is_empty() && !key.trim().is_empty() => {
-                Ok((identity.trim().to_owned(), key.trim().to_owned()))
+            Some((identity, value)) if !identity.trim().is_empty() && !value.trim().is_empty() => {
+                Ok((identity.trim().to_owned(), value.trim().to_owned()))
             }
-            _ => Err("comma-separated identity=key pairs, such as algo_engine=k1,user_interface=k2".to_owned()),
+            _ => Err("comma-separated identity=value pairs, such as algo_engine=k1,user_interface=k2".to_owned()),
         })
         .collect()
 }
@@ -239,7 +328,112 @@ mod tests {
             !error.to_string().contains("s3cr3t"),
             "keys must not be echoed: {error}"
         );
-        let keys = settings(&[("ORDER_ENGINE_SERVICE_KEYS", "algo_engine=k1, risk_manager=k2")]).unwrap();
-        assert_eq!(keys.service_keys.len(), 2);
+    }
+
+    /// Environment variables of one case, as `(name, value)` pairs.
+    type Vars<'a> = &'a [(&'a str, &'a str)];
+
+    const ALGO_SECRET: &str = "algo-engine-signing-secret-0123456789";
+    const RISK_SECRET: &str = "risk-manager-signing-secret=0123456789";
+
+    #[test]
+    fn service_keys_pair_with_signing_secrets() {
+        // Proves each inbound identity gets its API key and its own secret, and the engine's outbound
+        // credentials are read when a signing secret is configured.
+        let s = settings(&[
+            (SERVICE_KEYS_ENV, "algo_engine=k1, risk_manager=k2"),
+            (
+                SERVICE_SECRETS_ENV,
+                &format!("risk_manager={RISK_SECRET},algo_engine={ALGO_SECRET}"),
+            ),
+            (INTERNAL_API_KEY_ENV, "engine-key"),
+            (SIGNING_SECRET_ENV, "order-engine-signing-secret-0123456789"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.service_keys,
+            vec![
+                ServiceCredentials::new("algo_engine", "k1", ALGO_SECRET),
+                ServiceCredentials::new("risk_manager", "k2", RISK_SECRET),
+            ]
+        );
+        assert_eq!(
+            s.outbound_credentials,
+            Some(ServiceCredentials::new(
+                "order_engine",
+                "engine-key",
+                "order-engine-signing-secret-0123456789"
+            ))
+        );
+        assert_eq!(settings(&[]).unwrap().outbound_credentials, None);
+    }
+
+    #[test]
+    fn unusable_signing_secrets_are_refused_at_start_naming_the_identity() {
+        // Proves start-up refuses a missing, short, key-equal, orphan or repeated secret with the
+        // variable and the identity named, and never echoes a key or secret.
+        let short = "algo-short-secret";
+        // (variables set, the variable the error names, what its message says)
+        let cases: [(Vars<'_>, &str, &str); 7] = [
+            (
+                &[(SERVICE_KEYS_ENV, "algo_engine=k1")],
+                SERVICE_SECRETS_ENV,
+                "\"algo_engine\" (in ORDER_ENGINE_SERVICE_KEYS) has no signing secret",
+            ),
+            (
+                &[
+                    (SERVICE_KEYS_ENV, "algo_engine=k1"),
+                    (SERVICE_SECRETS_ENV, "algo_engine=algo-short-secret"),
+                ],
+                SERVICE_SECRETS_ENV,
+                "\"algo_engine\" is 17 bytes; at least 32",
+            ),
+            (
+                &[
+                    (SERVICE_KEYS_ENV, &format!("algo_engine={ALGO_SECRET}")),
+                    (SERVICE_SECRETS_ENV, &format!("algo_engine={ALGO_SECRET}")),
+                ],
+                SERVICE_SECRETS_ENV,
+                "\"algo_engine\" equals its API key",
+            ),
+            (
+                &[
+                    (SERVICE_KEYS_ENV, "algo_engine=k1"),
+                    (
+                        SERVICE_SECRETS_ENV,
+                        &format!("algo_engine={ALGO_SECRET},stranger={RISK_SECRET}"),
+                    ),
+                ],
+                SERVICE_SECRETS_ENV,
+                "\"stranger\" has a signing secret but no API key",
+            ),
+            (
+                &[(SERVICE_KEYS_ENV, "algo_engine=k1,algo_engine=k2")],
+                SERVICE_KEYS_ENV,
+                "\"algo_engine\" is listed twice",
+            ),
+            (
+                &[(SIGNING_SECRET_ENV, ALGO_SECRET)],
+                SIGNING_SECRET_ENV,
+                "also need INTERNAL_API_KEY",
+            ),
+            (
+                &[(SIGNING_SECRET_ENV, short), (INTERNAL_API_KEY_ENV, "engine-key")],
+                SIGNING_SECRET_ENV,
+                "\"order_engine\" is 17 bytes",
+            ),
+        ];
+        for (vars, variable, expected) in cases {
+            let error = settings(vars).unwrap_err();
+            let text = error.to_string();
+            assert_eq!(error.variable, variable, "{text}");
+            assert!(text.contains(expected), "{text}");
+            for secret in [ALGO_SECRET, RISK_SECRET, short, "k1"] {
+                assert!(
+                    !text.contains(&format!("={secret}")) && !error.value.contains(secret),
+                    "{text}"
+                );
+            }
+        }
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use actix_web::{web, HttpServer};
 use order_engine::api::{self, AppState};
 use order_engine::auth::{mint_dev_token, Authenticator, InternalVerifier, JwtConfig, JwtVerifier, ServiceKeys};
+use order_engine::clients::ServiceCredentials;
 use order_engine::clock::SystemClock;
 use order_engine::projections::{run_orders_projection, ProjectionHealth};
 use order_engine::telemetry::metrics::Metrics;
@@ -24,8 +25,18 @@ pub struct TestApp {
     _stop_projection: tokio::sync::watch::Sender<bool>,
 }
 
-/// Serves the API for `engine` on 127.0.0.1 with a port the OS picks.
+/// Serves the API for `engine` on 127.0.0.1 with a port the OS picks, trusting
+/// development tokens and [`test_service`].
 pub fn spawn_app(engine: TestEngine) -> TestApp {
+    let auth = Authenticator::new(
+        JwtVerifier::new(&JwtConfig::development(None)).unwrap(),
+        InternalVerifier::new(ServiceKeys::new([test_service()]), Arc::new(SystemClock)),
+    );
+    spawn_app_with_auth(engine, auth)
+}
+
+/// As [`spawn_app`], with another token verifier or other service keys.
+pub fn spawn_app_with_auth(engine: TestEngine, auth: Authenticator) -> TestApp {
     let engine = Arc::new(engine);
     let orders_projection = Arc::new(ProjectionHealth::default());
     let metrics = web::Data::new(Metrics::new().unwrap());
@@ -44,13 +55,7 @@ pub fn spawn_app(engine: TestEngine) -> TestApp {
         orders_projection: Arc::clone(&orders_projection),
         broker_connected: None,
     });
-    let auth = web::Data::new(Authenticator::new(
-        JwtVerifier::new(&JwtConfig::development(None)).unwrap(),
-        InternalVerifier::new(
-            ServiceKeys::new([(TEST_SERVICE, TEST_SERVICE_KEY)]),
-            Arc::new(SystemClock),
-        ),
-    ));
+    let auth = web::Data::new(auth);
     let app_metrics = metrics.clone();
     let server = HttpServer::new(move || api::app(state.clone(), auth.clone(), app_metrics.clone()))
         .workers(1)
@@ -68,9 +73,14 @@ pub fn spawn_app(engine: TestEngine) -> TestApp {
     }
 }
 
-/// The internal service the test app trusts, and its key.
+/// The internal service the test app trusts, its API key and its signing secret.
 pub const TEST_SERVICE: &str = "algo_engine";
 pub const TEST_SERVICE_KEY: &str = "test-algo-engine-key";
+pub const TEST_SERVICE_SECRET: &str = "test-algo-engine-signing-secret-0123456789";
+
+pub fn test_service() -> ServiceCredentials {
+    ServiceCredentials::new(TEST_SERVICE, TEST_SERVICE_KEY, TEST_SERVICE_SECRET)
+}
 
 /// A development token for `user`, as `order-engine token --user` prints.
 pub fn token(user: Uuid) -> String {
