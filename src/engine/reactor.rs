@@ -6,6 +6,11 @@
 //! whose saga has not completed. After a restart it replays from there, which
 //! rebuilds every open saga and working order; replayed reactions are absorbed
 //! by idempotency (derived command ids, balance keys).
+//!
+//! An order event it cannot read stops it, loudly, as a projection stops:
+//! skipping one would leave its order PENDING with no saga and nobody told.
+//! The event is named in the log, in `/health/ready` and in the metrics, and
+//! the checkpoint never passes it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -20,8 +25,9 @@ use crate::actors::{ActorError, ExecuteCommand};
 use crate::events::{decode, EventMetadata, RecordedEvent};
 use crate::market::{MarketData, Tick};
 use crate::order::{ExecuteOrder, FailOrder, OrderCommand, OrderEvent, OrderSubmitted, TriggerOrder};
-use crate::projections::LogTail;
+use crate::projections::{describe_poison, LogTail};
 use crate::saga::{reserve_amount, ObservedOrder};
+use crate::store::StoreError;
 
 /// The checkpoint name of the reactor.
 pub const REACTOR_CHECKPOINT: &str = "engine.reactor";
@@ -29,6 +35,10 @@ pub const REACTOR_CHECKPOINT: &str = "engine.reactor";
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// A fill or trigger sent this long ago without an answer may be sent again.
 const MATCH_RESEND_AFTER: Duration = Duration::from_secs(5);
+/// Wait before reading the log again after the database failed under the
+/// reactor. A follower retries transient failures for as long as the engine
+/// runs (readiness reports the database meanwhile), always hearing shutdown.
+const READ_RETRY_DELAY: Duration = Duration::from_secs(1);
 
 struct SagaSlot {
     inbox: mpsc::Sender<SagaInput>,
@@ -96,12 +106,28 @@ impl Reactor {
                 batch = tail.next_batch(), if reactor.sagas.len() < ctx.config.active_max => match batch {
                     Ok(batch) => {
                         for event in &batch {
-                            reactor.route(event).await;
+                            if let Err(reason) = reactor.route(event).await {
+                                // No checkpoint is saved past this batch: a restart meets the event again.
+                                tracing::error!(checkpoint = REACTOR_CHECKPOINT, %reason, "reactor stopped");
+                                ctx.health.reactor_stopped(reason);
+                                return;
+                            }
                         }
                     }
+                    Err(error @ StoreError::Corrupt { .. }) => {
+                        // A hole in the log or an unreadable row: no retry reads past it.
+                        let reason = format!("the log cannot be read past position {}: {error}", tail.position());
+                        tracing::error!(checkpoint = REACTOR_CHECKPOINT, %reason, "reactor stopped");
+                        ctx.health.reactor_stopped(reason);
+                        return;
+                    }
                     Err(error) => {
+                        // Anything else may pass (a restart, a timeout under load): retry, hearing shutdown.
                         tracing::error!(%error, "reactor cannot read the log; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        tokio::select! {
+                            _ = shutdown.changed() => break,
+                            () = tokio::time::sleep(READ_RETRY_DELAY) => {}
+                        }
                     }
                 },
                 tick = ticks.recv() => match tick {
@@ -140,7 +166,8 @@ impl Reactor {
         }
     }
 
-    async fn route(&mut self, recorded: &RecordedEvent) {
+    /// Reacts to one event; Err names an order event that cannot be reacted to.
+    async fn route(&mut self, recorded: &RecordedEvent) -> Result<(), String> {
         match recorded.stream_id.category() {
             "order" => {}
             "saga" => {
@@ -151,19 +178,18 @@ impl Reactor {
                         }
                     }
                 }
-                return;
+                return Ok(());
             }
-            _ => return,
+            _ => return Ok(()),
         }
-        let event: OrderEvent = match decode(recorded) {
-            Ok(event) => event,
-            Err(error) => {
-                tracing::error!(position = recorded.global_position, %error, "reactor skips an order event it cannot read");
-                return;
-            }
-        };
+        let event: OrderEvent =
+            decode(recorded).map_err(|error| describe_poison(recorded, "reacted to", &error.to_string()))?;
         let Some(order_id) = recorded.stream_id.uuid_in("order") else {
-            return;
+            return Err(describe_poison(
+                recorded,
+                "reacted to",
+                "its stream is not order-<uuid>",
+            ));
         };
         let observed = match &event {
             OrderEvent::OrderSubmitted(submitted) => {
@@ -177,7 +203,7 @@ impl Reactor {
                     reserve_amount: reserve_amount(submitted, self.ctx.config.market_buffer_bps),
                 };
                 self.tell_saga(order_id, input).await;
-                return;
+                return Ok(());
             }
             OrderEvent::OrderAccepted(accepted) => {
                 if let Some(submitted) = self.submitted.get(&order_id) {
@@ -189,7 +215,7 @@ impl Reactor {
                     self.working.insert(order_id, working);
                     self.match_now(order_id).await;
                 }
-                return;
+                return Ok(());
             }
             OrderEvent::OrderTriggered(_) => {
                 if let Some(working) = self.working.get_mut(&order_id) {
@@ -197,7 +223,7 @@ impl Reactor {
                 }
                 self.in_flight.remove(&order_id);
                 self.match_now(order_id).await;
-                return;
+                return Ok(());
             }
             OrderEvent::OrderExecuted(e) => ObservedOrder::Executed {
                 total_value: e.total_value,
@@ -218,6 +244,7 @@ impl Reactor {
             },
         )
         .await;
+        Ok(())
     }
 
     fn forget_working(&mut self, order_id: Uuid) {
