@@ -14,7 +14,8 @@ pub const STALLED_SAGAS_LISTED_MAX: usize = 10;
 /// Shared, cheap-to-read health of one engine.
 #[derive(Debug, Default)]
 pub struct EngineHealth {
-    /// Why the reactor stopped, when it did: the event and the reason.
+    /// Why the reactor stopped (for one order, or for good on a hole in the
+    /// log), when it did: the event and the reason.
     reactor_failed: Mutex<Option<String>>,
     /// Sagas whose task gave up its local retries, with the last error. One
     /// entry per open order at most, and the reactor already holds every open
@@ -52,8 +53,13 @@ impl EngineHealth {
         }
     }
 
+    /// Keeps the first reason: the event an operator must repair first (the
+    /// checkpoint is held below it); later ones are in the log.
     pub(crate) fn reactor_stopped(&self, reason: String) {
-        *self.reactor_failed.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason);
+        self.reactor_failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert(reason);
     }
 
     pub(crate) fn saga_stalled(&self, order_id: Uuid, reason: String) {

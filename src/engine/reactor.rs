@@ -7,10 +7,12 @@
 //! rebuilds every open saga and working order; replayed reactions are absorbed
 //! by idempotency (derived command ids, balance keys).
 //!
-//! An order event it cannot read stops it, loudly, as a projection stops:
-//! skipping one would leave its order PENDING with no saga and nobody told.
-//! The event is named in the log, in `/health/ready` and in the metrics, and
-//! the checkpoint never passes it.
+//! An order event it cannot read stops it for that order, loudly, as a
+//! projection stops: skipping one would leave its order PENDING with no saga
+//! and nobody told. The event is named in the log, in `/health/ready` (503)
+//! and in the metrics; the checkpoint never passes it, so every restart meets
+//! it again; nothing later in that order's stream is reacted to. Other orders
+//! keep flowing: one bad row must not halt every order's saga and matching.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -60,6 +62,11 @@ pub(crate) struct Reactor {
     by_symbol: HashMap<String, HashSet<Uuid>>,
     in_flight: HashMap<Uuid, std::time::Instant>,
     match_done_tx: mpsc::UnboundedSender<Uuid>,
+    /// Orders whose stream holds an event the reactor could not read: it
+    /// reacts to nothing more of theirs.
+    poisoned: HashSet<Uuid>,
+    /// The first such event's position: the checkpoint stays below it.
+    first_poison: Option<u64>,
 }
 
 impl Reactor {
@@ -93,6 +100,8 @@ impl Reactor {
             by_symbol: HashMap::new(),
             in_flight: HashMap::new(),
             match_done_tx,
+            poisoned: HashSet::new(),
+            first_poison: None,
         };
         let mut tail = LogTail::new(Arc::clone(&ctx.store), start);
         let mut saved = start;
@@ -107,10 +116,13 @@ impl Reactor {
                     Ok(batch) => {
                         for event in &batch {
                             if let Err(reason) = reactor.route(event).await {
-                                // No checkpoint is saved past this batch: a restart meets the event again.
-                                tracing::error!(checkpoint = REACTOR_CHECKPOINT, %reason, "reactor stopped");
+                                tracing::error!(
+                                    checkpoint = REACTOR_CHECKPOINT,
+                                    %reason,
+                                    "reactor stopped on a poison event; its order gets no reaction until it is repaired"
+                                );
+                                reactor.first_poison.get_or_insert(event.global_position);
                                 ctx.health.reactor_stopped(reason);
-                                return;
                             }
                         }
                     }
@@ -160,10 +172,13 @@ impl Reactor {
     }
 
     fn low_water_mark(&self, tail_position: u64) -> u64 {
-        match self.open_since.keys().next() {
+        let open = match self.open_since.keys().next() {
             Some(oldest) => oldest.saturating_sub(1),
             None => tail_position,
-        }
+        };
+        // Never past a poison event: a restart must meet it, and say so, again.
+        self.first_poison
+            .map_or(open, |position| open.min(position.saturating_sub(1)))
     }
 
     /// Reacts to one event; Err names an order event that cannot be reacted to.
@@ -182,14 +197,23 @@ impl Reactor {
             }
             _ => return Ok(()),
         }
-        let event: OrderEvent =
-            decode(recorded).map_err(|error| describe_poison(recorded, "reacted to", &error.to_string()))?;
         let Some(order_id) = recorded.stream_id.uuid_in("order") else {
             return Err(describe_poison(
                 recorded,
                 "reacted to",
                 "its stream is not order-<uuid>",
             ));
+        };
+        if self.poisoned.contains(&order_id) {
+            return Ok(());
+        }
+        let event: OrderEvent = match decode(recorded) {
+            Ok(event) => event,
+            Err(error) => {
+                self.poisoned.insert(order_id);
+                self.forget_working(order_id);
+                return Err(describe_poison(recorded, "reacted to", &error.to_string()));
+            }
         };
         let observed = match &event {
             OrderEvent::OrderSubmitted(submitted) => {
