@@ -13,7 +13,7 @@ use common::engine::{eventually, ledger, saga_completed, start, stream_types, Fl
 use common::http::spawn_app;
 use common::TestDb;
 use order_engine::balance::{Balance, BalanceError, BalanceOp, BalanceReceipt, BalanceService, ReleaseOp};
-use order_engine::engine::{CrashPoint, Engine, EngineDeps, EngineError, SubmitRequest};
+use order_engine::engine::{CrashPoint, Engine, EngineDeps, EngineError, SubmitRequest, REACTOR_CHECKPOINT};
 use order_engine::events::{EventMetadata, NewEvent, StreamId};
 use order_engine::ledger::account::{Account, AccountState};
 use order_engine::order::{OrderRejection, OrderStatus, OrderType, Side};
@@ -392,7 +392,7 @@ async fn append_behind_the_engines_back(
 }
 
 async fn a_poison_order_event_stops_the_reactor_loudly_and_fails_readiness(db: TestDb) {
-    // Proves an order event the reactor cannot read stops it (never skipped): /health/ready answers 503 naming the event, and the metric says so.
+    // Proves an order event the reactor cannot read stops it for that order (never skipped): /health/ready answers 503 naming the event, the metric says so, the checkpoint stays below it, other orders still execute.
     let app = spawn_app(start(db.open(None).await, None, None));
     let order_id = Uuid::new_v4();
     let poison_id = Uuid::new_v4();
@@ -436,6 +436,28 @@ async fn a_poison_order_event_stops_the_reactor_loudly_and_fails_readiness(db: T
     assert!(
         metrics.contains("order_engine_projection_failed{projection=\"engine.reactor\"} 1"),
         "{metrics}"
+    );
+    // Other orders keep flowing, and the checkpoint stays below the poison
+    // (it is saved every second): a restart meets it, and says so, again.
+    app.engine.market.set_price("AAPL", dec!(150.25)).unwrap();
+    let other = app
+        .engine
+        .engine
+        .submit(request(Uuid::new_v4(), Side::Buy, OrderType::Market, None, None))
+        .await
+        .unwrap();
+    assert_eq!(settled(&app.engine, other.id).await.status, OrderStatus::Executed);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let checkpoint = app
+        .engine
+        .store
+        .store
+        .load_checkpoint(REACTOR_CHECKPOINT)
+        .await
+        .unwrap();
+    assert!(
+        checkpoint < appended.last_position,
+        "checkpoint {checkpoint} passed the poison"
     );
 }
 
