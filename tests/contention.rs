@@ -10,7 +10,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::amqp::{producer, publish, seed_market_buy, TestBroker};
+use common::amqp::{producer, publish, seed_submission, TestBroker};
 use common::engine::{eventually, TestEngine};
 use common::http::{spawn_app, token};
 use common::TestDb;
@@ -150,7 +150,7 @@ async fn a_burst_of_one_users_market_buys_over_amqp_all_execute_within_seconds()
     let orders: Vec<Uuid> = (0..BURST).map(|_| Uuid::new_v4()).collect();
     let bodies: Vec<Vec<u8>> = orders
         .iter()
-        .map(|order_id| serde_json::to_vec(&seed_market_buy(*order_id, user, "AAPL", json!(1))).unwrap())
+        .map(|order_id| serde_json::to_vec(&seed_submission(*order_id, user, "AAPL", json!(1))).unwrap())
         .collect();
     let started = Instant::now();
     join_all(bodies.iter().map(|body| publish(&channel, body, FieldTable::default()))).await;

@@ -178,7 +178,7 @@ fn replace_vhost(url: &str, vhost: &str) -> String {
 }
 
 /// A MARKET BUY submission in the exact shape of seed 004 §3.2.1.
-pub fn seed_market_buy(order_id: Uuid, user_id: Uuid, symbol: &str, quantity: serde_json::Value) -> serde_json::Value {
+pub fn seed_submission(order_id: Uuid, user_id: Uuid, symbol: &str, quantity: serde_json::Value) -> serde_json::Value {
     serde_json::json!({
         "order_id": order_id,
         "user_id": user_id,
