@@ -471,6 +471,8 @@ async fn a_stream_that_breaks_an_invariant_stops_its_order_with_a_typed_error(db
         .submit(request(user, Side::Buy, OrderType::Limit, Some(dec!(100)), None))
         .await
         .unwrap();
+    // Resting below the market once accepted: its stream stops growing.
+    processing(&first, order.id).await;
     first.engine.shutdown().await;
     // Someone copies the submission onto the end of the stream behind the engine's back.
     let store = db.open(None).await;
