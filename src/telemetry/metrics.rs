@@ -66,14 +66,14 @@ pub struct Metrics {
     pub http_requests_total: IntCounterVec,
     /// Label `status`: the order status reached (PENDING, EXECUTED, …) or `rejected`.
     pub orders_total: IntCounterVec,
-    /// Labels `service` (balance, accounts), `operation` (reserve, status, …), `outcome` (ok, error, timeout).
+    /// Labels `service` (balance, accounts), `operation` (reserve, status, …), `outcome` (ok, error, unavailable; `contended` for the embedded ledger's lost races).
     pub service_client_request_duration_seconds: HistogramVec,
     pub append_duration_seconds: prometheus::Histogram,
     /// Label `projection`: events in the log the projection has not applied yet.
     pub projection_lag_events: IntGaugeVec,
     /// Label `projection`: age of the oldest event the projection has not applied yet.
     pub projection_lag_seconds: GaugeVec,
-    /// Labels `step` (reserve, deduct, release, …), `outcome` (ok, error).
+    /// Labels `step` (reserve, deduct, release, …), `outcome` (ok, error, unavailable, contended).
     pub saga_step_duration_seconds: HistogramVec,
     pub live_actors: IntGauge,
     /// Label `projection`: 1 while the projection (or the engine's reactor,
