@@ -538,13 +538,29 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         JwtVerifier::new(&jwt_config(&settings)?).context("JWT settings")?,
         InternalVerifier::new(ServiceKeys::new(settings.service_keys.clone()), Arc::new(SystemClock)),
     ));
-    let server = HttpServer::new(move || api::app(state.clone(), auth.clone(), metrics.clone()))
+    let mut server = HttpServer::new(move || api::app(state.clone(), auth.clone(), metrics.clone()))
         .bind(settings.http_addr)
         .with_context(|| format!("binding ORDER_ENGINE_HTTP_ADDR={}", settings.http_addr))?
-        // actix-web stops on SIGINT and SIGTERM: it refuses new connections and
-        // lets in-flight requests finish within this bound.
+        // In-flight requests may finish within this bound once stopping starts.
         .shutdown_timeout(settings.shutdown_timeout.as_secs())
+        // The process hears SIGINT and SIGTERM itself, so that one deadline
+        // bounds the whole stop, not only the HTTP drain.
+        .disable_signals()
         .run();
+    let shutdown_timeout = settings.shutdown_timeout;
+    let (stopping, mut stop_requested) = tokio::sync::oneshot::channel();
+    let server_handle = server.handle();
+    actix_web::rt::spawn(async move {
+        let signal = stop_signal().await;
+        let deadline = tokio::time::Instant::now() + shutdown_timeout;
+        tracing::info!(
+            signal,
+            timeout_ms = shutdown_timeout.as_millis() as u64,
+            "{signal} received; stopping within ORDER_ENGINE_SHUTDOWN_TIMEOUT"
+        );
+        let _ = stopping.send(deadline);
+        server_handle.stop(true).await;
+    });
     tracing::info!(
         backend = store.backend(),
         database = %redact_url(&settings.database_url),
@@ -554,19 +570,87 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         ready_ms = started.elapsed().as_millis() as u64,
         "order-engine ready"
     );
-    server.await.context("HTTP server")?;
+    // Whatever the database or the broker does from here, the stop ends by
+    // this deadline: each step below gets what is left of it.
+    let deadline = tokio::select! {
+        served = &mut server => {
+            served.context("HTTP server")?;
+            tokio::time::Instant::now() + shutdown_timeout
+        }
+        Ok(deadline) = &mut stop_requested => {
+            within(deadline, shutdown_timeout, "the HTTP server (draining requests)", &mut server)
+                .await
+                .context("HTTP server")?;
+            deadline
+        }
+    };
     tracing::info!("stopping: saving the reactor's checkpoint and passivating actors");
     feed.abort();
+    // The projection stops alongside the rest rather than after it.
+    let _ = stop_projections.send(true);
     if let Some(handle) = amqp {
         // The readiness closure held the only other reference; it went with the server.
         match Arc::try_unwrap(handle) {
-            Ok(handle) => handle.shutdown().await,
+            Ok(handle) => within(deadline, shutdown_timeout, "the RabbitMQ layer", handle.shutdown()).await,
             Err(_) => tracing::warn!("RabbitMQ layer still shared at shutdown; leaving it to the process exit"),
         }
     }
-    engine.shutdown().await;
-    let _ = stop_projections.send(true);
-    let _ = projection.await;
+    within(
+        deadline,
+        shutdown_timeout,
+        "the engine (reactor checkpoint, order actors)",
+        engine.shutdown(),
+    )
+    .await;
+    let _ = within(deadline, shutdown_timeout, "the orders projection", projection).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT (Ctrl-C); returns its name.
+async fn stop_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => tokio::select! {
+                _ = terminate.recv() => "SIGTERM",
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+            },
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the engine gracefully");
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}
+
+/// Runs one step of the stop before `deadline`. A step still running then
+/// (a database that never answers, a broker that never closes) ends the
+/// process with a non-zero status and a line naming the step: an operator's
+/// supervisor restarts it, and the log is the source of truth, so nothing
+/// acknowledged is lost.
+async fn within<F: std::future::Future>(
+    deadline: tokio::time::Instant,
+    timeout: std::time::Duration,
+    step: &str,
+    future: F,
+) -> F::Output {
+    match tokio::time::timeout_at(deadline, future).await {
+        Ok(output) => output,
+        Err(_) => {
+            tracing::error!(
+                step,
+                timeout_ms = timeout.as_millis() as u64,
+                "shutdown did not finish within ORDER_ENGINE_SHUTDOWN_TIMEOUT: {step} was still stopping; exiting with status 1"
+            );
+            std::process::exit(1)
+        }
+    }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use common::amqp::{producer, publish, Collector, TestBroker};
+use common::amqp::{producer, publish, seed_submission, Collector, TestBroker};
 use common::engine::{eventually, start, TestEngine};
 use common::TestDb;
 use lapin::types::{AMQPValue, FieldTable, LongString};
@@ -43,32 +43,6 @@ on_every_backend_in_actix!(
 
 const WAIT: Duration = Duration::from_secs(30);
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-
-/// A submission in the exact shape of seed 004 §3.2.1.
-fn seed_submission(order_id: Uuid, user_id: Uuid, symbol: &str, quantity: Value) -> Value {
-    json!({
-        "order_id": order_id,
-        "user_id": user_id,
-        "symbol": symbol,
-        "order_side": "BUY",
-        "order_type": "MARKET",
-        "quantity": quantity,
-        "price": null,
-        "status": "PENDING",
-        "created_at": "2025-11-04T10:00:00Z",
-        "updated_at": "2025-11-04T10:00:00Z",
-        "message_metadata": {
-            "message_id": format!("msg_{order_id}"),
-            "correlation_id": order_id,
-            "timestamp": "2025-11-04T10:00:00Z",
-            "retry_attempt": 0,
-            "priority": 5,
-            "source": "order_submission",
-            "message_type": "order_submission",
-            "processing_stage": "initial"
-        }
-    })
-}
 
 fn body(value: &Value) -> Vec<u8> {
     serde_json::to_vec(value).unwrap()

@@ -10,12 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::engine::{eventually, ledger, saga_completed, start, stream_types, FlakyBalance, TestEngine, DEMO_BALANCE};
+use common::http::spawn_app;
 use common::TestDb;
-use order_engine::balance::BalanceService;
-use order_engine::engine::{CrashPoint, EngineError, SubmitRequest};
-use order_engine::events::{EventMetadata, StreamId};
+use order_engine::balance::{Balance, BalanceError, BalanceOp, BalanceReceipt, BalanceService, ReleaseOp};
+use order_engine::engine::{CrashPoint, Engine, EngineDeps, EngineError, SubmitRequest, REACTOR_CHECKPOINT};
+use order_engine::events::{EventMetadata, NewEvent, StreamId};
 use order_engine::ledger::account::{Account, AccountState};
 use order_engine::order::{OrderRejection, OrderStatus, OrderType, Side};
+use order_engine::store::{append, read_stream_all, AppendRequest};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use uuid::Uuid;
@@ -28,6 +30,10 @@ on_every_backend_in_actix!(
     lost_replies_never_move_money_twice,
     a_crash_between_any_two_saga_steps_is_finished_by_a_fresh_engine,
     two_engines_on_one_database_execute_each_order_once,
+    a_poison_order_event_stops_the_reactor_loudly_and_fails_readiness,
+    a_stream_that_breaks_an_invariant_stops_its_order_with_a_typed_error,
+    a_contended_account_is_retried_at_once_never_on_the_ladder,
+    a_saga_out_of_local_retries_is_reported_stalled_not_dropped,
 );
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -367,4 +373,390 @@ async fn two_engines_on_one_database_execute_each_order_once(db: TestDb) {
     assert_eq!(account.reserved_total(), Decimal::ZERO);
     assert_eq!(account.available, DEMO_BALANCE - executed_value);
     assert!(account.invariants_hold());
+}
+
+/// Appends one raw event, bypassing every aggregate (as a bad migration or a hand edit would).
+async fn append_behind_the_engines_back(
+    store: &common::TestStore,
+    stream_id: StreamId,
+    expected_version: u64,
+    event: NewEvent,
+) -> order_engine::store::Appended {
+    let request = AppendRequest {
+        stream_id,
+        expected_version,
+        command_id: None,
+        events: vec![event],
+    };
+    append(store.store.as_ref(), request).await.unwrap().unwrap()
+}
+
+async fn a_poison_order_event_stops_the_reactor_loudly_and_fails_readiness(db: TestDb) {
+    // Proves an order event the reactor cannot read stops it for that order (never skipped): /health/ready answers 503 naming the event, the metric says so, the checkpoint stays below it, other orders still execute.
+    let app = spawn_app(start(db.open(None).await, None, None));
+    let order_id = Uuid::new_v4();
+    let poison_id = Uuid::new_v4();
+    let appended = append_behind_the_engines_back(
+        &app.engine.store,
+        StreamId::order(order_id),
+        0,
+        NewEvent {
+            event_id: poison_id,
+            event_type: "OrderSubmitted".into(),
+            schema_version: 1,
+            payload: serde_json::json!({ "not": "an order" }),
+            metadata: EventMetadata::default(),
+        },
+    )
+    .await;
+    let ready_url = format!("{}/health/ready", app.address);
+    eventually("readiness names the poison event", WAIT, || async {
+        let response = app.client.get(&ready_url).send().await.unwrap();
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap();
+        let failed = body["checks"]["engine.reactor"]["failed"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        status == 503
+            && failed.contains(&poison_id.to_string())
+            && failed.contains(&format!("position {}", appended.last_position))
+            && failed.contains("OrderSubmitted")
+    })
+    .await;
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("order_engine_projection_failed{projection=\"engine.reactor\"} 1"),
+        "{metrics}"
+    );
+    // Other orders keep flowing, and the checkpoint stays below the poison
+    // (it is saved every second): a restart meets it, and says so, again.
+    app.engine.market.set_price("AAPL", dec!(150.25)).unwrap();
+    let other = app
+        .engine
+        .engine
+        .submit(request(Uuid::new_v4(), Side::Buy, OrderType::Market, None, None))
+        .await
+        .unwrap();
+    assert_eq!(settled(&app.engine, other.id).await.status, OrderStatus::Executed);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let checkpoint = app
+        .engine
+        .store
+        .store
+        .load_checkpoint(REACTOR_CHECKPOINT)
+        .await
+        .unwrap();
+    assert!(
+        checkpoint < appended.last_position,
+        "checkpoint {checkpoint} passed the poison"
+    );
+}
+
+async fn a_stream_that_breaks_an_invariant_stops_its_order_with_a_typed_error(db: TestDb) {
+    // Proves a stream whose events break evolve's invariants (a second OrderSubmitted) is refused by name when folded, in every build, and the engine keeps serving other orders.
+    let first = start(db.open(None).await, None, None);
+    first.market.set_price("AAPL", dec!(150.25)).unwrap();
+    let user = Uuid::new_v4();
+    let order = first
+        .engine
+        .submit(request(user, Side::Buy, OrderType::Limit, Some(dec!(100)), None))
+        .await
+        .unwrap();
+    // Resting below the market once accepted: its stream stops growing.
+    processing(&first, order.id).await;
+    first.engine.shutdown().await;
+    // Someone copies the submission onto the end of the stream behind the engine's back.
+    let store = db.open(None).await;
+    let stream = StreamId::order(order.id);
+    let events = read_stream_all(store.store.as_ref(), &stream, 1).await.unwrap();
+    let submitted = events.iter().find(|e| e.event_type == "OrderSubmitted").unwrap();
+    append_behind_the_engines_back(
+        &store,
+        stream.clone(),
+        events.len() as u64,
+        NewEvent {
+            event_id: Uuid::new_v4(),
+            event_type: submitted.event_type.clone(),
+            schema_version: submitted.schema_version,
+            payload: submitted.payload.clone(),
+            metadata: EventMetadata::default(),
+        },
+    )
+    .await;
+    let second = start(store, None, None);
+    second.market.set_price("AAPL", dec!(150.25)).unwrap();
+    for _ in 0..2 {
+        // Folding again meets the same event again: it never folds past it.
+        let refused = second.engine.get(order.id).await;
+        let message = format!("{refused:?}");
+        assert!(refused.is_err(), "{message}");
+        assert!(message.contains("OrderSubmitted applied twice"), "{message}");
+    }
+    let other = second
+        .engine
+        .submit(request(user, Side::Buy, OrderType::Market, None, None))
+        .await
+        .unwrap();
+    assert_eq!(settled(&second, other.id).await.status, OrderStatus::Executed);
+    second.engine.shutdown().await;
+}
+
+/// How long past `ORDER_ENGINE_SHUTDOWN_TIMEOUT` the process may take to exit
+/// (its own start-up is over by then; this covers a loaded CI machine).
+const EXIT_MARGIN: Duration = Duration::from_secs(5);
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_within_its_timeout_when_the_database_is_gone() {
+    // Proves `serve` exits within ORDER_ENGINE_SHUTDOWN_TIMEOUT (plus a margin) after SIGTERM although its database was dropped under it and every retry loop is failing.
+    use sqlx::Connection;
+    use std::io::{Read, Write};
+    let test = "shutdown_ends_within_its_timeout_when_the_database_is_gone";
+    // PostgreSQL, because dropping a database fails every connection at once:
+    // the followers meet it within moments, not whenever a pooled SQLite
+    // connection happens to reopen a deleted file.
+    let Some(db) = TestDb::postgres(test).await else {
+        return;
+    };
+    let TestDb::Postgres {
+        admin_url, url, name, ..
+    } = &db
+    else {
+        unreachable!("TestDb::postgres is PostgreSQL");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log_path = dir.path().join("serve.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_order-engine"))
+        .arg("serve")
+        .env("DATABASE_URL", url)
+        .env("ORDER_ENGINE_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env(
+            "ORDER_ENGINE_SHUTDOWN_TIMEOUT",
+            format!("{}s", SHUTDOWN_TIMEOUT.as_secs()),
+        )
+        .env("RUST_LOG", "info")
+        .env_remove("AMQP_URL")
+        .env_remove("BALANCE_SERVICE_URL")
+        .env_remove("ACCOUNT_SERVICE_URL")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let logs = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let ready = |port: u16| {
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        let request = "GET /health/ready HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+        let mut answer = String::new();
+        stream.write_all(request.as_bytes()).is_ok()
+            && stream.read_to_string(&mut answer).is_ok()
+            && answer.starts_with("HTTP/1.1 200")
+    };
+    let started = std::time::Instant::now();
+    while !ready(port) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "serve never became ready:\n{}",
+            logs()
+        );
+        assert!(child.try_wait().unwrap().is_none(), "serve exited early:\n{}", logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The database goes away under the running engine (this test's own database).
+    let mut admin = sqlx::PgConnection::connect(admin_url).await.unwrap();
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    // Wait until the orders projection is in its retry loop: the loop that held the process before.
+    let dropped = std::time::Instant::now();
+    while !logs().contains("orders projection cannot read its checkpoint") {
+        assert!(
+            dropped.elapsed() < Duration::from_secs(15),
+            "the projection never met the missing database:\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let signalled = std::time::Instant::now();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let exited = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if signalled.elapsed() > SHUTDOWN_TIMEOUT + EXIT_MARGIN {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let took = signalled.elapsed();
+    if exited.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(
+        exited.is_some(),
+        "serve still running {took:?} after SIGTERM with a {SHUTDOWN_TIMEOUT:?} shutdown timeout:\n{}",
+        logs()
+    );
+    eprintln!("SHUTDOWN exited {took:?} after SIGTERM ({exited:?}); timeout {SHUTDOWN_TIMEOUT:?}");
+}
+
+/// A balance service in front of the ledger whose account loses every race
+/// for its first `contended` mutating calls (as another busy process would make it).
+struct ContendedBalance {
+    inner: Arc<order_engine::ledger::EmbeddedLedger>,
+    contended: std::sync::atomic::AtomicU32,
+    calls: std::sync::atomic::AtomicU32,
+}
+
+impl ContendedBalance {
+    fn new(inner: Arc<order_engine::ledger::EmbeddedLedger>, contended: u32) -> Self {
+        Self {
+            inner,
+            contended: std::sync::atomic::AtomicU32::new(contended),
+            calls: std::sync::atomic::AtomicU32::new(0),
+        }
+    }
+
+    fn gate(&self, user_id: Uuid) -> Result<(), BalanceError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let left = self.contended.load(Ordering::SeqCst);
+        if left == 0 {
+            return Ok(());
+        }
+        self.contended.store(left.saturating_sub(1), Ordering::SeqCst);
+        Err(BalanceError::Contended { user_id, attempts: 33 })
+    }
+}
+
+#[async_trait::async_trait]
+impl BalanceService for ContendedBalance {
+    async fn get_balance(&self, user_id: Uuid) -> Result<Balance, BalanceError> {
+        self.inner.get_balance(user_id).await
+    }
+    async fn reserve(&self, op: BalanceOp) -> Result<BalanceReceipt, BalanceError> {
+        self.gate(op.user_id)?;
+        self.inner.reserve(op).await
+    }
+    async fn deduct(&self, op: BalanceOp) -> Result<BalanceReceipt, BalanceError> {
+        self.gate(op.user_id)?;
+        self.inner.deduct(op).await
+    }
+    async fn credit(&self, op: BalanceOp) -> Result<BalanceReceipt, BalanceError> {
+        self.gate(op.user_id)?;
+        self.inner.credit(op).await
+    }
+    async fn release(&self, op: ReleaseOp) -> Result<BalanceReceipt, BalanceError> {
+        self.gate(op.user_id)?;
+        self.inner.release(op).await
+    }
+    async fn sufficient_funds(&self, user_id: Uuid, amount: Decimal) -> Result<bool, BalanceError> {
+        self.inner.sufficient_funds(user_id, amount).await
+    }
+}
+
+async fn saga_failures(t: &TestEngine, order_id: Uuid) -> Vec<String> {
+    stream_types(&t.store, &StreamId::saga(order_id))
+        .await
+        .into_iter()
+        .filter(|t| t == "StepFailed")
+        .collect()
+}
+
+async fn a_contended_account_is_retried_at_once_never_on_the_ladder(db: TestDb) {
+    // Proves a balance call that lost its races (Contended) is made again within moments with its key and never recorded as a failed step.
+    let store = db.open(None).await;
+    let contended = Arc::new(ContendedBalance::new(ledger(&store), 4));
+    let t = start(store, Some(contended.clone()), None);
+    t.market.set_price("AAPL", dec!(150.25)).unwrap();
+    let started = std::time::Instant::now();
+    let order = t
+        .engine
+        .submit(request(Uuid::new_v4(), Side::Buy, OrderType::Market, None, None))
+        .await
+        .unwrap();
+    let done = settled(&t, order.id).await;
+    assert_eq!(done.status, OrderStatus::Executed, "{:?}", done.reason);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(saga_failures(&t, order.id).await, Vec::<String>::new());
+    // Reserve four times contended, then reserve, deduct and release.
+    assert_eq!(contended.calls.load(Ordering::SeqCst), 7);
+    t.engine.shutdown().await;
+}
+
+async fn a_saga_out_of_local_retries_is_reported_stalled_not_dropped(db: TestDb) {
+    // Proves a saga whose local retries run out (an account contended without end) is named in the engine's health, its order left PENDING and nothing recorded as a balance failure.
+    let store = db.open(None).await;
+    let contended = Arc::new(ContendedBalance::new(ledger(&store), u32::MAX));
+    let mut config = common::engine::fast_config();
+    config.saga.local_retries_max = 3;
+    let clock = Arc::new(order_engine::clock::SystemClock);
+    let market = Arc::new(order_engine::market::MarketSimulator::new(
+        order_engine::market::SimulatorConfig::default(),
+        clock.clone(),
+    ));
+    market.set_price("AAPL", dec!(150.25)).unwrap();
+    let engine = Engine::start(
+        config,
+        EngineDeps {
+            store: Arc::clone(&store.store),
+            balance: contended.clone(),
+            market,
+            accounts: Arc::new(order_engine::accounts::EmbeddedAccounts),
+            clock,
+        },
+        None,
+    );
+    let order = engine
+        .submit(request(Uuid::new_v4(), Side::Buy, OrderType::Market, None, None))
+        .await
+        .unwrap();
+    eventually("the saga reported stalled", WAIT, || async {
+        engine.health().sagas_stalled == 1
+    })
+    .await;
+    let health = engine.health();
+    assert_eq!(health.stalled_examples[0].0, order.id);
+    assert!(health.stalled_examples[0].1.contains("contended"), "{health:?}");
+    assert!(health.reactor_failed.is_none());
+    // The first call and one per local retry: bounded, then it stops.
+    assert_eq!(contended.calls.load(Ordering::SeqCst), 4);
+    assert_eq!(
+        engine.get(order.id).await.unwrap().map(|o| o.status),
+        Some(OrderStatus::Pending)
+    );
+    let failures: Vec<_> = read_stream_all(store.store.as_ref(), &StreamId::saga(order.id), 1)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event_type == "StepFailed")
+        .collect();
+    assert!(failures.is_empty(), "{failures:?}");
+    engine.shutdown().await;
 }

@@ -1,6 +1,8 @@
 //! Liveness and readiness. Live: the process answers. Ready: the database
-//! answers, the read model is running and within its lag bound, and the
-//! broker is connected when one is configured.
+//! answers, the read model is running and within its lag bound, the engine's
+//! reactor is running (not stopped on an event it cannot read), and the
+//! broker is connected when one is configured. Stalled sagas are reported,
+//! not failed on: the instance still serves, and a restart resumes them.
 
 use actix_web::{web, HttpResponse};
 use serde_json::json;
@@ -37,6 +39,20 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
             "lag_seconds": projection.lag_seconds,
             "failed": projection.failed,
         },
+    });
+    let engine = state.engine.health();
+    ready &= engine.reactor_failed.is_none();
+    checks["engine.reactor"] = json!({
+        "status": if engine.reactor_failed.is_none() { "ok" } else { "failed" },
+        "failed": engine.reactor_failed,
+    });
+    checks["engine.sagas"] = json!({
+        "stalled": engine.sagas_stalled,
+        "stalled_orders": engine
+            .stalled_examples
+            .iter()
+            .map(|(order_id, reason)| json!({ "order_id": order_id, "reason": reason }))
+            .collect::<Vec<_>>(),
     });
     if let Some(connected) = &state.broker_connected {
         let up = connected();
@@ -75,5 +91,14 @@ pub async fn metrics(
         .projection_failed
         .with_label_values(&[name])
         .set(i64::from(projection.failed.is_some()));
+    // The reactor follows the log as a projection does, and stops as one does.
+    let engine = state.engine.health();
+    metrics
+        .projection_failed
+        .with_label_values(&[crate::engine::REACTOR_CHECKPOINT])
+        .set(i64::from(engine.reactor_failed.is_some()));
+    metrics
+        .sagas_stalled
+        .set(i64::try_from(engine.sagas_stalled).unwrap_or(i64::MAX));
     crate::telemetry::metrics::metrics_endpoint(metrics).await
 }

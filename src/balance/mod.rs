@@ -71,12 +71,18 @@ pub enum BalanceError {
     /// Transient: timeout, connection failure, 5xx, or the circuit breaker is open.
     #[error("balance service unavailable: {0}")]
     Unavailable(String),
+    /// Transient and local: the embedded ledger kept losing the optimistic
+    /// race for the account's stream to other writers (its bounded, backed-off
+    /// retries ran out). Nothing is wrong with the service: the caller tries
+    /// again within moments with the same key, never on the failure ladder.
+    #[error("account {user_id} is contended: {attempts} appends in a row lost the race to other writers")]
+    Contended { user_id: Uuid, attempts: u32 },
 }
 
 impl BalanceError {
     /// Whether the same call (same key) may succeed later.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unavailable(_))
+        matches!(self, Self::Unavailable(_) | Self::Contended { .. })
     }
 }
 

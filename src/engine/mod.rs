@@ -4,6 +4,7 @@
 //! Must be started inside an actix system (order actors live on its arbiter).
 
 mod crash;
+mod health;
 mod matching;
 mod reactor;
 mod saga_runner;
@@ -15,9 +16,10 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 pub use crash::{CrashPoint, Halted};
+pub use health::{EngineHealth, EngineHealthSnapshot, STALLED_SAGAS_LISTED_MAX};
 pub use matching::{on_price, MatchAction, WorkingOrder};
 pub use reactor::REACTOR_CHECKPOINT;
-pub use saga_runner::{SagaConfig, ENGINE_NAMESPACE};
+pub use saga_runner::{SagaConfig, ENGINE_NAMESPACE, LOCAL_RETRIES_MAX};
 
 use crate::accounts::{AccountError, Accounts};
 use crate::actors::{ActorConfig, ActorError, ExecuteCommand, OrderRegistry};
@@ -90,12 +92,14 @@ pub struct Engine {
     registry: OrderRegistry,
     shutdown: watch::Sender<bool>,
     reactor: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    health: Arc<EngineHealth>,
 }
 
 impl Engine {
     /// Starts the actors' registry and the reactor; returns at once.
     pub fn start(config: EngineConfig, deps: EngineDeps, crash: Option<Arc<CrashPoint>>) -> Self {
         let registry = OrderRegistry::new(Arc::clone(&deps.store), config.actors.clone());
+        let health = Arc::new(EngineHealth::default());
         let ctx = Arc::new(SagaContext {
             store: Arc::clone(&deps.store),
             registry: registry.clone(),
@@ -103,6 +107,7 @@ impl Engine {
             clock: Arc::clone(&deps.clock),
             config: config.saga.clone(),
             crash,
+            health: Arc::clone(&health),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let reactor = tokio::spawn(Reactor::run(ctx, Arc::clone(&deps.market), shutdown_rx));
@@ -111,7 +116,13 @@ impl Engine {
             registry,
             shutdown,
             reactor: std::sync::Mutex::new(Some(reactor)),
+            health,
         }
+    }
+
+    /// The reactor stopped on an event, and sagas that ran out of local retries.
+    pub fn health(&self) -> EngineHealthSnapshot {
+        self.health.snapshot()
     }
 
     pub fn registry(&self) -> &OrderRegistry {

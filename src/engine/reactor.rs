@@ -6,6 +6,13 @@
 //! whose saga has not completed. After a restart it replays from there, which
 //! rebuilds every open saga and working order; replayed reactions are absorbed
 //! by idempotency (derived command ids, balance keys).
+//!
+//! An order event it cannot read stops it for that order, loudly, as a
+//! projection stops: skipping one would leave its order PENDING with no saga
+//! and nobody told. The event is named in the log, in `/health/ready` (503)
+//! and in the metrics; the checkpoint never passes it, so every restart meets
+//! it again; nothing later in that order's stream is reacted to. Other orders
+//! keep flowing: one bad row must not halt every order's saga and matching.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -20,8 +27,9 @@ use crate::actors::{ActorError, ExecuteCommand};
 use crate::events::{decode, EventMetadata, RecordedEvent};
 use crate::market::{MarketData, Tick};
 use crate::order::{ExecuteOrder, FailOrder, OrderCommand, OrderEvent, OrderSubmitted, TriggerOrder};
-use crate::projections::LogTail;
+use crate::projections::{describe_poison, LogTail};
 use crate::saga::{reserve_amount, ObservedOrder};
+use crate::store::StoreError;
 
 /// The checkpoint name of the reactor.
 pub const REACTOR_CHECKPOINT: &str = "engine.reactor";
@@ -29,6 +37,10 @@ pub const REACTOR_CHECKPOINT: &str = "engine.reactor";
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// A fill or trigger sent this long ago without an answer may be sent again.
 const MATCH_RESEND_AFTER: Duration = Duration::from_secs(5);
+/// Wait before reading the log again after the database failed under the
+/// reactor. A follower retries transient failures for as long as the engine
+/// runs (readiness reports the database meanwhile), always hearing shutdown.
+const READ_RETRY_DELAY: Duration = Duration::from_secs(1);
 
 struct SagaSlot {
     inbox: mpsc::Sender<SagaInput>,
@@ -50,6 +62,11 @@ pub(crate) struct Reactor {
     by_symbol: HashMap<String, HashSet<Uuid>>,
     in_flight: HashMap<Uuid, std::time::Instant>,
     match_done_tx: mpsc::UnboundedSender<Uuid>,
+    /// Orders whose stream holds an event the reactor could not read: it
+    /// reacts to nothing more of theirs.
+    poisoned: HashSet<Uuid>,
+    /// The first such event's position: the checkpoint stays below it.
+    first_poison: Option<u64>,
 }
 
 impl Reactor {
@@ -83,6 +100,8 @@ impl Reactor {
             by_symbol: HashMap::new(),
             in_flight: HashMap::new(),
             match_done_tx,
+            poisoned: HashSet::new(),
+            first_poison: None,
         };
         let mut tail = LogTail::new(Arc::clone(&ctx.store), start);
         let mut saved = start;
@@ -96,12 +115,31 @@ impl Reactor {
                 batch = tail.next_batch(), if reactor.sagas.len() < ctx.config.active_max => match batch {
                     Ok(batch) => {
                         for event in &batch {
-                            reactor.route(event).await;
+                            if let Err(reason) = reactor.route(event).await {
+                                tracing::error!(
+                                    checkpoint = REACTOR_CHECKPOINT,
+                                    %reason,
+                                    "reactor stopped on a poison event; its order gets no reaction until it is repaired"
+                                );
+                                reactor.first_poison.get_or_insert(event.global_position);
+                                ctx.health.reactor_stopped(reason);
+                            }
                         }
                     }
+                    Err(error @ StoreError::Corrupt { .. }) => {
+                        // A hole in the log or an unreadable row: no retry reads past it.
+                        let reason = format!("the log cannot be read past position {}: {error}", tail.position());
+                        tracing::error!(checkpoint = REACTOR_CHECKPOINT, %reason, "reactor stopped");
+                        ctx.health.reactor_stopped(reason);
+                        return;
+                    }
                     Err(error) => {
+                        // Anything else may pass (a restart, a timeout under load): retry, hearing shutdown.
                         tracing::error!(%error, "reactor cannot read the log; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        tokio::select! {
+                            _ = shutdown.changed() => break,
+                            () = tokio::time::sleep(READ_RETRY_DELAY) => {}
+                        }
                     }
                 },
                 tick = ticks.recv() => match tick {
@@ -134,13 +172,17 @@ impl Reactor {
     }
 
     fn low_water_mark(&self, tail_position: u64) -> u64 {
-        match self.open_since.keys().next() {
+        let open = match self.open_since.keys().next() {
             Some(oldest) => oldest.saturating_sub(1),
             None => tail_position,
-        }
+        };
+        // Never past a poison event: a restart must meet it, and say so, again.
+        self.first_poison
+            .map_or(open, |position| open.min(position.saturating_sub(1)))
     }
 
-    async fn route(&mut self, recorded: &RecordedEvent) {
+    /// Reacts to one event; Err names an order event that cannot be reacted to.
+    async fn route(&mut self, recorded: &RecordedEvent) -> Result<(), String> {
         match recorded.stream_id.category() {
             "order" => {}
             "saga" => {
@@ -151,19 +193,27 @@ impl Reactor {
                         }
                     }
                 }
-                return;
+                return Ok(());
             }
-            _ => return,
+            _ => return Ok(()),
+        }
+        let Some(order_id) = recorded.stream_id.uuid_in("order") else {
+            return Err(describe_poison(
+                recorded,
+                "reacted to",
+                "its stream is not order-<uuid>",
+            ));
+        };
+        if self.poisoned.contains(&order_id) {
+            return Ok(());
         }
         let event: OrderEvent = match decode(recorded) {
             Ok(event) => event,
             Err(error) => {
-                tracing::error!(position = recorded.global_position, %error, "reactor skips an order event it cannot read");
-                return;
+                self.poisoned.insert(order_id);
+                self.forget_working(order_id);
+                return Err(describe_poison(recorded, "reacted to", &error.to_string()));
             }
-        };
-        let Some(order_id) = recorded.stream_id.uuid_in("order") else {
-            return;
         };
         let observed = match &event {
             OrderEvent::OrderSubmitted(submitted) => {
@@ -177,7 +227,7 @@ impl Reactor {
                     reserve_amount: reserve_amount(submitted, self.ctx.config.market_buffer_bps),
                 };
                 self.tell_saga(order_id, input).await;
-                return;
+                return Ok(());
             }
             OrderEvent::OrderAccepted(accepted) => {
                 if let Some(submitted) = self.submitted.get(&order_id) {
@@ -189,7 +239,7 @@ impl Reactor {
                     self.working.insert(order_id, working);
                     self.match_now(order_id).await;
                 }
-                return;
+                return Ok(());
             }
             OrderEvent::OrderTriggered(_) => {
                 if let Some(working) = self.working.get_mut(&order_id) {
@@ -197,7 +247,7 @@ impl Reactor {
                 }
                 self.in_flight.remove(&order_id);
                 self.match_now(order_id).await;
-                return;
+                return Ok(());
             }
             OrderEvent::OrderExecuted(e) => ObservedOrder::Executed {
                 total_value: e.total_value,
@@ -218,6 +268,7 @@ impl Reactor {
             },
         )
         .await;
+        Ok(())
     }
 
     fn forget_working(&mut self, order_id: Uuid) {

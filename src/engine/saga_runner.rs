@@ -1,14 +1,22 @@
 //! The shell around the saga core: loads a saga from its stream, records
 //! what happened, performs what `next_actions` asks (balance calls, commands
 //! to the order), and waits for the ladder's next rung.
+//!
+//! Two kinds of retry, never mixed: the balance service failing climbs the
+//! seed's ladder (recorded in the saga's stream); the engine's own trouble
+//! (the log, the order's actor, a ledger account contended by lost races)
+//! is retried here within seconds, a bounded number of times in a row, and
+//! past the bound the saga is reported stalled, loudly, never dropped.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::crash::{CrashPoint, Halted};
+use super::health::EngineHealth;
 use crate::actors::{ActorError, ExecuteCommand, OrderRegistry};
 use crate::aggregate::Aggregate;
 use crate::balance::{BalanceError, BalanceOp, BalanceReceipt, BalanceService, ReleaseOp};
@@ -23,9 +31,15 @@ use crate::store::{append, fold_stream, AppendRequest, EventStore, FoldError, St
 /// Namespace of every id the engine derives from a name (command ids, event ids).
 pub const ENGINE_NAMESPACE: Uuid = Uuid::from_u128(0x6f72_6465_722d_656e_6769_6e65_0000_0001);
 
-/// How long a saga waits before retrying an infrastructure failure of its own
-/// (the log or the order actor unavailable), as opposed to the balance ladder.
-const LOCAL_RETRY_DELAY: Duration = Duration::from_millis(500);
+/// The first pause before retrying a failure of the engine's own (the log or
+/// the order's actor unavailable, the ledger's account contended), as opposed
+/// to the balance ladder; it doubles, jittered, up to the maximum.
+const LOCAL_RETRY_DELAY_MIN: Duration = Duration::from_millis(50);
+const LOCAL_RETRY_DELAY_MAX: Duration = Duration::from_secs(30);
+/// Local retries in a row before a saga task gives up and reports the saga
+/// stalled: with the pauses above, about six minutes, longer than a database
+/// restart and short enough that an operator hears of a real outage.
+pub const LOCAL_RETRIES_MAX: u32 = 20;
 
 #[derive(Debug, Clone)]
 pub struct SagaConfig {
@@ -37,7 +51,11 @@ pub struct SagaConfig {
     pub inbox_capacity: usize,
     /// Sagas with a task at once; past it the reactor stops reading the log.
     pub active_max: usize,
+    /// Lost races on the saga's own stream (another process drives it too)
+    /// before one record gives up; it is then a local retry like any other.
     pub conflict_retries_max: u32,
+    /// Local failures in a row before a saga is reported stalled.
+    pub local_retries_max: u32,
 }
 
 impl Default for SagaConfig {
@@ -48,6 +66,7 @@ impl Default for SagaConfig {
             inbox_capacity: 16,
             active_max: 10_000,
             conflict_retries_max: 10,
+            local_retries_max: LOCAL_RETRIES_MAX,
         }
     }
 }
@@ -73,6 +92,7 @@ pub(crate) struct SagaContext {
     pub clock: Arc<dyn Clock>,
     pub config: SagaConfig,
     pub crash: Option<Arc<CrashPoint>>,
+    pub health: Arc<EngineHealth>,
 }
 
 impl SagaContext {
@@ -100,6 +120,20 @@ pub(crate) enum RunError {
     Unreadable { order_id: Uuid, reason: String },
     #[error("saga of order {0}: other writers kept appending")]
     Contended(Uuid),
+    /// The ledger lost its bounded races for the account: called again soon
+    /// with the same key, never recorded as a failure of the balance service.
+    #[error("saga of order {order_id}, step {step}: {error}")]
+    BalanceContended {
+        order_id: Uuid,
+        step: Step,
+        error: BalanceError,
+    },
+    #[error("saga of order {order_id}: the order could not take its {what}: {error}")]
+    Order {
+        order_id: Uuid,
+        what: String,
+        error: ActorError,
+    },
 }
 
 enum Idle {
@@ -258,6 +292,15 @@ impl SagaRun {
                         ctx.after_effect();
                         let outcome = match result {
                             Ok(receipt) => StepOutcome::Succeeded { amount: receipt.amount },
+                            // Not an outcome: the call did nothing, and the attempt
+                            // stays in flight to be made again with its key.
+                            Err(error @ BalanceError::Contended { .. }) => {
+                                return Err(RunError::BalanceContended {
+                                    order_id: self.order_id,
+                                    step,
+                                    error,
+                                });
+                            }
                             Err(error) => {
                                 tracing::warn!(order_id = %self.order_id, %step, attempt, %error, "balance call failed");
                                 StepOutcome::Failed {
@@ -281,17 +324,13 @@ impl SagaRun {
                             reserved_amount,
                             accepted_at: now,
                         });
-                        self.accept_sent = self.send_order(ctx, command, "accept").await?;
-                        if !self.accept_sent {
-                            wake = Some(now + local_retry_delay());
-                        }
+                        self.send_order(ctx, command, "accept").await?;
+                        self.accept_sent = true;
                     }
                     Action::FailOrder { reason } if !self.fail_sent => {
                         let command = OrderCommand::Fail(FailOrder { reason, failed_at: now });
-                        self.fail_sent = self.send_order(ctx, command, "fail").await?;
-                        if !self.fail_sent {
-                            wake = Some(now + local_retry_delay());
-                        }
+                        self.send_order(ctx, command, "fail").await?;
+                        self.fail_sent = true;
                     }
                     Action::AcceptOrder { .. } | Action::FailOrder { .. } => {}
                     Action::Complete => {
@@ -346,9 +385,9 @@ impl SagaRun {
         result
     }
 
-    /// Sends a command to the order; Ok(true) when it was handled (or refused for
-    /// good: the order moved on), Ok(false) when it should be sent again later.
-    async fn send_order(&self, ctx: &SagaContext, command: OrderCommand, what: &str) -> Result<bool, RunError> {
+    /// Sends a command to the order; Ok when it was handled (or refused for
+    /// good: the order moved on), an error when it must be sent again later.
+    async fn send_order(&self, ctx: &SagaContext, command: OrderCommand, what: &str) -> Result<(), RunError> {
         ctx.before_effect()?;
         let message = ExecuteCommand {
             command,
@@ -364,27 +403,82 @@ impl SagaRun {
         let result = ctx.registry.execute(self.order_id, message).await;
         ctx.after_effect();
         match result {
-            Ok(_) => Ok(true),
+            Ok(_) => Ok(()),
             Err(ActorError::Rejected(rejection)) => {
                 tracing::debug!(order_id = %self.order_id, %rejection, "order refused the saga's {what}");
-                Ok(true)
+                Ok(())
             }
-            Err(error) if error.is_transient() => Ok(false),
-            Err(error) => {
-                tracing::error!(order_id = %self.order_id, %error, "order could not take the saga's {what}");
-                Ok(false)
-            }
+            Err(error) => Err(RunError::Order {
+                order_id: self.order_id,
+                what: what.to_owned(),
+                error,
+            }),
         }
     }
 }
 
-fn local_retry_delay() -> chrono::Duration {
-    chrono::Duration::from_std(LOCAL_RETRY_DELAY).unwrap_or_else(|_| chrono::Duration::seconds(1))
+/// The budget of local retries in a row, and the pause before each.
+struct LocalRetry {
+    pauses: ExponentialBackoff,
+    used: u32,
+    max: u32,
+}
+
+impl LocalRetry {
+    fn new(config: &SagaConfig) -> Self {
+        Self {
+            pauses: Self::pauses(),
+            used: 0,
+            max: config.local_retries_max,
+        }
+    }
+
+    fn pauses() -> ExponentialBackoff {
+        ExponentialBuilder::new()
+            .with_min_delay(LOCAL_RETRY_DELAY_MIN)
+            .with_max_delay(LOCAL_RETRY_DELAY_MAX)
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times()
+            .build()
+    }
+
+    /// The pause before the next try, or None when the budget is spent.
+    fn pause(&mut self) -> Option<Duration> {
+        if self.used >= self.max {
+            return None;
+        }
+        self.used += 1;
+        Some(self.pauses.next().unwrap_or(LOCAL_RETRY_DELAY_MAX))
+    }
+
+    /// A step went through: the next failure starts a fresh budget.
+    fn reset(&mut self) {
+        if self.used > 0 {
+            self.used = 0;
+            self.pauses = Self::pauses();
+        }
+    }
+}
+
+/// Reports a saga whose local retries ran out: loud in the log, visible in
+/// health and metrics. Its order stays open in the reactor's low-water mark,
+/// so a restarted engine resumes it, and so does the order's next event.
+fn stall(ctx: &SagaContext, order_id: Uuid, error: &RunError) {
+    tracing::error!(
+        %order_id,
+        %error,
+        retries = ctx.config.local_retries_max,
+        "saga stalled: its local retries ran out; it resumes when the engine restarts or its order moves"
+    );
+    ctx.health.saga_stalled(order_id, error.to_string());
 }
 
 /// One saga's task: applies inputs and drives the saga until it completes or
 /// has nothing to do but wait for its order (then it ends; a later input
-/// starts a new task that reloads from the stream).
+/// starts a new task that reloads from the stream). Local failures are
+/// retried with growing pauses; past `local_retries_max` in a row the task
+/// reports the saga stalled and ends.
 pub(crate) async fn saga_task(
     ctx: Arc<SagaContext>,
     order_id: Uuid,
@@ -392,16 +486,26 @@ pub(crate) async fn saga_task(
     mut inbox: mpsc::Receiver<SagaInput>,
     done: mpsc::UnboundedSender<(Uuid, u64)>,
 ) {
+    let mut retry = LocalRetry::new(&ctx.config);
+    // The reactor frees this task's slot on every way out but a halt.
+    let give_up = |error: &RunError| {
+        stall(&ctx, order_id, error);
+        let _ = done.send((order_id, generation));
+    };
     let mut run = loop {
         match SagaRun::load(&ctx, order_id).await {
             Ok(run) => break run,
             Err(RunError::Halted(_)) => return,
-            Err(error) => {
-                tracing::warn!(%order_id, %error, "cannot load saga; retrying");
-                tokio::time::sleep(LOCAL_RETRY_DELAY).await;
-            }
+            Err(error) => match retry.pause() {
+                Some(pause) => {
+                    tracing::warn!(%order_id, %error, pause_ms = pause.as_millis() as u64, "cannot load saga; retrying");
+                    tokio::time::sleep(pause).await;
+                }
+                None => return give_up(&error),
+            },
         }
     };
+    retry.reset();
     let mut announced_idle = false;
     // Closed once the reactor forgot this task; pending timers still run out.
     let mut inbox_open = true;
@@ -409,8 +513,10 @@ pub(crate) async fn saga_task(
         while inbox_open {
             match inbox.try_recv() {
                 Ok(input) => {
-                    if let Err(error) = apply_with_retry(&ctx, &mut run, input).await {
-                        tracing::debug!(%order_id, %error, "saga task stops");
+                    if let Err(error) = apply_with_retry(&ctx, &mut run, input, &mut retry).await {
+                        if !matches!(error, RunError::Halted(_)) {
+                            give_up(&error);
+                        }
                         return;
                     }
                 }
@@ -420,15 +526,26 @@ pub(crate) async fn saga_task(
         }
         let wake = match run.drive(&ctx).await {
             Ok(Idle::Completed) => {
+                ctx.health.saga_moving(order_id);
                 let _ = done.send((order_id, generation));
                 return;
             }
-            Ok(Idle::Waiting { wake }) => wake,
-            Err(RunError::Halted(_)) => return,
-            Err(error) => {
-                tracing::warn!(%order_id, %error, "saga step failed; retrying");
-                Some(ctx.clock.now() + local_retry_delay())
+            Ok(Idle::Waiting { wake }) => {
+                retry.reset();
+                ctx.health.saga_moving(order_id);
+                wake
             }
+            Err(RunError::Halted(_)) => return,
+            Err(error) => match retry.pause() {
+                Some(pause) => {
+                    tracing::warn!(%order_id, %error, pause_ms = pause.as_millis() as u64, "saga step failed; retrying");
+                    Some(
+                        ctx.clock.now()
+                            + chrono::Duration::from_std(pause).unwrap_or_else(|_| chrono::Duration::seconds(30)),
+                    )
+                }
+                None => return give_up(&error),
+            },
         };
         let input = match (wake, inbox_open) {
             (Some(at), open) => {
@@ -456,8 +573,10 @@ pub(crate) async fn saga_task(
         };
         match input {
             Some(input) => {
-                if let Err(error) = apply_with_retry(&ctx, &mut run, input).await {
-                    tracing::debug!(%order_id, %error, "saga task stops");
+                if let Err(error) = apply_with_retry(&ctx, &mut run, input, &mut retry).await {
+                    if !matches!(error, RunError::Halted(_)) {
+                        give_up(&error);
+                    }
                     return;
                 }
             }
@@ -466,15 +585,27 @@ pub(crate) async fn saga_task(
     }
 }
 
-async fn apply_with_retry(ctx: &SagaContext, run: &mut SagaRun, input: SagaInput) -> Result<(), RunError> {
+/// Records one input, retrying local failures within the task's budget.
+async fn apply_with_retry(
+    ctx: &SagaContext,
+    run: &mut SagaRun,
+    input: SagaInput,
+    retry: &mut LocalRetry,
+) -> Result<(), RunError> {
     loop {
         match run.apply(ctx, input.clone()).await {
-            Ok(()) => return Ok(()),
-            Err(RunError::Halted(h)) => return Err(RunError::Halted(h)),
-            Err(error) => {
-                tracing::warn!(order_id = %run.order_id, %error, "cannot record saga input; retrying");
-                tokio::time::sleep(LOCAL_RETRY_DELAY).await;
+            Ok(()) => {
+                retry.reset();
+                return Ok(());
             }
+            Err(RunError::Halted(h)) => return Err(RunError::Halted(h)),
+            Err(error) => match retry.pause() {
+                Some(pause) => {
+                    tracing::warn!(order_id = %run.order_id, %error, pause_ms = pause.as_millis() as u64, "cannot record saga input; retrying");
+                    tokio::time::sleep(pause).await;
+                }
+                None => return Err(error),
+            },
         }
     }
 }

@@ -9,8 +9,10 @@ pub mod account;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use backon::{BackoffBuilder, ExponentialBuilder};
 use rust_decimal::Decimal;
 use uuid::{uuid, Uuid};
 
@@ -35,7 +37,9 @@ pub struct LedgerConfig {
     /// Deposited into every account when it is first used; zero opens it empty.
     pub demo_balance: Decimal,
     /// How many times one call reloads and decides again after losing a race
-    /// for the account's stream version, before answering `Unavailable`.
+    /// for the account's stream version (each after a jittered, growing
+    /// pause), before answering `Contended`. Within one process calls on an
+    /// account take turns and never race; these races are with other processes.
     pub conflict_retries_max: u32,
 }
 
@@ -43,10 +47,24 @@ impl Default for LedgerConfig {
     fn default() -> Self {
         Self {
             demo_balance: Decimal::new(10_000, 0),
-            conflict_retries_max: 32,
+            conflict_retries_max: CONFLICT_RETRIES_MAX,
         }
     }
 }
+
+/// Default bound on lost races per call: with the pauses below, about five
+/// seconds of another process writing the same account without a pause.
+pub const CONFLICT_RETRIES_MAX: u32 = 32;
+/// The first pause after a lost race; it doubles up to the maximum, and each
+/// is jittered so that two processes that collided do not collide again in step.
+const CONFLICT_BACKOFF_MIN: Duration = Duration::from_millis(2);
+const CONFLICT_BACKOFF_MAX: Duration = Duration::from_millis(200);
+
+/// Stripes of the in-process write lock: calls on one account take turns
+/// (they would otherwise race for the same stream version and all but one
+/// lose), while calls on different accounts rarely share a stripe. A fixed
+/// array: bounded memory, nothing to evict.
+const ACCOUNT_WRITE_STRIPES: usize = 1_024;
 
 /// Accounts whose folded state is kept between calls; past it the cache is
 /// emptied (cheaper than LRU bookkeeping; a miss costs one full read).
@@ -61,6 +79,8 @@ pub struct EmbeddedLedger {
     /// so each call reads only the events after the cached version; the log is
     /// append-only, so a cached state is never wrong, only possibly behind.
     accounts: Mutex<HashMap<Uuid, Loaded>>,
+    /// Held from load to append by each mutating call, by account stripe.
+    writers: Box<[tokio::sync::Mutex<()>]>,
 }
 
 /// An account as folded from its stream, with the version it was read at.
@@ -77,7 +97,16 @@ impl EmbeddedLedger {
             clock,
             config,
             accounts: Mutex::new(HashMap::new()),
+            writers: (0..ACCOUNT_WRITE_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
         }
+    }
+
+    fn writer(&self, user_id: Uuid) -> &tokio::sync::Mutex<()> {
+        // UUIDs' low bits are random (v4 and v7 alike): a fair spread over stripes.
+        let stripe = (user_id.as_u128() % ACCOUNT_WRITE_STRIPES as u128) as usize;
+        &self.writers[stripe]
     }
 
     pub fn config(&self) -> &LedgerConfig {
@@ -162,7 +191,9 @@ impl EmbeddedLedger {
     }
 
     /// Load, decide, append at the loaded version; reload and decide again when
-    /// another writer got there first. Answers from the key's receipt.
+    /// another process got there first, after a jittered pause, a bounded
+    /// number of times. Answers from the key's receipt. A lost race is never
+    /// reported as the service being unavailable: it is `Contended`.
     async fn execute(
         &self,
         user_id: Uuid,
@@ -176,6 +207,14 @@ impl EmbeddedLedger {
             .to_owned();
         let stream_id = StreamId::account(user_id);
         let command_id = Uuid::new_v5(&LEDGER_NAMESPACE, key.as_bytes());
+        let _turn = self.writer(user_id).lock().await;
+        let mut pauses = ExponentialBuilder::new()
+            .with_min_delay(CONFLICT_BACKOFF_MIN)
+            .with_max_delay(CONFLICT_BACKOFF_MAX)
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times()
+            .build();
         let mut conflicts = 0_u32;
         loop {
             let Loaded { state, version } = self.load(user_id).await?;
@@ -211,12 +250,15 @@ impl EmbeddedLedger {
                 Err(conflict) => {
                     conflicts += 1;
                     if conflicts > self.config.conflict_retries_max {
-                        // Transient by nature: the saga retries later with the same key.
-                        return Err(BalanceError::Unavailable(format!(
-                            "account {user_id} is too contended: {conflicts} lost races ({conflict})"
-                        )));
+                        tracing::warn!(%user_id, %key, conflicts, %conflict, "ledger gave up on a contended account");
+                        return Err(BalanceError::Contended {
+                            user_id,
+                            attempts: conflicts,
+                        });
                     }
-                    tracing::debug!(%user_id, %key, conflicts, "ledger append lost a race; reloading");
+                    let pause = pauses.next().unwrap_or(CONFLICT_BACKOFF_MAX);
+                    tracing::debug!(%user_id, %key, conflicts, pause_ms = pause.as_millis() as u64, "ledger append lost a race; reloading");
+                    tokio::time::sleep(pause).await;
                 }
             }
         }

@@ -21,7 +21,7 @@ pub use event::{
     OrderAccepted, OrderCancelled, OrderEvent, OrderExecuted, OrderFailed, OrderSubmitted, OrderTriggered,
 };
 pub use rejection::OrderRejection;
-pub use state::{evolve, Execution, Order, OrderState};
+pub use state::{evolve, try_evolve, Execution, Order, OrderState};
 pub use types::{
     check_positive_amount, AmountError, OrderStatus, OrderType, Side, Symbol, SymbolError, DECIMAL_INTEGER_DIGITS_MAX,
     DECIMAL_SCALE_MAX, SYMBOL_LEN_MAX,
@@ -41,7 +41,7 @@ impl crate::aggregate::Aggregate for OrderAggregate {
         decide(state, command)
     }
 
-    fn evolve(state: OrderState, event: &OrderEvent) -> OrderState {
-        evolve(state, event)
+    fn try_evolve(state: OrderState, event: &OrderEvent) -> Result<OrderState, crate::aggregate::InvariantViolation> {
+        try_evolve(state, event)
     }
 }

@@ -1,7 +1,8 @@
 //! The order as folded from its events, and `evolve`.
 //!
-//! Pure: no I/O, no clock. `evolve` trusts its input (events come from
-//! `decide` or a log written by it) and checks what must hold in debug builds.
+//! Pure: no I/O, no clock. `try_evolve` checks what must hold in every build
+//! (an event only after a submission, nothing after a final status, no
+//! negative reservation) and names the broken rule instead of folding past it.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -9,6 +10,8 @@ use uuid::Uuid;
 
 use super::event::OrderEvent;
 use super::types::{OrderStatus, OrderType, Side, Symbol};
+use crate::aggregate::{ensure, InvariantViolation};
+use crate::events::EventFamily;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Execution {
@@ -74,10 +77,16 @@ impl OrderState {
     }
 }
 
+/// Applies an event `decide` produced; panics on a broken invariant (a bug in this core).
 pub fn evolve(state: OrderState, event: &OrderEvent) -> OrderState {
+    <super::OrderAggregate as crate::aggregate::Aggregate>::evolve(state, event)
+}
+
+/// Applies one event, or names the invariant it breaks.
+pub fn try_evolve(state: OrderState, event: &OrderEvent) -> Result<OrderState, InvariantViolation> {
     let mut order = match (state, event) {
         (OrderState::Empty, OrderEvent::OrderSubmitted(e)) => {
-            return OrderState::Placed(Box::new(Order {
+            return Ok(OrderState::Placed(Box::new(Order {
                 id: e.order_id,
                 user_id: e.user_id,
                 symbol: e.symbol.clone(),
@@ -95,22 +104,30 @@ pub fn evolve(state: OrderState, event: &OrderEvent) -> OrderState {
                 updated_at: e.submitted_at,
                 execution: None,
                 reason: None,
-            }))
+            })))
         }
         (OrderState::Placed(order), _) => order,
         (OrderState::Empty, other) => {
-            debug_assert!(false, "{other:?} applied to an order that was never submitted");
-            return OrderState::Empty;
+            return Err(InvariantViolation(format!(
+                "{} applied to an order that was never submitted",
+                other.event_type()
+            )));
         }
     };
-    debug_assert!(
-        !order.status.is_terminal(),
-        "{event:?} applied after the final status {}",
-        order.status
-    );
+    ensure(!order.status.is_terminal(), || {
+        format!(
+            "{} applied to order {} after its final status {}",
+            event.event_type(),
+            order.id,
+            order.status
+        )
+    })?;
     match event {
         OrderEvent::OrderSubmitted(_) => {
-            debug_assert!(false, "OrderSubmitted applied twice to order {}", order.id);
+            return Err(InvariantViolation(format!(
+                "OrderSubmitted applied twice to order {}",
+                order.id
+            )));
         }
         OrderEvent::OrderAccepted(e) => {
             order.status = OrderStatus::Processing;
@@ -138,10 +155,8 @@ pub fn evolve(state: OrderState, event: &OrderEvent) -> OrderState {
         }
     }
     order.updated_at = event.at();
-    debug_assert!(
-        order.reserved_amount >= Decimal::ZERO,
-        "negative reservation on order {}",
-        order.id
-    );
-    OrderState::Placed(order)
+    ensure(order.reserved_amount >= Decimal::ZERO, || {
+        format!("negative reservation {} on order {}", order.reserved_amount, order.id)
+    })?;
+    Ok(OrderState::Placed(order))
 }

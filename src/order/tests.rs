@@ -520,3 +520,28 @@ fn rejections_read_as_instructions() {
     .to_string();
     assert_eq!(message, "a STOP_LIMIT order needs a stop_price");
 }
+
+#[test]
+fn try_evolve_names_an_event_after_the_final_status_in_every_build() {
+    // Proves the terminal-status invariant is a typed refusal in release builds too, not a debug-only assertion.
+    let state = OrderAggregate::fold(
+        OrderState::default(),
+        &[
+            submitted(Side::Buy, OrderType::Market, None, None),
+            accepted(dec!(1600)),
+            executed(dec!(150)),
+        ],
+    );
+    let again = OrderAggregate::try_evolve(state.clone(), &executed(dec!(151)));
+    assert!(
+        matches!(&again, Err(v) if v.0.contains("after its final status EXECUTED")),
+        "{again:?}"
+    );
+    let twice = OrderAggregate::try_evolve(state, &submitted(Side::Buy, OrderType::Market, None, None));
+    assert!(twice.is_err(), "{twice:?}");
+    let orphan = OrderAggregate::try_evolve(OrderState::default(), &accepted(dec!(1)));
+    assert!(
+        matches!(&orphan, Err(v) if v.0.contains("never submitted")),
+        "{orphan:?}"
+    );
+}

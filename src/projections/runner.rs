@@ -58,11 +58,24 @@ impl ProjectionHealth {
     }
 }
 
-fn poison(event: &RecordedEvent, reason: &str) -> String {
+/// Names an event a follower of the log stops on: its id, position, type,
+/// schema version and stream, what could not be done with it, and why.
+pub fn describe_poison(event: &RecordedEvent, what: &str, reason: &str) -> String {
     format!(
-        "event {} at position {} ({} v{} on {}) cannot be projected: {reason}",
+        "event {} at position {} ({} v{} on {}) cannot be {what}: {reason}",
         event.event_id, event.global_position, event.event_type, event.schema_version, event.stream_id
     )
+}
+
+/// Waits `RETRY_DELAY` before a retry; true when shutdown came first.
+async fn pause_or_shutdown(shutdown: &mut watch::Receiver<bool>) -> bool {
+    if *shutdown.borrow() {
+        return true;
+    }
+    tokio::select! {
+        _ = shutdown.changed() => true,
+        () = tokio::time::sleep(RETRY_DELAY) => false,
+    }
 }
 
 /// Runs the `orders` projection until `shutdown` or a poison event.
@@ -74,11 +87,18 @@ pub async fn run_orders_projection(
     mut shutdown: watch::Receiver<bool>,
 ) {
     'restart: loop {
-        let from = match models.checkpoint(ORDERS_PROJECTION).await {
+        let checkpoint = tokio::select! {
+            _ = shutdown.changed() => return,
+            checkpoint = models.checkpoint(ORDERS_PROJECTION) => checkpoint,
+        };
+        let from = match checkpoint {
             Ok(position) => position,
             Err(error) => {
                 tracing::warn!(%error, "orders projection cannot read its checkpoint; retrying");
-                tokio::time::sleep(RETRY_DELAY).await;
+                // Every retry hears shutdown: a database gone for good must not hold the process.
+                if pause_or_shutdown(&mut shutdown).await {
+                    return;
+                }
                 continue;
             }
         };
@@ -93,7 +113,9 @@ pub async fn run_orders_projection(
                 Ok(batch) => batch,
                 Err(error) => {
                     tracing::warn!(%error, "orders projection cannot read the log; retrying");
-                    tokio::time::sleep(RETRY_DELAY).await;
+                    if pause_or_shutdown(&mut shutdown).await {
+                        return;
+                    }
                     continue 'restart;
                 }
             };
@@ -103,7 +125,7 @@ pub async fn run_orders_projection(
                     Ok(Some(change)) => changes.push(change),
                     Ok(None) => {}
                     Err(error) => {
-                        let reason = poison(event, &error.to_string());
+                        let reason = describe_poison(event, "projected", &error.to_string());
                         tracing::error!(projection = ORDERS_PROJECTION, %reason, "projection stopped");
                         health.update(|s| s.failed = Some(reason));
                         return;
@@ -113,7 +135,9 @@ pub async fn run_orders_projection(
             if let Err(error) = models.commit(ORDERS_PROJECTION, &changes, tail.position()).await {
                 if error.is_transient() {
                     tracing::warn!(%error, "orders projection could not commit; retrying from its checkpoint");
-                    tokio::time::sleep(RETRY_DELAY).await;
+                    if pause_or_shutdown(&mut shutdown).await {
+                        return;
+                    }
                     continue 'restart;
                 }
                 // The batch holds the culprit; name the batch's range so an operator can look.

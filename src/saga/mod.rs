@@ -22,7 +22,7 @@ pub use event::{
     ObservedOrder, OrderObserved, SagaCompleted, SagaEvent, SagaStarted, StepAttempted, StepFailed, StepSucceeded,
 };
 pub use plan::{next_actions, Action};
-pub use state::{evolve, Failure, Saga, SagaState, StepProgress};
+pub use state::{evolve, try_evolve, Failure, Saga, SagaState, StepProgress};
 pub use step::Step;
 
 /// The saga as an [`Aggregate`](crate::aggregate::Aggregate).
@@ -39,7 +39,7 @@ impl crate::aggregate::Aggregate for SagaAggregate {
         decide(state, command)
     }
 
-    fn evolve(state: SagaState, event: &SagaEvent) -> SagaState {
-        evolve(state, event)
+    fn try_evolve(state: SagaState, event: &SagaEvent) -> Result<SagaState, crate::aggregate::InvariantViolation> {
+        try_evolve(state, event)
     }
 }

@@ -8,6 +8,8 @@ use uuid::Uuid;
 
 use super::event::{ObservedOrder, SagaEvent};
 use super::step::Step;
+use crate::aggregate::{ensure, InvariantViolation};
+use crate::events::EventFamily;
 use crate::order::Side;
 
 /// Where one step stands.
@@ -72,10 +74,16 @@ impl SagaState {
     }
 }
 
+/// Applies an event `decide` produced; panics on a broken invariant (a bug in this core).
 pub fn evolve(state: SagaState, event: &SagaEvent) -> SagaState {
+    <super::SagaAggregate as crate::aggregate::Aggregate>::evolve(state, event)
+}
+
+/// Applies one event, or names the invariant it breaks (checked in every build).
+pub fn try_evolve(state: SagaState, event: &SagaEvent) -> Result<SagaState, InvariantViolation> {
     let mut saga = match (state, event) {
         (SagaState::NotStarted, SagaEvent::SagaStarted(e)) => {
-            return SagaState::Running(Box::new(Saga {
+            return Ok(SagaState::Running(Box::new(Saga {
                 order_id: e.order_id,
                 user_id: e.user_id,
                 side: e.side,
@@ -84,21 +92,32 @@ pub fn evolve(state: SagaState, event: &SagaEvent) -> SagaState {
                 steps: BTreeMap::new(),
                 completed: false,
                 started_at: e.started_at,
-            }))
+            })))
         }
         (SagaState::Running(saga), _) => saga,
         (SagaState::NotStarted, other) => {
-            debug_assert!(false, "{other:?} before SagaStarted");
-            return SagaState::NotStarted;
+            return Err(InvariantViolation(format!("{} before SagaStarted", other.event_type())));
         }
     };
-    debug_assert!(!saga.completed, "{event:?} after SagaCompleted");
+    ensure(!saga.completed, || {
+        format!("{} after SagaCompleted of order {}", event.event_type(), saga.order_id)
+    })?;
     match event {
-        SagaEvent::SagaStarted(_) => debug_assert!(false, "SagaStarted twice for {}", saga.order_id),
+        SagaEvent::SagaStarted(_) => {
+            return Err(InvariantViolation(format!(
+                "SagaStarted twice for order {}",
+                saga.order_id
+            )));
+        }
         SagaEvent::OrderObserved(e) => saga.observed = Some(e.order.clone()),
         SagaEvent::StepAttempted(e) => {
             let progress = saga.steps.entry(e.step).or_default();
-            debug_assert_eq!(e.attempt, progress.attempts + 1, "attempts of {} skip", e.step);
+            ensure(e.attempt == progress.attempts + 1, || {
+                format!(
+                    "attempt {} of {} follows attempt {} of order {}",
+                    e.attempt, e.step, progress.attempts, saga.order_id
+                )
+            })?;
             progress.attempts = e.attempt;
             progress.in_flight = Some(e.amount);
         }
@@ -119,5 +138,5 @@ pub fn evolve(state: SagaState, event: &SagaEvent) -> SagaState {
         }
         SagaEvent::SagaCompleted(_) => saga.completed = true,
     }
-    SagaState::Running(saga)
+    Ok(SagaState::Running(saga))
 }

@@ -2,7 +2,7 @@
 //! hydrates an order, a saga or an account, from scratch or from where a
 //! cached state left off.
 
-use crate::aggregate::Aggregate;
+use crate::aggregate::{Aggregate, InvariantViolation};
 use crate::events::{decode, DecodeError, EventFamily, StreamId};
 
 use super::{read_stream_all, EventStore, StoreError};
@@ -15,10 +15,24 @@ pub enum FoldError {
     Decode(#[from] DecodeError),
     #[error("stream {stream} jumps from version {after} to {found}: events are missing")]
     Gap { stream: StreamId, after: u64, found: u64 },
+    /// The event at `version` breaks an invariant of the aggregate: the
+    /// stream is corrupt (or the core has a bug) and cannot be folded past it.
+    #[error("stream {stream} at version {version} (position {position}): {violation}")]
+    Invariant {
+        stream: StreamId,
+        version: u64,
+        position: u64,
+        violation: InvariantViolation,
+    },
 }
 
 /// Applies the events of `stream` after `version` to `state`, advancing both
-/// as it goes: on an error they stay at the last event applied, consistent.
+/// as it goes: on a read or decode error they stay at the last event applied,
+/// consistent. On a broken invariant they are reset to the empty stream
+/// (version 0): the state the event was applied to is gone, and a caller
+/// that folds again meets the same event and stops again, so nothing is ever
+/// decided on top of a state the log cannot justify (an append at version 0
+/// conflicts with the stream, so nothing is written either).
 pub async fn fold_stream<A>(
     store: &dyn EventStore,
     stream: &StreamId,
@@ -38,7 +52,18 @@ where
             });
         }
         let event: A::Event = decode(&recorded)?;
-        *state = A::evolve(std::mem::take(state), &event);
+        match A::try_evolve(std::mem::take(state), &event) {
+            Ok(next) => *state = next,
+            Err(violation) => {
+                *version = 0;
+                return Err(FoldError::Invariant {
+                    stream: stream.clone(),
+                    version: recorded.stream_version,
+                    position: recorded.global_position,
+                    violation,
+                });
+            }
+        }
         *version = recorded.stream_version;
     }
     Ok(())

@@ -99,6 +99,8 @@ impl MeteredBalance {
         let seconds = started.elapsed().as_secs_f64();
         let outcome = match result {
             Ok(_) => "ok",
+            // Lost races on one account: the service is fine, the account is busy.
+            Err(BalanceError::Contended { .. }) => "contended",
             Err(error) if error.is_transient() => "unavailable",
             Err(_) => "error",
         };

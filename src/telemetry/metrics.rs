@@ -38,6 +38,7 @@ pub const PROJECTION_LAG_SECONDS: &str = "order_engine_projection_lag_seconds";
 pub const SAGA_STEP_DURATION_SECONDS: &str = "order_engine_saga_step_duration_seconds";
 pub const LIVE_ACTORS: &str = "order_engine_live_actors";
 pub const PROJECTION_FAILED: &str = "order_engine_projection_failed";
+pub const SAGAS_STALLED: &str = "order_engine_sagas_stalled";
 
 /// The `route` label of a request no route matched: one series for all of
 /// them, whatever paths scanners try.
@@ -65,18 +66,21 @@ pub struct Metrics {
     pub http_requests_total: IntCounterVec,
     /// Label `status`: the order status reached (PENDING, EXECUTED, …) or `rejected`.
     pub orders_total: IntCounterVec,
-    /// Labels `service` (balance, accounts), `operation` (reserve, status, …), `outcome` (ok, error, timeout).
+    /// Labels `service` (balance, accounts), `operation` (reserve, status, …), `outcome` (ok, error, unavailable; `contended` for the embedded ledger's lost races).
     pub service_client_request_duration_seconds: HistogramVec,
     pub append_duration_seconds: prometheus::Histogram,
     /// Label `projection`: events in the log the projection has not applied yet.
     pub projection_lag_events: IntGaugeVec,
     /// Label `projection`: age of the oldest event the projection has not applied yet.
     pub projection_lag_seconds: GaugeVec,
-    /// Labels `step` (reserve, deduct, release, …), `outcome` (ok, error).
+    /// Labels `step` (reserve, deduct, release, …), `outcome` (ok, error, unavailable, contended).
     pub saga_step_duration_seconds: HistogramVec,
     pub live_actors: IntGauge,
-    /// Label `projection`: 1 while the projection is stopped on a poison event, else 0.
+    /// Label `projection`: 1 while the projection (or the engine's reactor,
+    /// `engine.reactor`) is stopped on a poison event, else 0.
     pub projection_failed: IntGaugeVec,
+    /// Sagas whose local retries ran out; they resume after a restart.
+    pub sagas_stalled: IntGauge,
 }
 
 impl Metrics {
@@ -130,9 +134,13 @@ impl Metrics {
         let projection_failed = IntGaugeVec::new(
             Opts::new(
                 PROJECTION_FAILED,
-                "1 while a projection is stopped on an event it cannot apply.",
+                "1 while a projection (or engine.reactor) is stopped on an event it cannot apply.",
             ),
             &["projection"],
+        )?;
+        let sagas_stalled = IntGauge::new(
+            SAGAS_STALLED,
+            "Sagas that ran out of local retries; a restart resumes them.",
         )?;
 
         registry.register(Box::new(http_requests_total.clone()))?;
@@ -144,6 +152,7 @@ impl Metrics {
         registry.register(Box::new(saga_step_duration_seconds.clone()))?;
         registry.register(Box::new(live_actors.clone()))?;
         registry.register(Box::new(projection_failed.clone()))?;
+        registry.register(Box::new(sagas_stalled.clone()))?;
 
         Ok(Self {
             registry,
@@ -156,6 +165,7 @@ impl Metrics {
             saga_step_duration_seconds,
             live_actors,
             projection_failed,
+            sagas_stalled,
         })
     }
 
@@ -250,6 +260,7 @@ mod tests {
             .observe(0.01);
         metrics.live_actors.set(7);
         metrics.projection_failed.with_label_values(&["orders"]).set(0);
+        metrics.sagas_stalled.set(0);
 
         let text = metrics.render();
         for name in [
@@ -262,6 +273,7 @@ mod tests {
             "order_engine_saga_step_duration_seconds",
             "order_engine_live_actors",
             "order_engine_projection_failed",
+            "order_engine_sagas_stalled",
         ] {
             assert!(
                 text.contains(&format!("# TYPE {name} ")),

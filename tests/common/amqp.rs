@@ -177,6 +177,32 @@ fn replace_vhost(url: &str, vhost: &str) -> String {
     }
 }
 
+/// A MARKET BUY submission in the exact shape of seed 004 §3.2.1.
+pub fn seed_submission(order_id: Uuid, user_id: Uuid, symbol: &str, quantity: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "order_id": order_id,
+        "user_id": user_id,
+        "symbol": symbol,
+        "order_side": "BUY",
+        "order_type": "MARKET",
+        "quantity": quantity,
+        "price": null,
+        "status": "PENDING",
+        "created_at": "2025-11-04T10:00:00Z",
+        "updated_at": "2025-11-04T10:00:00Z",
+        "message_metadata": {
+            "message_id": format!("msg_{order_id}"),
+            "correlation_id": order_id,
+            "timestamp": "2025-11-04T10:00:00Z",
+            "retry_attempt": 0,
+            "priority": 5,
+            "source": "order_submission",
+            "message_type": "order_submission",
+            "processing_stage": "initial"
+        }
+    })
+}
+
 /// A publishing channel in confirm mode.
 pub async fn producer(connection: &Connection) -> Channel {
     let channel = connection.create_channel().await.unwrap();

@@ -21,7 +21,7 @@ pub use event::{
     AccountEvent, AccountOpened, FundsCredited, FundsDeposited, FundsReserved, ReservationDeducted, ReservationReleased,
 };
 pub use rejection::{AccountRejection, IDEMPOTENCY_KEY_LEN_MAX};
-pub use state::{evolve, Account, AccountState, Operation, Receipt};
+pub use state::{evolve, try_evolve, Account, AccountState, Operation, Receipt};
 
 /// The account as an [`Aggregate`](crate::aggregate::Aggregate).
 #[derive(Debug, Clone, Copy, Default)]
@@ -37,7 +37,10 @@ impl crate::aggregate::Aggregate for AccountAggregate {
         decide(state, command)
     }
 
-    fn evolve(state: AccountState, event: &AccountEvent) -> AccountState {
-        evolve(state, event)
+    fn try_evolve(
+        state: AccountState,
+        event: &AccountEvent,
+    ) -> Result<AccountState, crate::aggregate::InvariantViolation> {
+        try_evolve(state, event)
     }
 }

@@ -1,7 +1,8 @@
 //! The account as folded from its stream, and `evolve`.
 //!
-//! `evolve` is total and trusts its events (they come from `decide` or the
-//! log); it only checks, in debug builds, that the money invariants still hold.
+//! `try_evolve` checks in every build that the money invariants still hold
+//! after each event and names the broken one; `evolve` (for events `decide`
+//! just produced) panics on one, as a bug in this core.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -11,6 +12,8 @@ use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use super::event::AccountEvent;
+use crate::aggregate::{ensure, InvariantViolation};
+use crate::events::EventFamily;
 
 /// The kind of money movement a receipt records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -133,21 +136,32 @@ impl AccountState {
     }
 }
 
+/// Applies an event `decide` produced; panics on a broken invariant (a bug in this core).
 pub fn evolve(state: AccountState, event: &AccountEvent) -> AccountState {
+    <super::AccountAggregate as crate::aggregate::Aggregate>::evolve(state, event)
+}
+
+/// Applies one event, or names the invariant it breaks (checked in every
+/// build: money is never negative, a key applies once, the books balance).
+pub fn try_evolve(state: AccountState, event: &AccountEvent) -> Result<AccountState, InvariantViolation> {
     let mut account = match (state, event) {
         (AccountState::NotOpened, AccountEvent::AccountOpened(e)) => {
-            return AccountState::Open(Box::new(Account::new(e.user_id, e.opened_at)))
+            return Ok(AccountState::Open(Box::new(Account::new(e.user_id, e.opened_at))))
         }
         (AccountState::Open(account), _) => account,
         (AccountState::NotOpened, other) => {
-            debug_assert!(false, "{other:?} before AccountOpened");
-            return AccountState::NotOpened;
+            return Err(InvariantViolation(format!(
+                "{} before AccountOpened",
+                other.event_type()
+            )));
         }
     };
     let (operation, order_id, amount, key) = match event {
         AccountEvent::AccountOpened(_) => {
-            debug_assert!(false, "AccountOpened twice for {}", account.user_id);
-            return AccountState::Open(account);
+            return Err(InvariantViolation(format!(
+                "AccountOpened twice for {}",
+                account.user_id
+            )));
         }
         AccountEvent::FundsDeposited(e) => {
             account.available += e.amount;
@@ -170,7 +184,9 @@ pub fn evolve(state: AccountState, event: &AccountEvent) -> AccountState {
             // Subtract what the event says moved rather than clearing the entry,
             // so a log that disagrees with itself trips the checks below.
             let left = account.reserved_for(e.order_id) - e.amount;
-            debug_assert!(left.is_zero(), "release of {} left {left} reserved", e.order_id);
+            ensure(left.is_zero(), || {
+                format!("release of {} left {left} reserved", e.order_id)
+            })?;
             account.set_reservation(e.order_id, left);
             account.available += e.amount;
             (Operation::Release, Some(e.order_id), e.amount, &e.idempotency_key)
@@ -181,10 +197,9 @@ pub fn evolve(state: AccountState, event: &AccountEvent) -> AccountState {
             (Operation::Credit, Some(e.order_id), e.amount, &e.idempotency_key)
         }
     };
-    debug_assert!(
-        !account.receipts.contains_key(key),
-        "idempotency key {key:?} applied twice"
-    );
+    ensure(!account.receipts.contains_key(key), || {
+        format!("idempotency key {key:?} applied twice to account {}", account.user_id)
+    })?;
     let receipt = Receipt {
         operation,
         order_id,
@@ -193,16 +208,25 @@ pub fn evolve(state: AccountState, event: &AccountEvent) -> AccountState {
         reserved_after: account.reserved_total(),
     };
     account.receipts.insert(key.clone(), receipt);
-    debug_assert!(
-        account.available >= Decimal::ZERO,
-        "available {} < 0",
-        account.available
-    );
-    debug_assert!(
-        account.reserved.values().all(|r| *r >= Decimal::ZERO),
-        "negative reservation in {:?}",
-        account.reserved
-    );
-    debug_assert!(account.is_conserved(), "money not conserved: {account:?}");
-    AccountState::Open(account)
+    ensure(account.available >= Decimal::ZERO, || {
+        format!("available {} < 0 on account {}", account.available, account.user_id)
+    })?;
+    ensure(account.reserved.values().all(|r| *r >= Decimal::ZERO), || {
+        format!(
+            "negative reservation in {:?} on account {}",
+            account.reserved, account.user_id
+        )
+    })?;
+    ensure(account.is_conserved(), || {
+        format!(
+            "money not conserved on account {}: available {} + reserved {} != deposited {} + credited {} - deducted {}",
+            account.user_id,
+            account.available,
+            account.reserved_total(),
+            account.deposited,
+            account.credited,
+            account.deducted
+        )
+    })?;
+    Ok(AccountState::Open(account))
 }

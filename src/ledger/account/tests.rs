@@ -478,3 +478,15 @@ fn events_are_stored_under_their_past_tense_names_at_version_one() {
         assert_eq!(AccountEvent::schema_version(event.event_type()), 1);
     }
 }
+
+#[test]
+fn try_evolve_refuses_an_overdraft_in_every_build() {
+    // Proves a log that reserves more than is available is refused by name (not folded into a negative balance), whatever the build profile.
+    let state = given(&[opened(), deposited(dec!(100), "funding")]);
+    let order = Uuid::from_u128(7);
+    let overdraft = AccountAggregate::try_evolve(state, &reserved(order, dec!(100.01), "k"));
+    assert!(
+        matches!(&overdraft, Err(v) if v.0.contains("available -0.01 < 0")),
+        "{overdraft:?}"
+    );
+}

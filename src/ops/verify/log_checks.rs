@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::Violation;
 use crate::events::{decode, RecordedEvent};
-use crate::ledger::account::{evolve, AccountEvent, AccountState};
+use crate::ledger::account::{try_evolve, AccountEvent, AccountState};
 use crate::order::{OrderEvent, OrderStatus, Side};
 use crate::saga::SagaEvent;
 
@@ -237,7 +237,16 @@ impl LogChecks {
             }
         }
         if problems.is_empty() {
-            book.fold = book.fold.take().map(|state| evolve(state, &decoded));
+            // The aggregate's own invariants, checked in every build: a breach
+            // the checks above did not name is reported, never a panic.
+            book.fold = match book.fold.take().map(|state| try_evolve(state, &decoded)) {
+                Some(Ok(state)) => Some(state),
+                Some(Err(violation)) => {
+                    problems.push(violation.to_string());
+                    None
+                }
+                None => None,
+            };
         } else {
             book.fold = None;
         }
