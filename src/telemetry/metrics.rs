@@ -38,6 +38,8 @@ pub const PROJECTION_LAG_SECONDS: &str = "order_engine_projection_lag_seconds";
 pub const SAGA_STEP_DURATION_SECONDS: &str = "order_engine_saga_step_duration_seconds";
 pub const LIVE_ACTORS: &str = "order_engine_live_actors";
 pub const PROJECTION_FAILED: &str = "order_engine_projection_failed";
+pub const DUPLICATE_SUBMISSIONS_TOTAL: &str = "order_engine_duplicate_submissions_total";
+pub const CONFLICTING_SUBMISSIONS_TOTAL: &str = "order_engine_conflicting_submissions_total";
 
 /// The `route` label of a request no route matched: one series for all of
 /// them, whatever paths scanners try.
@@ -77,6 +79,10 @@ pub struct Metrics {
     pub live_actors: IntGauge,
     /// Label `projection`: 1 while the projection is stopped on a poison event, else 0.
     pub projection_failed: IntGaugeVec,
+    /// Label `source` (amqp): resends of an existing order with the same fields, acked quietly.
+    pub duplicate_submissions_total: IntCounterVec,
+    /// Label `source` (amqp): resends under an existing order's id with other fields, set aside.
+    pub conflicting_submissions_total: IntCounterVec,
 }
 
 impl Metrics {
@@ -134,6 +140,20 @@ impl Metrics {
             ),
             &["projection"],
         )?;
+        let duplicate_submissions_total = IntCounterVec::new(
+            Opts::new(
+                DUPLICATE_SUBMISSIONS_TOTAL,
+                "Resubmissions of an existing order with the same fields, acknowledged without a refusal.",
+            ),
+            &["source"],
+        )?;
+        let conflicting_submissions_total = IntCounterVec::new(
+            Opts::new(
+                CONFLICTING_SUBMISSIONS_TOTAL,
+                "Resubmissions under an existing order's id with other fields, set aside in the dead-letter queue.",
+            ),
+            &["source"],
+        )?;
 
         registry.register(Box::new(http_requests_total.clone()))?;
         registry.register(Box::new(orders_total.clone()))?;
@@ -144,6 +164,8 @@ impl Metrics {
         registry.register(Box::new(saga_step_duration_seconds.clone()))?;
         registry.register(Box::new(live_actors.clone()))?;
         registry.register(Box::new(projection_failed.clone()))?;
+        registry.register(Box::new(duplicate_submissions_total.clone()))?;
+        registry.register(Box::new(conflicting_submissions_total.clone()))?;
 
         Ok(Self {
             registry,
@@ -156,6 +178,8 @@ impl Metrics {
             saga_step_duration_seconds,
             live_actors,
             projection_failed,
+            duplicate_submissions_total,
+            conflicting_submissions_total,
         })
     }
 
@@ -250,6 +274,8 @@ mod tests {
             .observe(0.01);
         metrics.live_actors.set(7);
         metrics.projection_failed.with_label_values(&["orders"]).set(0);
+        metrics.duplicate_submissions_total.with_label_values(&["amqp"]).inc();
+        metrics.conflicting_submissions_total.with_label_values(&["amqp"]).inc();
 
         let text = metrics.render();
         for name in [
@@ -262,6 +288,8 @@ mod tests {
             "order_engine_saga_step_duration_seconds",
             "order_engine_live_actors",
             "order_engine_projection_failed",
+            "order_engine_duplicate_submissions_total",
+            "order_engine_conflicting_submissions_total",
         ] {
             assert!(
                 text.contains(&format!("# TYPE {name} ")),
