@@ -518,10 +518,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     // RabbitMQ only when configured: the embedded default runs without a broker.
     let amqp = settings.amqp_url.as_ref().map(|url| {
         Arc::new(amqp::start(
-            AmqpConfig::new(url.clone()),
+            settings.amqp_config(url),
             Arc::clone(&engine) as Arc<dyn amqp::OrderSubmitter>,
             Arc::clone(&store),
             Arc::new(SystemClock),
+            Some(metrics.clone().into_inner()),
         ))
     });
     let broker_connected = amqp.as_ref().map(|handle| {

@@ -25,6 +25,7 @@ use order_engine::engine::{Engine, EngineError, SubmitRequest};
 use order_engine::events::StreamId;
 use order_engine::order::Order;
 use order_engine::store::{read_stream_all, EventStore};
+use order_engine::telemetry::metrics::Metrics;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use serde_json::{json, Value};
@@ -39,6 +40,11 @@ on_every_backend_in_actix!(
     a_submission_that_keeps_failing_lands_in_the_dlq_after_the_last_retry,
     closing_the_engines_connections_mid_publish_loses_nothing,
     a_burst_of_orders_flows_through_and_the_rates_are_reported,
+    a_duplicate_submission_is_acked_quietly_and_a_conflicting_one_set_aside,
+    a_short_retry_does_not_wait_behind_a_long_one,
+    a_brief_outage_is_ridden_out_in_seconds_not_on_the_ladder,
+    engine_restarts_never_dead_letter_a_valid_order,
+    poison_messages_are_set_aside_while_valid_orders_flow,
 );
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -48,22 +54,64 @@ fn body(value: &Value) -> Vec<u8> {
     serde_json::to_vec(value).unwrap()
 }
 
-/// A submitter in front of the engine that answers `Unavailable` to its first
-/// `failures` calls, as a database or service outage would.
-struct FlakySubmitter {
+/// Publishes a seed MARKET BUY of AAPL for a new user.
+async fn publish_order(channel: &lapin::Channel, order_id: Uuid, quantity: Value) {
+    publish(
+        channel,
+        &body(&seed_submission(order_id, Uuid::new_v4(), "AAPL", quantity)),
+        FieldTable::default(),
+    )
+    .await;
+}
+
+/// A submitter in front of the engine that answers `Unavailable` whenever
+/// `fails(order id, that order's call number from 1, time since the first
+/// call)` holds, as a database or service outage would; it counts every call.
+struct Faulty {
     engine: Arc<Engine>,
-    failures: u32,
-    calls: AtomicU32,
+    fails: Box<dyn Fn(Uuid, u32, Duration) -> bool + Send + Sync>,
+    began: std::sync::OnceLock<Instant>,
+    calls: std::sync::Mutex<HashMap<Uuid, u32>>,
+}
+
+impl Faulty {
+    fn new(engine: Arc<Engine>, fails: impl Fn(Uuid, u32, Duration) -> bool + Send + Sync + 'static) -> Self {
+        Self {
+            engine,
+            fails: Box::new(fails),
+            began: std::sync::OnceLock::new(),
+            calls: std::sync::Mutex::default(),
+        }
+    }
+
+    fn calls(&self, order_id: Uuid) -> u32 {
+        self.calls.lock().unwrap().get(&order_id).copied().unwrap_or(0)
+    }
+
+    fn total_calls(&self) -> u32 {
+        self.calls.lock().unwrap().values().sum()
+    }
 }
 
 #[async_trait]
-impl OrderSubmitter for FlakySubmitter {
+impl OrderSubmitter for Faulty {
     async fn submit(&self, request: SubmitRequest) -> Result<Order, EngineError> {
-        let call = self.calls.fetch_add(1, Ordering::SeqCst);
-        if call < self.failures {
+        let order_id = request.order_id.unwrap();
+        let since = self.began.get_or_init(Instant::now).elapsed();
+        let call = {
+            let mut calls = self.calls.lock().unwrap();
+            let call = calls.entry(order_id).or_default();
+            *call += 1;
+            *call
+        };
+        if (self.fails)(order_id, call, since) {
             return Err(EngineError::Unavailable("database unreachable (test)".into()));
         }
         self.engine.submit(request).await
+    }
+
+    async fn order(&self, order_id: Uuid) -> Result<Option<Order>, EngineError> {
+        self.engine.get(order_id).await
     }
 }
 
@@ -72,6 +120,7 @@ struct Harness {
     store: Arc<dyn EventStore>,
     amqp: AmqpHandle,
     broker: TestBroker,
+    metrics: Arc<Metrics>,
     _keep: common::TestStore,
 }
 
@@ -88,11 +137,13 @@ impl Harness {
             engine, market, store, ..
         } = start(db.open(None).await, None, None);
         market.set_price("AAPL", dec!(150.25)).unwrap();
+        let metrics = Arc::new(Metrics::new().unwrap());
         let handle = amqp::start(
             config(broker.config()),
             submitter(Arc::clone(&engine)),
             Arc::clone(&store.store),
             Arc::new(SystemClock),
+            Some(Arc::clone(&metrics)),
         );
         assert!(handle.wait_connected(WAIT).await, "the AMQP layer never connected");
         Some(Self {
@@ -100,8 +151,29 @@ impl Harness {
             store: Arc::clone(&store.store),
             amqp: handle,
             broker,
+            metrics,
             _keep: store,
         })
+    }
+
+    /// Like `start`, with the engine behind the test double `wrap` makes,
+    /// which the test keeps (to count its calls).
+    async fn wrapped<S: OrderSubmitter>(
+        test: &str,
+        db: &TestDb,
+        config: impl FnOnce(AmqpConfig) -> AmqpConfig,
+        wrap: impl FnOnce(Arc<Engine>) -> S,
+    ) -> Option<(Self, Arc<S>)> {
+        let slot = Arc::new(std::sync::OnceLock::<Arc<S>>::new());
+        let keep = Arc::clone(&slot);
+        let harness = Self::start(test, db, config, move |engine| {
+            let submitter = Arc::new(wrap(engine));
+            let _ = keep.set(Arc::clone(&submitter));
+            submitter
+        })
+        .await?;
+        let submitter = Arc::clone(slot.get().expect("start made the submitter"));
+        Some((harness, submitter))
     }
 
     async fn plain(test: &str, db: &TestDb) -> Option<Self> {
@@ -342,21 +414,12 @@ async fn a_refused_order_is_published_as_order_rejected(db: TestDb) {
 
 async fn a_transient_failure_is_retried_then_succeeds(db: TestDb) {
     // Proves a submission that fails transiently goes round orders.retry (with x-retry-attempt) and is then executed once.
-    let flaky = Arc::new(std::sync::OnceLock::<Arc<FlakySubmitter>>::new());
-    let slot = Arc::clone(&flaky);
-    let Some(h) = Harness::start(
+    let Some((h, flaky)) = Harness::wrapped(
         "a_transient_failure_is_retried_then_succeeds",
         &db,
-        |c| c,
-        move |engine| {
-            let submitter = Arc::new(FlakySubmitter {
-                engine,
-                failures: 2,
-                calls: AtomicU32::new(0),
-            });
-            let _ = slot.set(Arc::clone(&submitter));
-            submitter
-        },
+        // No in-consumer retries: this test is about the ladder.
+        |c| AmqpConfig { quick_retries: 0, ..c },
+        |engine| Faulty::new(engine, |_, call, _| call <= 2),
     )
     .await
     else {
@@ -366,24 +429,17 @@ async fn a_transient_failure_is_retried_then_succeeds(db: TestDb) {
     let positions = Collector::start(&test, "positions.updates").await;
     let dlq = Collector::start(&test, "orders.dlq").await;
     let order_id = Uuid::new_v4();
-    publish(
-        &producer(&test).await,
-        &body(&seed_submission(order_id, Uuid::new_v4(), "AAPL", json!(2))),
-        FieldTable::default(),
-    )
-    .await;
+    publish_order(&producer(&test).await, order_id, json!(2)).await;
     wait_count("the execution after two retries", &positions, 1).await;
-    assert_eq!(flaky.get().unwrap().calls.load(Ordering::SeqCst), 3);
+    assert_eq!(flaky.total_calls(), 3);
     assert_eq!(positions.all()[0].json["order_id"], order_id.to_string());
     assert_eq!(dlq.len(), 0);
     h.stop().await;
 }
 
 async fn a_submission_that_keeps_failing_lands_in_the_dlq_after_the_last_retry(db: TestDb) {
-    // Proves the retry ladder is climbed to its end (1 + 4 attempts) and the message then reaches orders.dlq once, with the reason.
-    let flaky = Arc::new(std::sync::OnceLock::<Arc<FlakySubmitter>>::new());
-    let slot = Arc::clone(&flaky);
-    let Some(h) = Harness::start(
+    // Proves the retry ladder is climbed to its end (1 + 4 attempts, each with its 2 bounded in-consumer retries) and the message then reaches orders.dlq once, with the reason.
+    let Some((h, flaky)) = Harness::wrapped(
         "a_submission_that_keeps_failing_lands_in_the_dlq_after_the_last_retry",
         &db,
         |c| AmqpConfig {
@@ -393,17 +449,12 @@ async fn a_submission_that_keeps_failing_lands_in_the_dlq_after_the_last_retry(d
                 Duration::from_millis(60),
                 Duration::from_millis(80),
             ],
+            quick_retries: 2,
+            quick_retry_min: Duration::from_millis(1),
+            quick_retry_max: Duration::from_millis(5),
             ..c
         },
-        move |engine| {
-            let submitter = Arc::new(FlakySubmitter {
-                engine,
-                failures: u32::MAX,
-                calls: AtomicU32::new(0),
-            });
-            let _ = slot.set(Arc::clone(&submitter));
-            submitter
-        },
+        |engine| Faulty::new(engine, |_, _, _| true),
     )
     .await
     else {
@@ -411,16 +462,11 @@ async fn a_submission_that_keeps_failing_lands_in_the_dlq_after_the_last_retry(d
     };
     let test = h.broker.connect("reader").await;
     let dlq = Collector::start(&test, "orders.dlq").await;
-    publish(
-        &producer(&test).await,
-        &body(&seed_submission(Uuid::new_v4(), Uuid::new_v4(), "AAPL", json!(2))),
-        FieldTable::default(),
-    )
-    .await;
+    publish_order(&producer(&test).await, Uuid::new_v4(), json!(2)).await;
     wait_count("the dead letter", &dlq, 1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(dlq.len(), 1);
-    assert_eq!(flaky.get().unwrap().calls.load(Ordering::SeqCst), 5);
+    assert_eq!(flaky.total_calls(), 5 * (1 + 2));
     let letter = &dlq.all()[0];
     assert!(letter
         .header("x-rejection-reason")
@@ -585,6 +631,7 @@ async fn a_burst_of_orders_flows_through_and_the_rates_are_reported(db: TestDb) 
         Arc::clone(&engine) as Arc<dyn OrderSubmitter>,
         Arc::clone(&store),
         Arc::new(SystemClock),
+        None,
     );
     let started = Instant::now();
     eventually("the republish of the whole log", Duration::from_secs(240), || async {
@@ -603,4 +650,359 @@ async fn a_burst_of_orders_flows_through_and_the_rates_are_reported(db: TestDb) 
     if let Ok(engine) = Arc::try_unwrap(engine) {
         engine.shutdown().await;
     }
+}
+
+/// A submitter that never answers: the engine is "killed" while it holds the delivery.
+#[derive(Default)]
+struct Stuck {
+    calls: AtomicU32,
+}
+
+#[async_trait]
+impl OrderSubmitter for Stuck {
+    async fn submit(&self, _request: SubmitRequest) -> Result<Order, EngineError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        std::future::pending().await
+    }
+
+    async fn order(&self, _order_id: Uuid) -> Result<Option<Order>, EngineError> {
+        Ok(None)
+    }
+}
+
+fn event_types(events: &Collector) -> Vec<String> {
+    events
+        .all()
+        .iter()
+        .map(|e| e.json["event_type"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+async fn a_duplicate_submission_is_acked_quietly_and_a_conflicting_one_set_aside(db: TestDb) {
+    // Proves a resend of an existing order is acked with no OrderRejected, and a resend with another body goes to orders.dlq (reason: conflicting) without touching the order.
+    let Some(h) = Harness::plain(
+        "a_duplicate_submission_is_acked_quietly_and_a_conflicting_one_set_aside",
+        &db,
+    )
+    .await
+    else {
+        return;
+    };
+    let test = h.broker.connect("reader").await;
+    let events = Collector::start(&test, "orders.events").await;
+    let dlq = Collector::start(&test, "orders.dlq").await;
+    let channel = producer(&test).await;
+    let (order_id, user_id) = (Uuid::new_v4(), Uuid::new_v4());
+    let first = body(&seed_submission(order_id, user_id, "AAPL", json!(10)));
+    publish(&channel, &first, FieldTable::default()).await;
+    eventually("the first copy handled", WAIT, || async {
+        h.amqp.consumer().processed() >= 1
+    })
+    .await;
+    // The same order again (a redelivery after a crash, a producer's resend), then another body under its id.
+    publish(&channel, &first, FieldTable::default()).await;
+    publish(
+        &channel,
+        &body(&seed_submission(order_id, user_id, "AAPL", json!(99))),
+        FieldTable::default(),
+    )
+    .await;
+    eventually("all three handled", WAIT, || async {
+        h.amqp.consumer().processed() >= 3
+    })
+    .await;
+    // Give a wrong OrderRejected time to arrive before counting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let types = event_types(&events);
+    assert!(
+        !types.iter().any(|t| t == "OrderRejected"),
+        "an order that exists was announced as rejected: {types:?}"
+    );
+    wait_count("the conflicting copy dead-lettered", &dlq, 1).await;
+    assert_eq!(dlq.len(), 1, "only the conflicting copy is set aside");
+    let reason = dlq.all()[0].header("x-rejection-reason").unwrap();
+    assert!(reason.contains("conflicting resubmission"), "{reason}");
+    assert!(reason.contains("quantity"), "the reason names what differs: {reason}");
+    let log = h.order_events(order_id).await;
+    assert_eq!(log.iter().filter(|e| e.event_type == "OrderSubmitted").count(), 1);
+    let order = h.engine.get(order_id).await.unwrap().unwrap();
+    assert_eq!(order.quantity, dec!(10), "the first submission stands");
+    let text = h.metrics.render();
+    assert!(
+        text.contains(r#"order_engine_duplicate_submissions_total{source="amqp"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"order_engine_conflicting_submissions_total{source="amqp"} 1"#),
+        "{text}"
+    );
+    h.stop().await;
+}
+
+async fn a_short_retry_does_not_wait_behind_a_long_one(db: TestDb) {
+    // Proves a retry on the first rung comes back on time while another message waits on a much longer rung (no head-of-line blocking).
+    const LONG: Duration = Duration::from_secs(20);
+    let (long_order, short_order) = (Uuid::new_v4(), Uuid::new_v4());
+    let Some((h, flaky)) = Harness::wrapped(
+        "a_short_retry_does_not_wait_behind_a_long_one",
+        &db,
+        |c| AmqpConfig {
+            retry_delays: vec![Duration::from_millis(100), LONG],
+            // Every failure goes to the ladder: the failure counts are rungs.
+            quick_retries: 0,
+            ..c
+        },
+        // The long order climbs to the long rung; the short one needs one short retry.
+        move |engine| {
+            Faulty::new(engine, move |order, call, _| {
+                call <= if order == long_order { 2 } else { 1 }
+            })
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let test = h.broker.connect("reader").await;
+    let positions = Collector::start(&test, "positions.updates").await;
+    let channel = producer(&test).await;
+    publish_order(&channel, long_order, json!(1)).await;
+    eventually("the long order on its long rung", WAIT, || async {
+        flaky.calls(long_order) >= 2
+    })
+    .await;
+    // Let its retry reach the long rung before the short one is queued behind it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    publish_order(&channel, short_order, json!(1)).await;
+    eventually(
+        "the short order's execution, long before the long rung expires",
+        Duration::from_secs(5),
+        || async {
+            positions
+                .all()
+                .iter()
+                .any(|p| p.json["order_id"] == short_order.to_string())
+        },
+    )
+    .await;
+    let waited = started.elapsed();
+    assert!(waited < LONG / 4, "waited {waited:?}");
+    assert_eq!(flaky.calls(short_order), 2);
+    let _ = writeln!(
+        std::io::stderr(),
+        "short retry executed after {} ms while another waited on a {} s rung",
+        waited.as_millis(),
+        LONG.as_secs()
+    );
+    h.stop().await;
+}
+
+async fn a_brief_outage_is_ridden_out_in_seconds_not_on_the_ladder(db: TestDb) {
+    // Proves a 700 ms outage (a database restart) is retried within the consumer and the order executes in seconds, never reaching the minutes-long first rung.
+    const OUTAGE: Duration = Duration::from_millis(700);
+    let Some((h, outage)) = Harness::wrapped(
+        "a_brief_outage_is_ridden_out_in_seconds_not_on_the_ladder",
+        &db,
+        |c| AmqpConfig {
+            retry_delays: vec![Duration::from_secs(60)],
+            // 50+100+200+400+400 ms (plus jitter) outlast the 700 ms outage.
+            quick_retries: 5,
+            quick_retry_min: Duration::from_millis(50),
+            quick_retry_max: Duration::from_millis(400),
+            ..c
+        },
+        |engine| Faulty::new(engine, |_, _, since| since < OUTAGE),
+    )
+    .await
+    else {
+        return;
+    };
+    let test = h.broker.connect("reader").await;
+    let positions = Collector::start(&test, "positions.updates").await;
+    let dlq = Collector::start(&test, "orders.dlq").await;
+    let started = Instant::now();
+    publish_order(&producer(&test).await, Uuid::new_v4(), json!(1)).await;
+    eventually("the execution after the outage", Duration::from_secs(8), || async {
+        positions.len() >= 1
+    })
+    .await;
+    let waited = started.elapsed();
+    let calls = outage.total_calls();
+    assert!(calls >= 2, "retried within the consumer: {calls} calls");
+    assert_eq!(dlq.len(), 0);
+    let _ = writeln!(
+        std::io::stderr(),
+        "a {} ms outage cost {} ms over {calls} attempts",
+        OUTAGE.as_millis(),
+        waited.as_millis()
+    );
+    h.stop().await;
+}
+
+async fn engine_restarts_never_dead_letter_a_valid_order(db: TestDb) {
+    // Proves a submission in flight while the engine goes down more times in a row than the queue's delivery limit is still processed, never dead-lettered.
+    let restarts = amqp::DEFAULT_DELIVERY_LIMIT + 2;
+    let Some(broker) = TestBroker::new("engine_restarts_never_dead_letter_a_valid_order").await else {
+        return;
+    };
+    let TestEngine {
+        engine, market, store, ..
+    } = start(db.open(None).await, None, None);
+    market.set_price("AAPL", dec!(150.25)).unwrap();
+    let config = AmqpConfig {
+        delivery_limit: amqp::DEFAULT_DELIVERY_LIMIT,
+        ..broker.config()
+    };
+    // Declare the topology (with its delivery limit) before the message arrives.
+    let first = amqp::start(
+        config.clone(),
+        Arc::new(Stuck::default()),
+        Arc::clone(&store.store),
+        Arc::new(SystemClock),
+        None,
+    );
+    assert!(first.wait_connected(WAIT).await);
+    first.shutdown().await;
+    let test = broker.connect("reader").await;
+    let dlq = Collector::start(&test, "orders.dlq").await;
+    let positions = Collector::start(&test, "positions.updates").await;
+    let order_id = Uuid::new_v4();
+    publish_order(&producer(&test).await, order_id, json!(3)).await;
+    for restart in 1..=restarts {
+        // The engine takes the delivery, then dies holding it.
+        let stuck = Arc::new(Stuck::default());
+        let handle = amqp::start(
+            config.clone(),
+            Arc::clone(&stuck) as Arc<dyn OrderSubmitter>,
+            Arc::clone(&store.store),
+            Arc::new(SystemClock),
+            None,
+        );
+        eventually("the delivery reached the engine (or the DLQ)", WAIT, || async {
+            stuck.calls.load(Ordering::SeqCst) >= 1 || dlq.len() > 0
+        })
+        .await;
+        handle.shutdown().await;
+        assert_eq!(
+            dlq.len(),
+            0,
+            "a valid order was dead-lettered after {restart} engine restarts"
+        );
+    }
+    let handle = amqp::start(
+        config,
+        Arc::clone(&engine) as Arc<dyn OrderSubmitter>,
+        Arc::clone(&store.store),
+        Arc::new(SystemClock),
+        None,
+    );
+    wait_count("the execution after the restarts", &positions, 1).await;
+    assert_eq!(positions.all()[0].json["order_id"], order_id.to_string());
+    assert_eq!(dlq.len(), 0);
+    let _ = writeln!(
+        std::io::stderr(),
+        "a submission survived {restarts} engine restarts in a row (delivery limit {})",
+        amqp::DEFAULT_DELIVERY_LIMIT
+    );
+    handle.shutdown().await;
+    if let Ok(engine) = Arc::try_unwrap(engine) {
+        engine.shutdown().await;
+    }
+}
+
+async fn poison_messages_are_set_aside_while_valid_orders_flow(db: TestDb) {
+    // Proves each poison message (not JSON, wrong shape, 5 MB, bad UUID, duplicate keys) reaches orders.dlq once with its reason, a negative quantity is one OrderRejected, and the valid orders between them all execute.
+    let started = Instant::now();
+    let Some(h) = Harness::plain("poison_messages_are_set_aside_while_valid_orders_flow", &db).await else {
+        return;
+    };
+    let test = h.broker.connect("reader").await;
+    let positions = Collector::start(&test, "positions.updates").await;
+    let events = Collector::start(&test, "orders.events").await;
+    let dlq = Collector::start(&test, "orders.dlq").await;
+    let channel = producer(&test).await;
+    let mut wrong_shape = seed_submission(Uuid::new_v4(), Uuid::new_v4(), "AAPL", json!(1));
+    wrong_shape["quantity"] = json!({"amount": 1});
+    let mut bad_uuid = seed_submission(Uuid::new_v4(), Uuid::new_v4(), "AAPL", json!(1));
+    bad_uuid["user_id"] = json!("user-42");
+    let duplicate_keys = format!(
+        r#"{{"order_id":"{}","user_id":"{}","symbol":"AAPL","order_side":"BUY","order_type":"MARKET","quantity":1,"quantity":1000}}"#,
+        Uuid::new_v4(),
+        Uuid::new_v4()
+    );
+    let mut huge = seed_submission(Uuid::new_v4(), Uuid::new_v4(), "AAPL", json!(1));
+    huge["padding"] = json!("x".repeat(5 * 1024 * 1024));
+    let negative = Uuid::new_v4();
+    // (body, the words its dead-letter reason must hold; None: refused as OrderRejected)
+    let poison: Vec<(Vec<u8>, Option<&str>)> = vec![
+        (b"this is not json".to_vec(), Some("not an order submission")),
+        (body(&wrong_shape), Some("not an order submission")),
+        (body(&huge), Some("exceeds")),
+        (
+            body(&seed_submission(negative, Uuid::new_v4(), "AAPL", json!(-3))),
+            None,
+        ),
+        (body(&bad_uuid), Some("UUID")),
+        (duplicate_keys.into_bytes(), Some("duplicate field `quantity`")),
+    ];
+    let mut valid = Vec::new();
+    for (message, _) in &poison {
+        let order_id = Uuid::new_v4();
+        valid.push(order_id);
+        publish_order(&channel, order_id, json!(1)).await;
+        publish(&channel, message, FieldTable::default()).await;
+    }
+    let last = Uuid::new_v4();
+    valid.push(last);
+    publish_order(&channel, last, json!(1)).await;
+    let dead = poison.iter().filter(|(_, reason)| reason.is_some()).count();
+    wait_count("every valid order executed", &positions, valid.len()).await;
+    wait_count("every poison message dead-lettered", &dlq, dead).await;
+    eventually("the refusal published", WAIT, || async {
+        event_types(&events).iter().any(|t| t == "OrderRejected")
+    })
+    .await;
+    // Give a second copy of anything time to arrive before counting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let letters = dlq.all();
+    assert_eq!(letters.len(), dead, "each poison message exactly once");
+    for (message, reason) in &poison {
+        let Some(reason) = reason else { continue };
+        let copies: Vec<_> = letters.iter().filter(|l| &l.body == message).collect();
+        assert_eq!(copies.len(), 1, "expected one dead letter for reason {reason}");
+        let given = copies[0].header("x-rejection-reason").unwrap();
+        assert!(given.contains(reason), "{given:?} lacks {reason:?}");
+        assert_eq!(
+            copies[0].header("x-original-routing-key").as_deref(),
+            Some("orders.submit")
+        );
+    }
+    let rejected: Vec<_> = events
+        .all()
+        .into_iter()
+        .filter(|e| e.json["event_type"] == "OrderRejected")
+        .collect();
+    assert_eq!(rejected.len(), 1, "only the negative quantity is a refusal");
+    assert_eq!(rejected[0].json["aggregate_id"], negative.to_string());
+    assert_eq!(rejected[0].json["event_data"]["code"], "InvalidQuantity");
+    let executed: std::collections::HashSet<String> = positions
+        .all()
+        .iter()
+        .map(|p| p.json["order_id"].as_str().unwrap().to_owned())
+        .collect();
+    for order_id in &valid {
+        assert!(
+            executed.contains(&order_id.to_string()),
+            "valid order {order_id} did not execute"
+        );
+    }
+    assert_eq!(positions.len(), valid.len());
+    let _ = writeln!(
+        std::io::stderr(),
+        "poison: {dead} dead-lettered, 1 refused, {} valid executed in {} ms",
+        valid.len(),
+        started.elapsed().as_millis()
+    );
+    h.stop().await;
 }

@@ -77,6 +77,7 @@ async fn start_amqp(
         Arc::clone(engine) as Arc<dyn amqp::OrderSubmitter>,
         Arc::clone(&store.store),
         Arc::new(SystemClock),
+        None,
     );
     assert!(
         handle.wait_connected(Duration::from_secs(30)).await,

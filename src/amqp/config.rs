@@ -12,9 +12,12 @@ pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// number handled concurrently. Bounds memory under a flood (RELIABILITY.md).
 pub const DEFAULT_PREFETCH: u16 = 64;
 
-/// Deliveries of one submission before the broker dead-letters it to
-/// `orders.dlq` (quorum queues count them): a message that crashes the
-/// consumer every time must not loop for ever.
+/// `x-delivery-limit` declared on the dead-lettered quorum queues. Kept as
+/// it always was so a broker that already holds the queues accepts the
+/// declaration (a changed argument is PRECONDITION_FAILED); on
+/// `orders.submit` it never fires, because the consumer re-enqueues a
+/// redelivered submission (a restart is not a poison message) and
+/// dead-letters poison explicitly (ARCHITECTURE.md, "Redeliveries").
 pub const DEFAULT_DELIVERY_LIMIT: u32 = 5;
 
 /// Seed 004 §3.4: 5 min, 15 min, 1 h, 6 h; a fifth failure goes to the DLQ.
@@ -24,6 +27,24 @@ pub const SEED_RETRY_LADDER: [Duration; 4] = [
     Duration::from_secs(60 * 60),
     Duration::from_secs(6 * 60 * 60),
 ];
+
+/// Most rungs a ladder may have: each rung is a queue on the broker.
+pub const RETRY_RUNGS_MAX: usize = 16;
+
+/// Longest rung: RabbitMQ's `x-message-ttl` is a 32-bit count of milliseconds.
+pub const RETRY_DELAY_MAX: Duration = Duration::from_millis(u32::MAX as u64);
+
+/// Tries of a transiently failing submission inside the consumer, seconds
+/// apart, before it is put on the first rung: a database restart of a few
+/// seconds must not cost an order five minutes (issue 11, item 3). With the
+/// defaults below the waits are 0.1, 0.2, 0.4, 0.8, 1.6 s (each plus up to as
+/// much again of jitter), about 3 to 6 s in all.
+pub const DEFAULT_QUICK_RETRIES: u32 = 5;
+pub const DEFAULT_QUICK_RETRY_MIN: Duration = Duration::from_millis(100);
+pub const DEFAULT_QUICK_RETRY_MAX: Duration = Duration::from_secs(2);
+/// Most in-consumer tries a setting may ask for: each holds a prefetch slot
+/// while it waits.
+pub const QUICK_RETRIES_MAX: u32 = 20;
 
 /// Messages a publisher sends before it waits for their confirms and moves
 /// its checkpoint: larger batches amortise the round trip, smaller ones
@@ -74,8 +95,14 @@ pub struct AmqpConfig {
     pub queue_kind: QueueKind,
     pub delivery_limit: u32,
     /// Delay before retry n (1-based) of a submission that failed transiently;
-    /// its length is the number of retries before the DLQ.
+    /// its length is the number of retries before the DLQ. Each distinct delay
+    /// is its own queue (`orders.retry.<delay>`, see `topology::retry_queue`).
     pub retry_delays: Vec<Duration>,
+    /// In-consumer retries of a transient failure before the first rung, 0 for none.
+    pub quick_retries: u32,
+    /// First wait between in-consumer retries; doubles up to `quick_retry_max`, with jitter.
+    pub quick_retry_min: Duration,
+    pub quick_retry_max: Duration,
     pub publisher_batch_size: usize,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
@@ -93,6 +120,9 @@ impl Default for AmqpConfig {
             queue_kind: QueueKind::Quorum,
             delivery_limit: DEFAULT_DELIVERY_LIMIT,
             retry_delays: SEED_RETRY_LADDER.to_vec(),
+            quick_retries: DEFAULT_QUICK_RETRIES,
+            quick_retry_min: DEFAULT_QUICK_RETRY_MIN,
+            quick_retry_max: DEFAULT_QUICK_RETRY_MAX,
             publisher_batch_size: DEFAULT_PUBLISHER_BATCH,
             reconnect_min: DEFAULT_RECONNECT_MIN,
             reconnect_max: DEFAULT_RECONNECT_MAX,
@@ -113,6 +143,17 @@ impl AmqpConfig {
     /// The full name of a seed queue or exchange, with the prefix.
     pub fn name(&self, base: &str) -> String {
         format!("{}{base}", self.queue_prefix)
+    }
+
+    /// The in-consumer backoff: exponential from `quick_retry_min` to
+    /// `quick_retry_max`, with jitter so submissions that failed together do
+    /// not retry together, at most `quick_retries` times.
+    pub fn quick_backoff(&self) -> backon::ExponentialBuilder {
+        backon::ExponentialBuilder::default()
+            .with_min_delay(self.quick_retry_min)
+            .with_max_delay(self.quick_retry_max.max(self.quick_retry_min))
+            .with_max_times(self.quick_retries as usize)
+            .with_jitter()
     }
 
     /// The wait before reconnection attempt `attempt` (0-based): doubling from
@@ -136,6 +177,22 @@ mod tests {
             .map(|d| d.as_secs() / 60)
             .collect();
         assert_eq!(minutes, vec![5, 15, 60, 360]);
+    }
+
+    #[test]
+    fn the_quick_backoff_is_bounded_in_count_and_in_each_wait() {
+        // Proves the in-consumer retries stop after `quick_retries` and no wait exceeds twice the cap (jitter adds at most one delay).
+        use backon::BackoffBuilder;
+        let config = AmqpConfig::default();
+        let waits: Vec<Duration> = config.quick_backoff().build().collect();
+        assert_eq!(waits.len(), DEFAULT_QUICK_RETRIES as usize);
+        assert!(waits[0] >= DEFAULT_QUICK_RETRY_MIN);
+        assert!(waits.iter().all(|w| *w <= DEFAULT_QUICK_RETRY_MAX * 2), "{waits:?}");
+        let none = AmqpConfig {
+            quick_retries: 0,
+            ..AmqpConfig::default()
+        };
+        assert_eq!(none.quick_backoff().build().count(), 0);
     }
 
     #[test]

@@ -1,16 +1,19 @@
 //! The submission consumer: reads seed 3.2.1 messages from `orders.submit`,
 //! hands them to the engine, and acknowledges each only once its outcome is
 //! safe: the order's first event durable, its refusal published, or the
-//! message moved (with a confirm) to `orders.retry` or `orders.dlq`.
+//! message moved (with a confirm) to a retry rung, `orders.dlq`, or back to
+//! the tail of `orders.submit`.
 //!
-//! Must never ack a message before that, and never create an order itself:
-//! the engine decides, and dedups by order id.
+//! Must never ack a message before that, never create an order itself (the
+//! engine decides, and dedups by order id), and never announce an order that
+//! exists as refused: a resend of it is acknowledged quietly.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
+use backon::Retryable;
+use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
@@ -19,11 +22,13 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel};
 use tokio::sync::watch;
 use tracing::Instrument;
+use uuid::Uuid;
 
-use super::config::AmqpConfig;
+use super::config::{AmqpConfig, QueueKind};
 use super::topology::{
-    self, DLQ, EVENTS, EXCHANGE, HEADER_ORIGINAL_EXCHANGE, HEADER_ORIGINAL_ROUTING_KEY, HEADER_REJECTION_REASON,
-    HEADER_RETRY_ATTEMPT, HEADER_TRACEPARENT, HEADER_TRACESTATE, RETRY, SUBMIT,
+    self, retry_queue, DLQ, EVENTS, EXCHANGE, HEADER_DELIVERY_COUNT, HEADER_ORIGINAL_EXCHANGE,
+    HEADER_ORIGINAL_ROUTING_KEY, HEADER_REJECTION_REASON, HEADER_RETRY_ATTEMPT, HEADER_TRACEPARENT, HEADER_TRACESTATE,
+    SUBMIT,
 };
 use super::wire::{parse_traceparent, EventMessage, Submission, EVENT_PRIORITY};
 use super::{AmqpError, TaskHealth};
@@ -31,6 +36,10 @@ use crate::clock::Clock;
 use crate::engine::{Engine, EngineError, SubmitRequest};
 use crate::events::{EventMetadata, TraceContext};
 use crate::order::{Order, OrderRejection};
+use crate::telemetry::metrics::Metrics;
+
+/// The `source` label of this consumer's submission metrics.
+const METRIC_SOURCE: &str = "amqp";
 
 /// AMQP delivery mode of messages that survive a broker restart.
 pub const PERSISTENT: u8 = 2;
@@ -39,12 +48,20 @@ pub const PERSISTENT: u8 = 2;
 #[async_trait]
 pub trait OrderSubmitter: Send + Sync + 'static {
     async fn submit(&self, request: SubmitRequest) -> Result<Order, EngineError>;
+
+    /// The order recorded under `order_id`, if any: how the consumer tells a
+    /// resend of an existing order from a refusal.
+    async fn order(&self, order_id: Uuid) -> Result<Option<Order>, EngineError>;
 }
 
 #[async_trait]
 impl OrderSubmitter for Engine {
     async fn submit(&self, request: SubmitRequest) -> Result<Order, EngineError> {
         Engine::submit(self, request).await
+    }
+
+    async fn order(&self, order_id: Uuid) -> Result<Option<Order>, EngineError> {
+        Engine::get(self, order_id).await
     }
 }
 
@@ -53,8 +70,14 @@ impl OrderSubmitter for Engine {
 enum Outcome {
     Submitted,
     Rejected,
+    /// A resend of an order that exists with the same fields: acked quietly.
+    Duplicate,
+    /// A resend under an existing order's id with other fields: dead-lettered.
+    Conflicting,
     Retried,
     DeadLettered,
+    /// Redelivered after an unsettled delivery: re-enqueued with a fresh delivery count.
+    Requeued,
 }
 
 pub(crate) struct SubmissionConsumer {
@@ -62,6 +85,7 @@ pub(crate) struct SubmissionConsumer {
     pub(crate) submitter: Arc<dyn OrderSubmitter>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) health: Arc<TaskHealth>,
+    pub(crate) metrics: Option<Arc<Metrics>>,
 }
 
 impl SubmissionConsumer {
@@ -150,8 +174,30 @@ impl SubmissionConsumer {
             traceparent = trace.as_ref().map_or("", |t| t.traceparent.as_str()),
             order_id = tracing::field::Empty,
         );
+        let delivery_count = header_u32(&headers, HEADER_DELIVERY_COUNT).unwrap_or(0);
         async {
-            let result = self.decide(&delivery, publisher, attempt, trace).await;
+            let result = if self.config.queue_kind == QueueKind::Quorum && delivery_count > 0 {
+                self.requeue(publisher, &delivery, delivery_count)
+                    .await
+                    .map(|()| Outcome::Requeued)
+            } else {
+                // A panic here is this message's doing (the engine's actors
+                // answer errors, not panics): set it aside rather than lose
+                // the consumer or loop on it.
+                match AssertUnwindSafe(self.decide(&delivery, publisher, attempt, trace))
+                    .catch_unwind()
+                    .await
+                {
+                    Ok(result) => result,
+                    Err(panic) => {
+                        let reason = format!("the consumer panicked on this message: {}", panic_text(&*panic));
+                        tracing::error!(%reason, "dead-lettering a submission");
+                        self.dead_letter(publisher, &delivery, &reason)
+                            .await
+                            .map(|()| Outcome::DeadLettered)
+                    }
+                }
+            };
             let settled = match result {
                 Ok(outcome) => {
                     tracing::debug!(?outcome, "submission handled");
@@ -160,8 +206,9 @@ impl SubmissionConsumer {
                 }
                 Err(error) => {
                     // Its outcome could not be made safe (the broker or the
-                    // confirm failed): hand it back for another try; the
-                    // quorum queue's delivery limit bounds the loop.
+                    // confirm failed): hand it back for another try. A broker
+                    // fault is not the message's, so its redelivery is
+                    // re-enqueued fresh rather than counted towards the DLQ.
                     tracing::warn!(%error, "submission not settled; returning it to the queue");
                     delivery
                         .nack(BasicNackOptions {
@@ -212,25 +259,31 @@ impl SubmissionConsumer {
                 trace,
             },
         };
-        match self.submitter.submit(request).await {
+        // A fault that passes in seconds (a database restart, a dropped
+        // connection) is tried again here, a bounded number of times, before
+        // the message is put on the first rung, minutes away.
+        let submitted = (|| self.submitter.submit(request.clone()))
+            .retry(self.config.quick_backoff())
+            .sleep(tokio::time::sleep)
+            .when(|error| matches!(error, EngineError::Unavailable(_)))
+            .notify(|error, wait| {
+                tracing::info!(%error, wait_ms = wait.as_millis() as u64, "transient failure; trying again shortly");
+            })
+            .await;
+        match submitted {
             Ok(_) => Ok(Outcome::Submitted),
             Err(EngineError::Rejected(rejection)) => {
-                self.reject(
-                    publisher,
-                    &submission,
-                    &rejection.to_string(),
-                    rejection_code(&rejection),
-                )
-                .await?;
-                Ok(Outcome::Rejected)
+                let code = rejection_code(&rejection);
+                self.refused(publisher, delivery, &submission, attempt, &rejection.to_string(), code)
+                    .await
             }
             Err(error @ (EngineError::AccountNotAllowed(_) | EngineError::NotFound(_))) => {
                 let code = match error {
                     EngineError::AccountNotAllowed(_) => "AccountNotAllowed",
                     _ => "NotFound",
                 };
-                self.reject(publisher, &submission, &error.to_string(), code).await?;
-                Ok(Outcome::Rejected)
+                self.refused(publisher, delivery, &submission, attempt, &error.to_string(), code)
+                    .await
             }
             // An internal error may be a fault that passes (a bug fixed by a
             // deploy, a store refusing for a while): it climbs the same ladder
@@ -240,6 +293,86 @@ impl SubmissionConsumer {
                     .await
             }
         }
+    }
+
+    /// The engine refused the submission. If the order already exists this
+    /// is a resend (a redelivery after a crash, a producer's retry), not a
+    /// refusal of that order: the same fields are acked quietly; other fields
+    /// under its id are set aside in `orders.dlq`, never announced as
+    /// `OrderRejected` of an order that exists and may execute.
+    async fn refused(
+        &self,
+        publisher: &Channel,
+        delivery: &Delivery,
+        submission: &Submission,
+        attempt: u32,
+        reason: &str,
+        code: &str,
+    ) -> Result<Outcome, AmqpError> {
+        let existing = match self.submitter.order(submission.order_id).await {
+            Ok(existing) => existing,
+            Err(error) => {
+                let reason = format!("cannot tell whether order {} exists: {error}", submission.order_id);
+                return self.retry_or_dead_letter(publisher, delivery, attempt, &reason).await;
+            }
+        };
+        let Some(existing) = existing else {
+            self.reject(publisher, submission, reason, code).await?;
+            return Ok(Outcome::Rejected);
+        };
+        let differs = differences(&existing, submission);
+        if differs.is_empty() {
+            tracing::debug!("a resend of an existing order; acknowledged without a refusal");
+            self.count(|m| &m.duplicate_submissions_total);
+            return Ok(Outcome::Duplicate);
+        }
+        let reason = format!(
+            "conflicting resubmission: order {} already exists with another {}; the first submission stands",
+            submission.order_id,
+            differs.join(", ")
+        );
+        tracing::warn!(%reason, "dead-lettering a resubmission that conflicts with its order");
+        self.count(|m| &m.conflicting_submissions_total);
+        self.dead_letter(publisher, delivery, &reason).await?;
+        Ok(Outcome::Conflicting)
+    }
+
+    fn count(&self, metric: impl Fn(&Metrics) -> &prometheus::IntCounterVec) {
+        if let Some(metrics) = &self.metrics {
+            metric(metrics).with_label_values(&[METRIC_SOURCE]).inc();
+        }
+    }
+
+    /// Puts a redelivered submission back at the tail of `orders.submit` as a
+    /// new message, then acks the delivery. A redelivery means an earlier
+    /// delivery was never settled: the engine was stopped or killed holding
+    /// it, or its channel broke. That is not the message's fault, but the
+    /// quorum queue counts it towards `x-delivery-limit`; a fresh copy starts
+    /// from zero, so restarts alone can never dead-letter a valid order.
+    /// Poison is set aside explicitly instead (unparseable, or panicking).
+    async fn requeue(&self, publisher: &Channel, delivery: &Delivery, delivery_count: u32) -> Result<(), AmqpError> {
+        tracing::info!(
+            delivery_count,
+            "a redelivered submission (an earlier delivery was never settled); re-enqueueing it"
+        );
+        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+        // The broker's count of the old message; a copy that kept it would be requeued for ever.
+        let mut kept = FieldTable::default();
+        for (key, value) in headers.inner() {
+            if key.as_str() != HEADER_DELIVERY_COUNT {
+                kept.insert(key.clone(), value.clone());
+            }
+        }
+        headers = kept;
+        let properties = forwarded(&delivery.properties, headers);
+        publish_confirmed(
+            publisher,
+            &self.config.name(EXCHANGE),
+            SUBMIT,
+            &delivery.data,
+            properties,
+        )
+        .await
     }
 
     async fn reject(
@@ -295,11 +428,13 @@ impl SubmissionConsumer {
             AMQPValue::LongLongInt(i64::from(attempt + 1)),
         );
         headers.insert(HEADER_REJECTION_REASON.into(), long_string(reason));
-        let properties = forwarded(&delivery.properties, headers).with_expiration(ShortString::from(expiration(delay)));
+        // The rung's queue holds it for the rung's delay (a queue-level TTL)
+        // and dead-letters it back to orders.submit.
+        let properties = forwarded(&delivery.properties, headers);
         publish_confirmed(
             publisher,
             &self.config.name(EXCHANGE),
-            RETRY,
+            &retry_queue(delay),
             &delivery.data,
             properties,
         )
@@ -320,9 +455,41 @@ impl SubmissionConsumer {
     }
 }
 
-/// The per-message TTL of a retry, in milliseconds as AMQP wants it.
-fn expiration(delay: Duration) -> String {
-    delay.as_millis().max(1).to_string()
+/// The fields in which a resubmission differs from the order recorded under
+/// its id (numbers compared by value: `10` and `10.0` are the same quantity).
+fn differences(order: &Order, submission: &Submission) -> Vec<&'static str> {
+    let mut differs = Vec::new();
+    if order.user_id != submission.user_id {
+        differs.push("user_id");
+    }
+    if order.symbol.as_str() != submission.symbol {
+        differs.push("symbol");
+    }
+    if order.side != submission.side {
+        differs.push("order_side");
+    }
+    if order.order_type != submission.order_type {
+        differs.push("order_type");
+    }
+    if order.quantity != submission.quantity {
+        differs.push("quantity");
+    }
+    if order.limit_price != submission.limit_price {
+        differs.push("price");
+    }
+    if order.stop_price != submission.stop_price {
+        differs.push("stop_price");
+    }
+    differs
+}
+
+/// What a panic said, when it said it as text.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
 }
 
 /// The original message's identity with new headers, persistent, without any
@@ -436,10 +603,45 @@ mod tests {
     }
 
     #[test]
-    fn a_retry_expires_after_its_rung_of_the_ladder() {
-        // Proves the TTL string is the delay in milliseconds (never 0, which would expire at once).
-        assert_eq!(expiration(Duration::from_secs(300)), "300000");
-        assert_eq!(expiration(Duration::ZERO), "1");
+    fn a_resend_differs_only_in_the_orders_fields() {
+        // Proves the same order is recognised whatever its message metadata or number spelling, and each changed field is named.
+        let submission = Submission::parse(
+            br#"{"order_id":"0190a0e0-0000-7000-8000-000000000001","user_id":"0190a0e0-0000-7000-8000-000000000002",
+                "symbol":"AAPL","order_side":"BUY","order_type":"LIMIT","quantity":10,"price":"150.50",
+                "message_metadata":{"message_id":"msg_1"}}"#,
+        )
+        .unwrap();
+        let mut order = crate::order::Order {
+            id: submission.order_id,
+            user_id: submission.user_id,
+            symbol: crate::order::Symbol::parse("AAPL").unwrap(),
+            side: submission.side,
+            order_type: submission.order_type,
+            quantity: rust_decimal::Decimal::new(100, 1),
+            limit_price: Some(rust_decimal::Decimal::new(15050, 2)),
+            stop_price: None,
+            status: crate::order::OrderStatus::Pending,
+            reserved_amount: rust_decimal::Decimal::ZERO,
+            triggered_at: None,
+            market_price_at_submission: None,
+            market_data_timestamp: None,
+            created_at: chrono::DateTime::UNIX_EPOCH,
+            updated_at: chrono::DateTime::UNIX_EPOCH,
+            execution: None,
+            reason: None,
+        };
+        assert!(differences(&order, &submission).is_empty());
+        order.quantity = rust_decimal::Decimal::new(99, 0);
+        order.limit_price = None;
+        assert_eq!(differences(&order, &submission), ["quantity", "price"]);
+    }
+
+    #[test]
+    fn a_panic_message_is_kept_for_the_dead_letter_reason() {
+        // Proves the reason names what the panic said, for both kinds of payload.
+        assert_eq!(panic_text(&"bad"), "bad");
+        assert_eq!(panic_text(&String::from("worse")), "worse");
+        assert_eq!(panic_text(&42_u8), "(no message)");
     }
 
     #[test]

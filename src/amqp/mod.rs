@@ -22,13 +22,16 @@ use tokio::task::JoinHandle;
 
 pub use config::{
     AmqpConfig, QueueKind, DEFAULT_AMQP_URL, DEFAULT_CONFIRM_TIMEOUT, DEFAULT_DELIVERY_LIMIT, DEFAULT_ORDER_CACHE_MAX,
-    DEFAULT_PREFETCH, DEFAULT_PUBLISHER_BATCH, DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN, SEED_RETRY_LADDER,
+    DEFAULT_PREFETCH, DEFAULT_PUBLISHER_BATCH, DEFAULT_QUICK_RETRIES, DEFAULT_QUICK_RETRY_MAX, DEFAULT_QUICK_RETRY_MIN,
+    DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN, QUICK_RETRIES_MAX, RETRY_DELAY_MAX, RETRY_RUNGS_MAX,
+    SEED_RETRY_LADDER,
 };
 pub use consumer::{OrderSubmitter, PERSISTENT};
 pub use publisher::{derive, Outbound, Route};
 
 use crate::clock::Clock;
 use crate::store::{EventStore, StoreError};
+use crate::telemetry::metrics::Metrics;
 use consumer::SubmissionConsumer;
 use publisher::Publisher;
 
@@ -187,11 +190,13 @@ impl AmqpHandle {
 /// Starts the submission consumer and the three publishers as tasks on the
 /// current tokio runtime (inside the engine's actix system), and returns at
 /// once: each task connects, declares the topology and reconnects on its own.
+/// With `metrics`, the consumer counts duplicate and conflicting submissions.
 pub fn start(
     config: AmqpConfig,
     submitter: Arc<dyn OrderSubmitter>,
     store: Arc<dyn EventStore>,
     clock: Arc<dyn Clock>,
+    metrics: Option<Arc<Metrics>>,
 ) -> AmqpHandle {
     let config = Arc::new(config);
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -202,6 +207,7 @@ pub fn start(
         submitter,
         clock,
         health: Arc::clone(&consumer_health),
+        metrics,
     };
     tasks.push(tokio::spawn(consumer.run(shutdown_rx.clone())));
     let mut publishers = Vec::new();

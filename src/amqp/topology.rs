@@ -2,8 +2,12 @@
 //! their bindings, dead-lettering and the TTL retry loop; and opening a
 //! connection to it. Declared idempotently by every connection at start.
 //!
-//! Must never delete or purge anything: the broker may hold messages of other
-//! engines and producers.
+//! Must never delete or purge anything (the broker may hold messages of other
+//! engines and producers), and never change the arguments of a queue an
+//! earlier version declared: the broker refuses such a declaration
+//! (PRECONDITION_FAILED), so a new shape gets new queue names.
+
+use std::time::Duration;
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
@@ -18,6 +22,9 @@ pub const SUBMIT: &str = "orders.submit";
 pub const PROCESSING: &str = "orders.processing";
 pub const SETTLEMENT: &str = "orders.settlement";
 pub const STATUS: &str = "orders.status";
+/// The seed's retry queue. Declared as before (per-message TTLs, expiring
+/// to `orders.submit`) so retries an earlier version left in it still come
+/// back; the engine now retries through one queue per rung (`retry_queue`).
 pub const RETRY: &str = "orders.retry";
 pub const DLQ: &str = "orders.dlq";
 pub const POSITIONS: &str = "positions.updates";
@@ -36,8 +43,42 @@ pub const HEADER_REJECTION_REASON: &str = "x-rejection-reason";
 pub const HEADER_ORIGINAL_ROUTING_KEY: &str = "x-original-routing-key";
 pub const HEADER_ORIGINAL_EXCHANGE: &str = "x-original-exchange";
 pub const HEADER_RETRY_ATTEMPT: &str = "x-retry-attempt";
+/// Set by quorum queues on a redelivery: how many earlier deliveries were returned.
+pub const HEADER_DELIVERY_COUNT: &str = "x-delivery-count";
 pub const HEADER_TRACEPARENT: &str = "traceparent";
 pub const HEADER_TRACESTATE: &str = "tracestate";
+
+/// The queue of one rung of the retry ladder: `orders.retry.<delay>`, the
+/// delay in the largest unit that divides it (`orders.retry.5m`,
+/// `orders.retry.1h`, `orders.retry.250ms`). Every message in it waits the
+/// same time (a queue-level `x-message-ttl`), so the one at the head always
+/// expires first: no retry waits behind a longer one. The name carries the
+/// TTL, so changing the ladder declares new queues instead of redeclaring
+/// old ones with other arguments.
+pub fn retry_queue(delay: Duration) -> String {
+    let ms = rung_ttl_ms(delay);
+    let label = [(3_600_000, "h"), (60_000, "m"), (1_000, "s")]
+        .into_iter()
+        .find(|(unit, _)| ms % unit == 0)
+        .map_or_else(|| format!("{ms}ms"), |(unit, suffix)| format!("{}{suffix}", ms / unit));
+    format!("{RETRY}.{label}")
+}
+
+/// The rung's TTL in milliseconds: at least 1 (0 would expire at once).
+fn rung_ttl_ms(delay: Duration) -> u64 {
+    u64::try_from(delay.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// The distinct rungs of a ladder, in ladder order.
+fn rungs(config: &AmqpConfig) -> Vec<Duration> {
+    let mut rungs: Vec<Duration> = Vec::new();
+    for delay in &config.retry_delays {
+        if !rungs.iter().any(|d| retry_queue(*d) == retry_queue(*delay)) {
+            rungs.push(*delay);
+        }
+    }
+    rungs
+}
 
 /// Opens a connection on the current tokio runtime, named for the broker's
 /// connection list (`<connection_name> <role>`).
@@ -70,11 +111,30 @@ fn queue_arguments(config: &AmqpConfig, queue: &str) -> FieldTable {
         }
     }
     if queue == RETRY {
-        // Each retry carries its own TTL (`expiration`); on expiry the broker
-        // dead-letters it back to orders.submit, not the seed's
-        // orders.processing: this engine takes work only from orders.submit.
+        // Retries of earlier versions carry their own TTL (`expiration`); on
+        // expiry the broker dead-letters them back to orders.submit, not the
+        // seed's orders.processing: this engine takes work only from orders.submit.
         args.insert("x-dead-letter-exchange".into(), string(&exchange));
         args.insert("x-dead-letter-routing-key".into(), string(SUBMIT));
+    }
+    args
+}
+
+/// The arguments of one rung's queue: its TTL, and back to `orders.submit`
+/// on expiry. Quorum rungs dead-letter at least once (the broker keeps the
+/// message until `orders.submit` has it), which needs `reject-publish`.
+fn rung_arguments(config: &AmqpConfig, delay: Duration) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), string(config.queue_kind.as_str()));
+    args.insert(
+        "x-message-ttl".into(),
+        AMQPValue::LongLongInt(i64::try_from(rung_ttl_ms(delay)).unwrap_or(i64::MAX)),
+    );
+    args.insert("x-dead-letter-exchange".into(), string(&config.name(EXCHANGE)));
+    args.insert("x-dead-letter-routing-key".into(), string(SUBMIT));
+    if config.queue_kind == QueueKind::Quorum {
+        args.insert("x-dead-letter-strategy".into(), string("at-least-once"));
+        args.insert("x-overflow".into(), string("reject-publish"));
     }
     args
 }
@@ -95,8 +155,14 @@ pub async fn declare(channel: &Channel, config: &AmqpConfig) -> Result<(), lapin
             FieldTable::default(),
         )
         .await?;
-    for queue in QUEUES {
-        let name = config.name(queue);
+    let rungs = rungs(config)
+        .into_iter()
+        .map(|delay| (retry_queue(delay), rung_arguments(config, delay)));
+    let seed = QUEUES
+        .into_iter()
+        .map(|queue| (queue.to_owned(), queue_arguments(config, queue)));
+    for (queue, arguments) in seed.chain(rungs) {
+        let name = config.name(&queue);
         channel
             .queue_declare(
                 &name,
@@ -104,14 +170,14 @@ pub async fn declare(channel: &Channel, config: &AmqpConfig) -> Result<(), lapin
                     durable: true,
                     ..QueueDeclareOptions::default()
                 },
-                queue_arguments(config, queue),
+                arguments,
             )
             .await?;
         channel
             .queue_bind(
                 &name,
                 &exchange,
-                queue,
+                &queue,
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )
@@ -155,6 +221,60 @@ mod tests {
                 "{queue}"
             );
         }
+    }
+
+    #[test]
+    fn each_rung_is_its_own_queue_named_by_its_delay() {
+        // Proves rung names are stable, readable and distinct per delay, and each rung's TTL is its delay, expiring back to orders.submit.
+        let names: Vec<String> = crate::amqp::SEED_RETRY_LADDER.iter().map(|d| retry_queue(*d)).collect();
+        assert_eq!(
+            names,
+            [
+                "orders.retry.5m",
+                "orders.retry.15m",
+                "orders.retry.1h",
+                "orders.retry.6h"
+            ]
+        );
+        assert_eq!(retry_queue(Duration::from_millis(250)), "orders.retry.250ms");
+        assert_eq!(retry_queue(Duration::from_secs(90)), "orders.retry.90s");
+        assert_eq!(retry_queue(Duration::ZERO), "orders.retry.1ms");
+        let config = AmqpConfig {
+            queue_prefix: "p.".into(),
+            ..AmqpConfig::default()
+        };
+        let args = rung_arguments(&config, Duration::from_secs(300));
+        assert_eq!(
+            args.inner().get("x-message-ttl"),
+            Some(&AMQPValue::LongLongInt(300_000))
+        );
+        assert_eq!(
+            text(&args, "x-dead-letter-exchange").as_deref(),
+            Some("p.orders.exchange")
+        );
+        assert_eq!(text(&args, "x-dead-letter-routing-key").as_deref(), Some(SUBMIT));
+        assert_eq!(text(&args, "x-dead-letter-strategy").as_deref(), Some("at-least-once"));
+        let repeated = AmqpConfig {
+            retry_delays: vec![
+                Duration::from_millis(50),
+                Duration::from_millis(50),
+                Duration::from_secs(1),
+            ],
+            ..AmqpConfig::default()
+        };
+        assert_eq!(rungs(&repeated).len(), 2, "one queue per distinct delay");
+    }
+
+    #[test]
+    fn the_seed_queues_keep_the_arguments_earlier_versions_declared() {
+        // Proves the upgrade path: orders.retry and orders.submit are declared exactly as before (a changed argument would be PRECONDITION_FAILED on an existing broker).
+        let config = AmqpConfig::default();
+        let retry = queue_arguments(&config, RETRY);
+        assert_eq!(retry.inner().len(), 3, "{retry:?}");
+        assert!(!retry.contains_key("x-message-ttl"));
+        let submit = queue_arguments(&config, SUBMIT);
+        assert_eq!(submit.inner().len(), 4, "{submit:?}");
+        assert_eq!(submit.inner().get("x-delivery-limit"), Some(&AMQPValue::LongLongInt(5)));
     }
 
     #[test]

@@ -10,8 +10,11 @@ use std::time::Duration;
 
 use rust_decimal::Decimal;
 
+use crate::amqp::{
+    AmqpConfig, DEFAULT_QUICK_RETRIES, DEFAULT_QUICK_RETRY_MAX, DEFAULT_QUICK_RETRY_MIN, QUICK_RETRIES_MAX,
+    RETRY_DELAY_MAX, RETRY_RUNGS_MAX, SEED_RETRY_LADDER,
+};
 use crate::clients::ServiceCredentials;
-
 pub use duration::{parse_duration, parse_duration_list};
 
 /// Where the embedded default keeps its log.
@@ -52,6 +55,13 @@ pub struct Settings {
     pub account_service_url: Option<String>,
     /// RabbitMQ; none when unset.
     pub amqp_url: Option<String>,
+    /// The AMQP consumer's retry ladder, one queue per rung (seed 004 section 3.4 by default).
+    pub amqp_retry_delays: Vec<Duration>,
+    /// In-consumer retries of a transient failure before the first rung (0: none).
+    pub amqp_quick_retries: u32,
+    /// First and longest wait between those retries (doubling, with jitter).
+    pub amqp_quick_retry_min: Duration,
+    pub amqp_quick_retry_max: Duration,
     pub simulator_seed: u64,
     /// How often the simulated market moves.
     pub tick_interval: Duration,
@@ -119,6 +129,50 @@ impl Settings {
                 expected,
             })?,
         };
+        let amqp_retry_delays = match lookup("ORDER_ENGINE_AMQP_RETRY_DELAYS") {
+            None => SEED_RETRY_LADDER.to_vec(),
+            Some(value) => match parse_duration_list(&value).and_then(check_amqp_ladder) {
+                Ok(ladder) => ladder,
+                Err(expected) => {
+                    return Err(ConfigError {
+                        variable: "ORDER_ENGINE_AMQP_RETRY_DELAYS",
+                        value,
+                        expected,
+                    })
+                }
+            },
+        };
+        let amqp_quick_retries: u32 = parse(
+            &lookup,
+            "ORDER_ENGINE_AMQP_QUICK_RETRIES",
+            DEFAULT_QUICK_RETRIES,
+            &format!("a whole number from 0 to {QUICK_RETRIES_MAX}"),
+        )?;
+        if amqp_quick_retries > QUICK_RETRIES_MAX {
+            return Err(ConfigError {
+                variable: "ORDER_ENGINE_AMQP_QUICK_RETRIES",
+                value: amqp_quick_retries.to_string(),
+                expected: format!("a whole number from 0 to {QUICK_RETRIES_MAX}"),
+            });
+        }
+        let amqp_quick_retry_min = duration("ORDER_ENGINE_AMQP_QUICK_RETRY_MIN", DEFAULT_QUICK_RETRY_MIN)?;
+        if amqp_quick_retry_min.is_zero() {
+            return Err(ConfigError {
+                variable: "ORDER_ENGINE_AMQP_QUICK_RETRY_MIN",
+                value: "0".into(),
+                expected: "a wait above zero, such as 100ms".into(),
+            });
+        }
+        let amqp_quick_retry_max = duration("ORDER_ENGINE_AMQP_QUICK_RETRY_MAX", DEFAULT_QUICK_RETRY_MAX)?;
+        if amqp_quick_retry_max < amqp_quick_retry_min {
+            return Err(ConfigError {
+                variable: "ORDER_ENGINE_AMQP_QUICK_RETRY_MAX",
+                value: format!("{amqp_quick_retry_max:?}"),
+                expected: format!(
+                    "a wait no shorter than ORDER_ENGINE_AMQP_QUICK_RETRY_MIN ({amqp_quick_retry_min:?})"
+                ),
+            });
+        }
         let demo_balance: Decimal = parse(
             &lookup,
             "ORDER_ENGINE_DEMO_BALANCE",
@@ -163,6 +217,10 @@ impl Settings {
             balance_service_url: lookup("BALANCE_SERVICE_URL"),
             account_service_url: lookup("ACCOUNT_SERVICE_URL"),
             amqp_url: lookup("AMQP_URL"),
+            amqp_retry_delays,
+            amqp_quick_retries,
+            amqp_quick_retry_min,
+            amqp_quick_retry_max,
             simulator_seed: parse(&lookup, "ORDER_ENGINE_SIMULATOR_SEED", 42, "a whole number")?,
             tick_interval: duration("ORDER_ENGINE_TICK_INTERVAL", Duration::from_secs(1))?,
             shutdown_timeout: duration("ORDER_ENGINE_SHUTDOWN_TIMEOUT", Duration::from_secs(30))?,
@@ -252,6 +310,34 @@ fn outbound_credentials(lookup: &impl Fn(&str) -> Option<String>) -> Result<Opti
     Ok(Some(credentials))
 }
 
+impl Settings {
+    /// The RabbitMQ layer's settings for the broker at `url`.
+    pub fn amqp_config(&self, url: &str) -> AmqpConfig {
+        AmqpConfig {
+            retry_delays: self.amqp_retry_delays.clone(),
+            quick_retries: self.amqp_quick_retries,
+            quick_retry_min: self.amqp_quick_retry_min,
+            quick_retry_max: self.amqp_quick_retry_max,
+            ..AmqpConfig::new(url)
+        }
+    }
+}
+
+/// Every rung becomes a queue with a 32-bit millisecond TTL: bounded in
+/// count, each from 1 ms to RabbitMQ's largest TTL.
+fn check_amqp_ladder(ladder: Vec<Duration>) -> Result<Vec<Duration>, String> {
+    if ladder.len() > RETRY_RUNGS_MAX {
+        return Err(format!("at most {RETRY_RUNGS_MAX} delays (each is a queue)"));
+    }
+    if ladder.iter().any(|d| d.as_millis() == 0 || *d > RETRY_DELAY_MAX) {
+        return Err(format!(
+            "delays from 1ms to {}h (RabbitMQ's longest message TTL)",
+            RETRY_DELAY_MAX.as_secs() / 3_600
+        ));
+    }
+    Ok(ladder)
+}
+
 /// `algo_engine=k1,user_interface=k2` → pairs; every pair needs both halves.
 /// A value may hold `=` (base64) but not `,`.
 fn parse_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
@@ -287,6 +373,47 @@ mod tests {
             [300, 900, 3600, 21600]
         );
         assert_eq!((s.balance_service_url, s.amqp_url), (None, None));
+        assert_eq!(s.amqp_retry_delays, SEED_RETRY_LADDER);
+        assert_eq!(s.amqp_quick_retries, DEFAULT_QUICK_RETRIES);
+    }
+
+    #[test]
+    fn the_amqp_ladder_and_quick_retries_are_settings() {
+        // Proves the consumer's ladder (issue 11: it was hard-wired) and its in-consumer retries are read, validated and reach AmqpConfig.
+        let s = settings(&[
+            ("ORDER_ENGINE_AMQP_RETRY_DELAYS", "200ms,1s"),
+            ("ORDER_ENGINE_AMQP_QUICK_RETRIES", "2"),
+            ("ORDER_ENGINE_AMQP_QUICK_RETRY_MIN", "10ms"),
+            ("ORDER_ENGINE_AMQP_QUICK_RETRY_MAX", "50ms"),
+        ])
+        .unwrap();
+        let config = s.amqp_config("amqp://h/v");
+        assert_eq!(
+            config.retry_delays,
+            vec![Duration::from_millis(200), Duration::from_secs(1)]
+        );
+        assert_eq!(
+            (config.quick_retries, config.quick_retry_min, config.quick_retry_max),
+            (2, Duration::from_millis(10), Duration::from_millis(50))
+        );
+        assert_eq!(config.url, "amqp://h/v");
+        assert_eq!(s.retry_delays.len(), 4, "the saga's ladder is a separate setting");
+        for (variable, value) in [
+            ("ORDER_ENGINE_AMQP_RETRY_DELAYS", "5 minutes"),
+            ("ORDER_ENGINE_AMQP_RETRY_DELAYS", "0ms"),
+            ("ORDER_ENGINE_AMQP_RETRY_DELAYS", "2000h"),
+            (
+                "ORDER_ENGINE_AMQP_RETRY_DELAYS",
+                "1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s",
+            ),
+            ("ORDER_ENGINE_AMQP_QUICK_RETRIES", "21"),
+            ("ORDER_ENGINE_AMQP_QUICK_RETRIES", "-1"),
+            ("ORDER_ENGINE_AMQP_QUICK_RETRY_MIN", "0ms"),
+            ("ORDER_ENGINE_AMQP_QUICK_RETRY_MAX", "50ms"),
+        ] {
+            let error = settings(&[(variable, value)]).unwrap_err();
+            assert_eq!(error.variable, variable, "{value}: {error}");
+        }
     }
 
     #[test]

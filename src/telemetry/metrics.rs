@@ -39,6 +39,8 @@ pub const SAGA_STEP_DURATION_SECONDS: &str = "order_engine_saga_step_duration_se
 pub const LIVE_ACTORS: &str = "order_engine_live_actors";
 pub const PROJECTION_FAILED: &str = "order_engine_projection_failed";
 pub const SAGAS_STALLED: &str = "order_engine_sagas_stalled";
+pub const DUPLICATE_SUBMISSIONS_TOTAL: &str = "order_engine_duplicate_submissions_total";
+pub const CONFLICTING_SUBMISSIONS_TOTAL: &str = "order_engine_conflicting_submissions_total";
 
 /// The `route` label of a request no route matched: one series for all of
 /// them, whatever paths scanners try.
@@ -81,6 +83,10 @@ pub struct Metrics {
     pub projection_failed: IntGaugeVec,
     /// Sagas whose local retries ran out; they resume after a restart.
     pub sagas_stalled: IntGauge,
+    /// Label `source` (amqp): resends of an existing order with the same fields, acked quietly.
+    pub duplicate_submissions_total: IntCounterVec,
+    /// Label `source` (amqp): resends under an existing order's id with other fields, set aside.
+    pub conflicting_submissions_total: IntCounterVec,
 }
 
 impl Metrics {
@@ -142,6 +148,20 @@ impl Metrics {
             SAGAS_STALLED,
             "Sagas that ran out of local retries; a restart resumes them.",
         )?;
+        let duplicate_submissions_total = IntCounterVec::new(
+            Opts::new(
+                DUPLICATE_SUBMISSIONS_TOTAL,
+                "Resubmissions of an existing order with the same fields, acknowledged without a refusal.",
+            ),
+            &["source"],
+        )?;
+        let conflicting_submissions_total = IntCounterVec::new(
+            Opts::new(
+                CONFLICTING_SUBMISSIONS_TOTAL,
+                "Resubmissions under an existing order's id with other fields, set aside in the dead-letter queue.",
+            ),
+            &["source"],
+        )?;
 
         registry.register(Box::new(http_requests_total.clone()))?;
         registry.register(Box::new(orders_total.clone()))?;
@@ -153,6 +173,8 @@ impl Metrics {
         registry.register(Box::new(live_actors.clone()))?;
         registry.register(Box::new(projection_failed.clone()))?;
         registry.register(Box::new(sagas_stalled.clone()))?;
+        registry.register(Box::new(duplicate_submissions_total.clone()))?;
+        registry.register(Box::new(conflicting_submissions_total.clone()))?;
 
         Ok(Self {
             registry,
@@ -166,6 +188,8 @@ impl Metrics {
             live_actors,
             projection_failed,
             sagas_stalled,
+            duplicate_submissions_total,
+            conflicting_submissions_total,
         })
     }
 
@@ -261,6 +285,8 @@ mod tests {
         metrics.live_actors.set(7);
         metrics.projection_failed.with_label_values(&["orders"]).set(0);
         metrics.sagas_stalled.set(0);
+        metrics.duplicate_submissions_total.with_label_values(&["amqp"]).inc();
+        metrics.conflicting_submissions_total.with_label_values(&["amqp"]).inc();
 
         let text = metrics.render();
         for name in [
@@ -274,6 +300,8 @@ mod tests {
             "order_engine_live_actors",
             "order_engine_projection_failed",
             "order_engine_sagas_stalled",
+            "order_engine_duplicate_submissions_total",
+            "order_engine_conflicting_submissions_total",
         ] {
             assert!(
                 text.contains(&format!("# TYPE {name} ")),

@@ -97,11 +97,13 @@ impl TestBroker {
         Some(Self { vhost, url })
     }
 
-    /// The engine's settings on this vhost, with a retry ladder of milliseconds.
+    /// The engine's settings on this vhost, with a retry ladder and in-consumer retries of milliseconds.
     pub fn config(&self) -> AmqpConfig {
         AmqpConfig {
             url: self.url.clone(),
             retry_delays: vec![Duration::from_millis(50); 4],
+            quick_retry_min: Duration::from_millis(10),
+            quick_retry_max: Duration::from_millis(100),
             reconnect_min: Duration::from_millis(50),
             reconnect_max: Duration::from_millis(500),
             ..AmqpConfig::new(self.url.clone())
