@@ -85,7 +85,8 @@ EOF
 
 started=$(date +%s)
 set +e
-"$VENV/bin/schemathesis" --no-color --config-file "$WORK/schemathesis.toml" run \
+# From the temp dir: schemathesis keeps its state (.schemathesis/) in the working directory.
+(cd "$WORK" && "$VENV/bin/schemathesis" --no-color --config-file "$WORK/schemathesis.toml" run \
   "http://127.0.0.1:$PORT/api/v1/openapi.json" \
   --url "http://127.0.0.1:$PORT" \
   --header "Authorization: Bearer $TOKEN" \
@@ -95,7 +96,7 @@ set +e
   --seed "$SEED" \
   --request-timeout 10 \
   --report ndjson,junit --report-dir "$WORK/report" \
-  2>&1 | tee "$WORK/output.txt"
+  2>&1) | tee "$WORK/output.txt"
 status=${PIPESTATUS[0]}
 set -e
 elapsed=$(( $(date +%s) - started ))
