@@ -19,8 +19,13 @@ on_every_backend_in_actix!(
     bad_requests_get_specific_problems,
     history_pages_and_filters_a_users_orders,
     an_idempotency_key_replays_the_first_answer,
+    concurrent_retries_with_one_key_get_the_first_answer,
+    history_numbers_are_checked_against_their_documented_bounds,
     the_openapi_document_matches_the_routes,
 );
+
+/// Identical requests sent at once with one Idempotency-Key.
+const CONCURRENT_RETRIES: usize = 20;
 
 async fn post(app: &TestApp, user: Uuid, body: &Value) -> reqwest::Response {
     app.client
@@ -317,29 +322,24 @@ async fn an_idempotency_key_replays_the_first_answer(db: TestDb) {
     let app = spawn_app(start(db.open(None).await, None, None));
     let user = Uuid::new_v4();
     let body = json!({"symbol": "AAPL", "order_type": "LIMIT", "order_side": "BUY", "quantity": 1, "price": 10});
+    let bearer = token(user);
     let send = |body: Value| {
-        app.client
-            .post(format!("{}/api/v1/orders", app.address))
-            .bearer_auth(token(user))
-            .header("Idempotency-Key", "client-42")
-            .json(&body)
-            .send()
+        let bearer = bearer.clone();
+        let app = &app;
+        async move { app.submit(&bearer, &body, Some("client-42")).await }
     };
-    let first = send(body.clone()).await.unwrap();
+    let first = send(body.clone()).await;
     assert_eq!(first.status(), 202);
     let first: Value = first.json().await.unwrap();
     let again =
         send(json!({"symbol": "AAPL", "order_type": "LIMIT", "order_side": "BUY", "quantity": "1.0", "price": 10}))
-            .await
-            .unwrap();
+            .await;
     assert_eq!(again.status(), 202);
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     let again: Value = again.json().await.unwrap();
     assert_eq!(again["order_id"], first["order_id"]);
     let different =
-        send(json!({"symbol": "AAPL", "order_type": "LIMIT", "order_side": "BUY", "quantity": 2, "price": 10}))
-            .await
-            .unwrap();
+        send(json!({"symbol": "AAPL", "order_type": "LIMIT", "order_side": "BUY", "quantity": 2, "price": 10})).await;
     assert_eq!(different.status(), 422);
     let problem: Value = different.json().await.unwrap();
     assert_eq!(problem["type"], "urn:order-engine:problem:idempotency-key-reused");
@@ -348,6 +348,123 @@ async fn an_idempotency_key_replays_the_first_answer(db: TestDb) {
         page["total_count"] == 1
     })
     .await;
+}
+
+async fn concurrent_retries_with_one_key_get_the_first_answer(db: TestDb) {
+    // Proves concurrent identical requests with one key all get the first 202 and make one order.
+    let app = spawn_app(start(db.open(None).await, None, None));
+    let user = Uuid::new_v4();
+    let body = json!({"symbol": "AAPL", "order_type": "LIMIT", "order_side": "BUY", "quantity": 3, "price": 10});
+    let bearer = token(user);
+    let send = |body: Value| {
+        let bearer = bearer.clone();
+        let app = &app;
+        async move { app.submit(&bearer, &body, Some("burst-7")).await }
+    };
+    let answers = futures_util::future::join_all((0..CONCURRENT_RETRIES).map(|_| send(body.clone()))).await;
+    let mut bodies = Vec::new();
+    for answer in answers {
+        let status = answer.status();
+        let text = answer.text().await.unwrap();
+        assert_eq!(status, 202, "{text}");
+        bodies.push(serde_json::from_str::<Value>(&text).unwrap());
+    }
+    assert!(bodies.iter().all(|b| *b == bodies[0]), "answers differ: {bodies:?}");
+    let different =
+        send(json!({"symbol": "AAPL", "order_type": "LIMIT", "order_side": "BUY", "quantity": 4, "price": 10})).await;
+    assert_eq!(different.status(), 422);
+    let problem: Value = different.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:order-engine:problem:idempotency-key-reused");
+    eventually("the order in history", Duration::from_secs(20), || async {
+        let page: Value = get(&app, user, "/api/v1/orders/history").await.json().await.unwrap();
+        page["total_count"] == 1
+    })
+    .await;
+    let page: Value = get(&app, user, "/api/v1/orders/history").await.json().await.unwrap();
+    assert_eq!(page["total_count"], 1, "{page}");
+    assert_eq!(page["orders"][0]["order_id"], bodies[0]["order_id"]);
+}
+
+/// The document's `minimum` and `maximum` of each history query parameter.
+async fn history_bounds(app: &TestApp) -> Vec<(String, u64, u64)> {
+    let doc = app.get_json("/api/v1/openapi.json", None).await;
+    let parameters = doc["paths"]["/api/v1/orders/history"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    parameters
+        .iter()
+        .filter(|p| p["schema"]["type"] == "integer")
+        .map(|p| {
+            let name = p["name"].as_str().unwrap().to_owned();
+            let bound = |key: &str| {
+                p["schema"][key]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("{name} has no integer {key}: {p}"))
+            };
+            (name.clone(), bound("minimum"), bound("maximum"))
+        })
+        .collect()
+}
+
+async fn history_numbers_are_checked_against_their_documented_bounds(db: TestDb) {
+    // Proves each history number is accepted exactly within its documented bounds, else a 400 naming it.
+    let app = spawn_app(start(db.open(None).await, None, None));
+    let user = Uuid::new_v4();
+    // The page schemathesis found: (page - 1) × limit overflowed into offset 2^64 - 1.
+    let overflow = get(&app, user, "/api/v1/orders/history?page=9223372036854775808").await;
+    assert_eq!(overflow.status(), 400, "{}", overflow.text().await.unwrap());
+    let bounds = history_bounds(&app).await;
+    let names: Vec<&str> = bounds.iter().map(|(name, _, _)| name.as_str()).collect();
+    assert_eq!(names, ["limit", "offset", "page"], "{bounds:?}");
+    for (name, minimum, maximum) in &bounds {
+        let query = |value: &str| format!("/api/v1/orders/history?{name}={value}");
+        for value in [*minimum, *maximum] {
+            let response = get(&app, user, &query(&value.to_string())).await;
+            let status = response.status();
+            assert_eq!(status, 200, "{name}={value}: {}", response.text().await.unwrap());
+        }
+        let mut outside = vec![
+            (maximum + 1).to_string(),
+            "9223372036854775808".to_owned(),
+            "18446744073709551616".to_owned(),
+            "-1".to_owned(),
+            "1.5".to_owned(),
+            "ten".to_owned(),
+        ];
+        if *minimum > 0 {
+            outside.push((minimum - 1).to_string());
+        }
+        for value in outside {
+            let response = get(&app, user, &query(&value)).await;
+            assert_eq!(response.status(), 400, "{name}={value}");
+            assert_eq!(response.headers()["content-type"], "application/problem+json");
+            let problem: Value = response.json().await.unwrap();
+            assert_eq!(problem["parameter"], name.as_str(), "{name}={value}: {problem}");
+            assert_eq!(problem["minimum"], *minimum, "{problem}");
+            assert_eq!(problem["maximum"], *maximum, "{problem}");
+            let detail = problem["detail"].as_str().unwrap();
+            assert!(
+                detail.contains(name.as_str()) && detail.contains(&maximum.to_string()),
+                "{detail}"
+            );
+        }
+    }
+    // The last page of the largest size is the furthest offset, and it fits.
+    let (_, _, page_max) = bounds.iter().find(|(name, _, _)| name == "page").unwrap().clone();
+    let (_, _, limit_max) = bounds.iter().find(|(name, _, _)| name == "limit").unwrap().clone();
+    let (_, _, offset_max) = bounds.iter().find(|(name, _, _)| name == "offset").unwrap().clone();
+    let last: Value = get(
+        &app,
+        user,
+        &format!("/api/v1/orders/history?page={page_max}&limit={limit_max}"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let offset = last["offset"].as_u64().unwrap();
+    assert_eq!(offset, (page_max - 1) * limit_max, "{last}");
+    assert!(offset <= offset_max, "{last}");
 }
 
 async fn the_openapi_document_matches_the_routes(db: TestDb) {
@@ -400,4 +517,43 @@ async fn the_openapi_document_matches_the_routes(db: TestDb) {
         );
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    // Every other method on a documented path is 405, with `Allow` naming exactly the documented ones.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let documented: Vec<String> = item.as_object().unwrap().keys().map(|m| m.to_uppercase()).collect();
+        let url = format!(
+            "{}{}",
+            app.address,
+            path.replace("{order_id}", &Uuid::new_v4().to_string())
+        );
+        for method in ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"] {
+            if documented.iter().any(|m| m == method) {
+                continue;
+            }
+            let response = app
+                .client
+                .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), &url)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 405, "{method} {path}");
+            let allow = response.headers()["allow"].to_str().unwrap().to_owned();
+            let mut allowed: Vec<String> = allow.split(',').map(|m| m.trim().to_owned()).collect();
+            allowed.sort();
+            let mut expected = documented.clone();
+            expected.sort();
+            assert_eq!(allowed, expected, "{method} {path}: Allow: {allow}");
+        }
+    }
+    // Every documented error status of an order route is answered as problem+json.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                if status.starts_with('4') || status.starts_with('5') {
+                    let content = response["content"].as_object();
+                    let json = content.and_then(|c| c.get("application/problem+json").or(c.get("application/json")));
+                    assert!(json.is_some(), "{method} {path} {status} has no JSON body: {response}");
+                }
+            }
+        }
+    }
 }

@@ -7,17 +7,18 @@
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
+use super::openapi::HealthDoc;
 use super::AppState;
 
 /// A projection further behind than this many events is not ready.
 pub const PROJECTION_LAG_EVENTS_MAX: u64 = 10_000;
 
-#[utoipa::path(get, path = "/health/live", tag = "operations", responses((status = 200, description = "The process answers")))]
+#[utoipa::path(get, path = "/health/live", tag = "operations", responses((status = 200, description = "The process answers", body = HealthDoc)))]
 pub async fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "live" }))
 }
 
-#[utoipa::path(get, path = "/health/ready", tag = "operations", responses((status = 200, description = "Database, projections and broker are fine"), (status = 503, description = "A check failed; the body names it")))]
+#[utoipa::path(get, path = "/health/ready", tag = "operations", responses((status = 200, description = "Database, projections and broker are fine", body = HealthDoc), (status = 503, description = "A check failed; the body names it", body = HealthDoc)))]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let mut ready = true;
     let database = match state.engine.deps().store.head_position().await {

@@ -64,21 +64,27 @@ pub fn app(
         .default_service(web::to(problem::route_not_found))
 }
 
-/// Mounts every route.
+/// Mounts every route. Each path is one resource whose other methods are
+/// answered 405 with `Allow` (RFC 9110 §15.5.6), not 404: the path exists.
 pub fn configure(config: &mut web::ServiceConfig) {
     config
-        .route("/health/live", web::get().to(health::live))
-        .route("/health/ready", web::get().to(health::ready))
-        .route("/metrics", web::get().to(health::metrics))
-        .route("/api/v1/openapi.json", web::get().to(openapi::document))
-        .service(
-            web::scope("/api/v1/orders")
-                .route("", web::post().to(orders::submit))
-                // Before `/{order_id}`, which would otherwise take "history" as an id.
-                .route("/history", web::get().to(orders::history))
-                .route("/{order_id}", web::get().to(orders::get))
-                .route("/{order_id}/status", web::get().to(orders::status))
-                .route("/{order_id}/events", web::get().to(orders::events))
-                .route("/{order_id}/cancel", web::put().to(orders::cancel)),
-        );
+        .service(resource("/health/live", "GET").route(web::get().to(health::live)))
+        .service(resource("/health/ready", "GET").route(web::get().to(health::ready)))
+        .service(resource("/metrics", "GET").route(web::get().to(health::metrics)))
+        .service(resource("/api/v1/openapi.json", "GET").route(web::get().to(openapi::document)))
+        .service(resource("/api/v1/orders", "POST").route(web::post().to(orders::submit)))
+        // Before `/{order_id}`, which would otherwise take "history" as an id.
+        .service(resource("/api/v1/orders/history", "GET").route(web::get().to(orders::history)))
+        .service(resource("/api/v1/orders/{order_id}", "GET").route(web::get().to(orders::get)))
+        .service(resource("/api/v1/orders/{order_id}/status", "GET").route(web::get().to(orders::status)))
+        .service(resource("/api/v1/orders/{order_id}/events", "GET").route(web::get().to(orders::events)))
+        .service(resource("/api/v1/orders/{order_id}/cancel", "PUT").route(web::put().to(orders::cancel)));
+}
+
+/// A resource at `path` serving `allow` (its methods, comma-separated); any
+/// other method gets 405.
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move |request: actix_web::HttpRequest| async move {
+        problem::method_not_allowed(&request, allow)
+    }))
 }

@@ -38,7 +38,7 @@
 use std::time::Duration;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
-use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use actix_web::http::header::{HeaderName, HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde_json::{Map, Value};
@@ -426,6 +426,23 @@ pub fn query_config() -> web::QueryConfig {
             .with_instance(req.path())
             .into()
     })
+}
+
+/// The answer to a method a known path does not serve: 405 with `Allow`.
+pub fn method_not_allowed(req: &HttpRequest, allow: &str) -> HttpResponse {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+    )
+    .with_detail(format!(
+        "{} does not serve {}; it serves {allow}",
+        req.path(),
+        req.method()
+    ))
+    .with_instance(req.path())
+    .with_header(ALLOW, allow)
+    .error_response()
 }
 
 /// A default service answering unknown routes with a 404 problem.

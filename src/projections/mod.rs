@@ -15,7 +15,9 @@ mod tail;
 use std::sync::Arc;
 
 pub use order_rows::{order_row_change, OrderRow, OrderRowChange};
-pub use read_models::{HistoryPage, IdempotencyRecord, ReadModels, HISTORY_LIMIT_MAX};
+pub use read_models::{
+    HistoryPage, IdempotencyClaim, IdempotencyRecord, ReadModels, HISTORY_LIMIT_MAX, IDEMPOTENCY_IN_FLIGHT,
+};
 pub use runner::{describe_poison, run_orders_projection, ProjectionHealth, ProjectionState, ORDERS_PROJECTION};
 pub use sql_postgres::{write_batch as write_batch_postgres, PostgresReadModels};
 pub use sql_sqlite::{write_batch as write_batch_sqlite, SqliteReadModels};

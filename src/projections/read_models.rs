@@ -13,18 +13,43 @@ use crate::store::StoreError;
 /// Most rows one history page returns.
 pub const HISTORY_LIMIT_MAX: u32 = 100;
 
-/// A stored answer to an HTTP request with an Idempotency-Key.
+/// The `status` of a record whose first request is still running: it holds
+/// the key, and its `response_data` is null until the request completes.
+pub const IDEMPOTENCY_IN_FLIGHT: &str = "IN_FLIGHT";
+
+/// A stored answer to an HTTP request with an Idempotency-Key, or the claim of
+/// the request still computing it ([`IDEMPOTENCY_IN_FLIGHT`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct IdempotencyRecord {
     pub idempotency_key: String,
     pub user_id: Uuid,
     pub order_id: Uuid,
+    /// The order's status in the answer, or [`IDEMPOTENCY_IN_FLIGHT`].
     pub status: String,
     /// SHA-256 of the request body: the same key with another body is refused.
     pub request_hash: String,
     pub response_data: serde_json::Value,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+}
+
+impl IdempotencyRecord {
+    /// Whether the request that claimed the key has not answered yet.
+    pub fn in_flight(&self) -> bool {
+        self.status == IDEMPOTENCY_IN_FLIGHT
+    }
+}
+
+/// What [`ReadModels::claim`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IdempotencyClaim {
+    /// The key is this request's now: it must `complete` or `release` it.
+    Won,
+    /// A live record holds the key: another request's answer or claim.
+    Held(IdempotencyRecord),
+    /// The holder released the key between this claim and the look at its
+    /// record: claim again.
+    Released,
 }
 
 /// One page of a user's orders, newest first.
@@ -61,6 +86,21 @@ pub trait ReadModels: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<Option<IdempotencyRecord>, StoreError>;
 
-    /// Stores a record unless one is there; returns the record that is kept.
-    async fn remember(&self, record: IdempotencyRecord) -> Result<IdempotencyRecord, StoreError>;
+    /// Stores `record` (an in-flight claim) unless a live record holds its key;
+    /// an expired record gives way. Atomic: of concurrent claims one wins.
+    async fn claim(&self, record: IdempotencyRecord) -> Result<IdempotencyClaim, StoreError>;
+
+    /// Records the answer of the request holding the key.
+    async fn complete(
+        &self,
+        user_id: Uuid,
+        key: &str,
+        status: &str,
+        response: &serde_json::Value,
+    ) -> Result<(), StoreError>;
+
+    /// Drops the key's in-flight claim if it was made at or before
+    /// `claimed_at_or_before` (its holder failed, or is presumed dead); an
+    /// answered record is never dropped. Returns whether a claim was dropped.
+    async fn release(&self, user_id: Uuid, key: &str, claimed_at_or_before: DateTime<Utc>) -> Result<bool, StoreError>;
 }

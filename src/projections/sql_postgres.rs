@@ -12,7 +12,9 @@ use uuid::Uuid;
 
 use super::coalesce::{coalesce_page, RowBatch};
 use super::order_rows::{OrderRow, OrderRowChange};
-use super::read_models::{HistoryPage, IdempotencyRecord, ReadModels, HISTORY_LIMIT_MAX};
+use super::read_models::{
+    HistoryPage, IdempotencyClaim, IdempotencyRecord, ReadModels, HISTORY_LIMIT_MAX, IDEMPOTENCY_IN_FLIGHT,
+};
 use super::sql_common::{parse_enum, parse_opt_decimal};
 use crate::order::OrderStatus;
 use crate::store::StoreError;
@@ -162,36 +164,72 @@ impl ReadModels for PostgresReadModels {
         row.as_ref().map(row_to_idempotency).transpose()
     }
 
-    async fn remember(&self, record: IdempotencyRecord) -> Result<IdempotencyRecord, StoreError> {
-        // An expired record gives way; a live one is kept and returned.
-        let row = sqlx::query(
+    async fn claim(&self, record: IdempotencyRecord) -> Result<IdempotencyClaim, StoreError> {
+        // The primary key decides: of concurrent claims exactly one inserts (or
+        // replaces an expired record) and gets a row back; the others wait for
+        // it to commit and see its row.
+        let won = sqlx::query(
             "INSERT INTO order_idempotency (idempotency_key, user_id, order_id, status, request_hash, response_data, \
              created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (user_id, idempotency_key) DO UPDATE SET order_id = EXCLUDED.order_id, \
              status = EXCLUDED.status, request_hash = EXCLUDED.request_hash, response_data = EXCLUDED.response_data, \
              created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at \
              WHERE order_idempotency.expires_at <= EXCLUDED.created_at \
-             RETURNING *",
+             RETURNING idempotency_key",
         )
         .bind(&record.idempotency_key)
         .bind(record.user_id)
         .bind(record.order_id)
         .bind(&record.status)
         .bind(&record.request_hash)
-        .bind(&record.response_data)
+        .bind((!record.response_data.is_null()).then_some(&record.response_data))
         .bind(record.created_at)
         .bind(record.expires_at)
         .fetch_optional(&self.pool)
         .await?;
-        match row {
-            Some(row) => row_to_idempotency(&row),
-            None => self
-                .idempotency(record.user_id, &record.idempotency_key, record.created_at)
-                .await?
-                .ok_or(StoreError::Internal(
-                    "an idempotency record vanished while it was being stored",
-                )),
+        if won.is_some() {
+            return Ok(IdempotencyClaim::Won);
         }
+        let row = sqlx::query("SELECT * FROM order_idempotency WHERE user_id = $1 AND idempotency_key = $2")
+            .bind(record.user_id)
+            .bind(&record.idempotency_key)
+            .fetch_optional(&self.pool)
+            .await?;
+        let held = row.as_ref().map(row_to_idempotency).transpose()?;
+        Ok(held.map_or(IdempotencyClaim::Released, IdempotencyClaim::Held))
+    }
+
+    async fn complete(
+        &self,
+        user_id: Uuid,
+        key: &str,
+        status: &str,
+        response: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE order_idempotency SET status = $1, response_data = $2 WHERE user_id = $3 AND idempotency_key = $4",
+        )
+        .bind(status)
+        .bind(response)
+        .bind(user_id)
+        .bind(key)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn release(&self, user_id: Uuid, key: &str, claimed_at_or_before: DateTime<Utc>) -> Result<bool, StoreError> {
+        let dropped = sqlx::query(
+            "DELETE FROM order_idempotency \
+             WHERE user_id = $1 AND idempotency_key = $2 AND status = $3 AND created_at <= $4",
+        )
+        .bind(user_id)
+        .bind(key)
+        .bind(IDEMPOTENCY_IN_FLIGHT)
+        .bind(claimed_at_or_before)
+        .execute(&self.pool)
+        .await?;
+        Ok(dropped.rows_affected() > 0)
     }
 }
 

@@ -12,7 +12,9 @@ use uuid::Uuid;
 
 use super::coalesce::{coalesce_page, RowBatch};
 use super::order_rows::{OrderRow, OrderRowChange};
-use super::read_models::{HistoryPage, IdempotencyRecord, ReadModels, HISTORY_LIMIT_MAX};
+use super::read_models::{
+    HistoryPage, IdempotencyClaim, IdempotencyRecord, ReadModels, HISTORY_LIMIT_MAX, IDEMPOTENCY_IN_FLIGHT,
+};
 use super::sql_common::{parse_enum, parse_opt_decimal};
 use crate::order::OrderStatus;
 use crate::store::StoreError;
@@ -170,36 +172,70 @@ impl ReadModels for SqliteReadModels {
         row.as_ref().map(row_to_idempotency).transpose()
     }
 
-    async fn remember(&self, record: IdempotencyRecord) -> Result<IdempotencyRecord, StoreError> {
-        sqlx::query(
+    async fn claim(&self, record: IdempotencyRecord) -> Result<IdempotencyClaim, StoreError> {
+        // One statement, on the single writer connection: of concurrent claims
+        // exactly one inserts (or replaces an expired record) and gets a row back.
+        let won = sqlx::query(
             "INSERT INTO order_idempotency (idempotency_key, user_id, order_id, status, request_hash, response_data, \
              created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
              ON CONFLICT (user_id, idempotency_key) DO UPDATE SET order_id = excluded.order_id, \
              status = excluded.status, request_hash = excluded.request_hash, response_data = excluded.response_data, \
              created_at = excluded.created_at, expires_at = excluded.expires_at \
-             WHERE order_idempotency.expires_at <= excluded.created_at",
+             WHERE order_idempotency.expires_at <= excluded.created_at \
+             RETURNING idempotency_key",
         )
         .bind(&record.idempotency_key)
         .bind(record.user_id.to_string())
         .bind(record.order_id.to_string())
         .bind(&record.status)
         .bind(&record.request_hash)
-        .bind(record.response_data.to_string())
+        .bind((!record.response_data.is_null()).then(|| record.response_data.to_string()))
         .bind(record.created_at)
         .bind(record.expires_at)
-        .execute(&self.writer)
+        .fetch_optional(&self.writer)
         .await?;
+        if won.is_some() {
+            return Ok(IdempotencyClaim::Won);
+        }
         let row = sqlx::query("SELECT * FROM order_idempotency WHERE user_id = ? AND idempotency_key = ?")
             .bind(record.user_id.to_string())
             .bind(&record.idempotency_key)
             .fetch_optional(&self.writer)
             .await?;
-        row.as_ref()
-            .map(row_to_idempotency)
-            .transpose()?
-            .ok_or(StoreError::Internal(
-                "an idempotency record vanished while it was being stored",
-            ))
+        let held = row.as_ref().map(row_to_idempotency).transpose()?;
+        Ok(held.map_or(IdempotencyClaim::Released, IdempotencyClaim::Held))
+    }
+
+    async fn complete(
+        &self,
+        user_id: Uuid,
+        key: &str,
+        status: &str,
+        response: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE order_idempotency SET status = ?, response_data = ? WHERE user_id = ? AND idempotency_key = ?",
+        )
+        .bind(status)
+        .bind(response.to_string())
+        .bind(user_id.to_string())
+        .bind(key)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn release(&self, user_id: Uuid, key: &str, claimed_at_or_before: DateTime<Utc>) -> Result<bool, StoreError> {
+        let dropped = sqlx::query(
+            "DELETE FROM order_idempotency WHERE user_id = ? AND idempotency_key = ? AND status = ? AND created_at <= ?",
+        )
+        .bind(user_id.to_string())
+        .bind(key)
+        .bind(IDEMPOTENCY_IN_FLIGHT)
+        .bind(claimed_at_or_before)
+        .execute(&self.writer)
+        .await?;
+        Ok(dropped.rows_affected() > 0)
     }
 }
 

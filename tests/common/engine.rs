@@ -51,6 +51,16 @@ pub fn ledger(store: &TestStore) -> Arc<EmbeddedLedger> {
 }
 
 pub fn start(store: TestStore, balance: Option<Arc<dyn BalanceService>>, crash: Option<Arc<CrashPoint>>) -> TestEngine {
+    start_with(fast_config(), store, balance, crash)
+}
+
+/// [`start`] with the engine configured by the test (actor limits, ladder).
+pub fn start_with(
+    config: EngineConfig,
+    store: TestStore,
+    balance: Option<Arc<dyn BalanceService>>,
+    crash: Option<Arc<CrashPoint>>,
+) -> TestEngine {
     // Logs go through the test writer (captured); RUST_LOG=order_engine=debug shows them.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -67,7 +77,7 @@ pub fn start(store: TestStore, balance: Option<Arc<dyn BalanceService>>, crash: 
         clock,
     };
     TestEngine {
-        engine: Arc::new(Engine::start(fast_config(), deps, crash)),
+        engine: Arc::new(Engine::start(config, deps, crash)),
         ledger,
         market,
         store,

@@ -73,6 +73,30 @@ pub fn spawn_app_with_auth(engine: TestEngine, auth: Authenticator) -> TestApp {
     }
 }
 
+impl TestApp {
+    /// POST /api/v1/orders with `body` as `bearer`, with an Idempotency-Key if given.
+    pub async fn submit(&self, bearer: &str, body: &serde_json::Value, key: Option<&str>) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(format!("{}/api/v1/orders", self.address))
+            .bearer_auth(bearer)
+            .json(body);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// GET `path`'s JSON body, as `bearer` if given.
+    pub async fn get_json(&self, path: &str, bearer: Option<&str>) -> serde_json::Value {
+        let mut request = self.client.get(format!("{}{path}", self.address));
+        if let Some(bearer) = bearer {
+            request = request.bearer_auth(bearer);
+        }
+        request.send().await.unwrap().json().await.unwrap()
+    }
+}
+
 /// The internal service the test app trusts, its API key and its signing secret.
 pub const TEST_SERVICE: &str = "algo_engine";
 pub const TEST_SERVICE_KEY: &str = "test-algo-engine-key";
