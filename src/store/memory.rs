@@ -20,7 +20,7 @@ use uuid::Uuid;
 use super::chain::{ChainedEvent, EventHash};
 use super::error::validate_batch;
 use super::head::HeadWatch;
-use super::plan::{plan_batch, plan_import, EventRow, Keys, LogSnapshot, StreamHead};
+use super::plan::{plan_batch, plan_import, Keys, LogSnapshot, StreamHead};
 use super::{
     AppendRequest, Appended, BeforeCommitHook, Conflict, EventStore, FaultInjected, StoreError, READ_PAGE_MAX,
 };
@@ -220,26 +220,6 @@ fn after_commit_error() -> StoreError {
     injected("the connection dropped during COMMIT; the write landed")
 }
 
-/// The stored form of a planned row.
-fn chained(row: &EventRow<'_>) -> ChainedEvent {
-    ChainedEvent {
-        event: RecordedEvent {
-            global_position: row.position,
-            stream_id: row.stream_id.clone(),
-            stream_version: row.version,
-            event_id: row.event_id,
-            event_type: row.event_type.to_owned(),
-            schema_version: row.schema_version,
-            payload: row.payload.clone(),
-            metadata: row.metadata.clone(),
-            command_id: row.command_id,
-            recorded_at: row.recorded_at,
-        },
-        stream_hash: row.stream_hash,
-        log_hash: row.log_hash,
-    }
-}
-
 fn page_limit(max_count: usize) -> usize {
     max_count.clamp(1, READ_PAGE_MAX)
 }
@@ -262,7 +242,7 @@ impl EventStore for MemoryStore {
         {
             let mut state = self.state_mut();
             for row in &plan.rows {
-                state.push(chained(row));
+                state.push(row.to_chained());
             }
             state.record_commands(plan.commands.clone());
         }
