@@ -11,21 +11,40 @@ use order_engine::amqp::{derive, Route};
 use order_engine::events::{decode, RecordedEvent};
 use order_engine::ledger::account::{evolve, AccountEvent, AccountState};
 use order_engine::ops::verify::LogChecks;
-use order_engine::order::{OrderEvent, OrderStatus, Side};
+use order_engine::order::{evolve as order_evolve, OrderEvent, OrderState, OrderStatus, Side};
 use order_engine::store::{ChainVerifier, EventStore, MemoryStore, READ_PAGE_MAX};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use super::workload::Workload;
 
-#[derive(Debug, Clone)]
+/// One order as the order core's own fold sees it, and how often it ended.
+#[derive(Debug, Clone, Default)]
 struct OrderFacts {
-    user_id: Uuid,
-    side: Side,
-    status: OrderStatus,
+    state: OrderState,
     /// Terminal events seen (executed, cancelled, failed): at most one.
     finals: u32,
-    executed_value: Option<Decimal>,
+}
+
+impl OrderFacts {
+    fn status(&self) -> OrderStatus {
+        self.state.status().unwrap_or(OrderStatus::Pending)
+    }
+
+    fn side(&self) -> Option<Side> {
+        self.state.order().map(|o| o.side)
+    }
+
+    fn user_id(&self) -> Option<Uuid> {
+        self.state.order().map(|o| o.user_id)
+    }
+
+    fn executed_value(&self) -> Option<Decimal> {
+        self.state
+            .order()
+            .and_then(|o| o.execution.as_ref())
+            .map(|e| e.total_value)
+    }
 }
 
 pub struct Books {
@@ -79,7 +98,7 @@ impl Books {
     pub fn executed(&self) -> u64 {
         self.orders
             .values()
-            .filter(|o| o.status == OrderStatus::Executed)
+            .filter(|o| o.status() == OrderStatus::Executed)
             .count() as u64
     }
 
@@ -172,43 +191,24 @@ impl Books {
             .uuid_in("order")
             .ok_or("an order stream without an order id")?;
         let decoded: OrderEvent = decode(event).map_err(|e| e.to_string())?;
-        if let OrderEvent::OrderSubmitted(submitted) = &decoded {
-            if self.orders.contains_key(&order_id) {
-                return Err(format!("order {order_id} submitted twice"));
-            }
-            self.orders.insert(
-                order_id,
-                OrderFacts {
-                    user_id: submitted.user_id,
-                    side: submitted.side,
-                    status: OrderStatus::Pending,
-                    finals: 0,
-                    executed_value: None,
-                },
-            );
-            return Ok(());
+        let facts = self.orders.entry(order_id).or_default();
+        match (&decoded, facts.state.order()) {
+            (OrderEvent::OrderSubmitted(_), Some(_)) => return Err(format!("order {order_id} submitted twice")),
+            (OrderEvent::OrderSubmitted(_), None) => {}
+            (_, None) => return Err(format!("order {order_id} has events before its submission")),
+            (_, Some(_)) => {}
         }
-        let facts = self
-            .orders
-            .get_mut(&order_id)
-            .ok_or_else(|| format!("order {order_id} has events before its submission"))?;
-        match decoded {
-            OrderEvent::OrderSubmitted(_) | OrderEvent::OrderTriggered(_) => {}
-            OrderEvent::OrderAccepted(_) => facts.status = OrderStatus::Processing,
-            OrderEvent::OrderExecuted(e) => {
-                facts.status = OrderStatus::Executed;
-                facts.finals += 1;
-                facts.executed_value = Some(e.total_value);
-            }
-            OrderEvent::OrderCancelled(_) => {
-                facts.status = OrderStatus::Cancelled;
-                facts.finals += 1;
-            }
-            OrderEvent::OrderFailed(_) => {
-                facts.status = OrderStatus::Failed;
-                facts.finals += 1;
+        if matches!(
+            decoded,
+            OrderEvent::OrderExecuted(_) | OrderEvent::OrderCancelled(_) | OrderEvent::OrderFailed(_)
+        ) {
+            facts.finals += 1;
+            if facts.finals > 1 {
+                // The fold refuses a second ending; count it and keep the first.
+                return Ok(());
             }
         }
+        facts.state = order_evolve(std::mem::take(&mut facts.state), &decoded);
         Ok(())
     }
 
@@ -275,7 +275,7 @@ impl Books {
                     "{amount} moved for order {order_id}, which was never submitted"
                 ));
             };
-            match facts.executed_value {
+            match facts.executed_value() {
                 Some(value) if *amount <= value => {}
                 Some(value) => {
                     return Err(format!("{amount} moved for order {order_id}, worth only {value}"));
@@ -283,7 +283,7 @@ impl Books {
                 None => {
                     return Err(format!(
                         "{amount} deducted or credited for order {order_id}, which is {} and never executed",
-                        facts.status
+                        facts.status()
                     ));
                 }
             }
@@ -295,7 +295,7 @@ impl Books {
     pub fn unsettled(&self) -> Vec<Uuid> {
         self.orders
             .iter()
-            .filter(|(id, facts)| !facts.status.is_terminal() || !self.sagas_completed.contains(id))
+            .filter(|(id, facts)| !facts.status().is_terminal() || !self.sagas_completed.contains(id))
             .map(|(id, _)| *id)
             .collect()
     }
@@ -304,7 +304,7 @@ impl Books {
         self.unsettled()
             .iter()
             .map(|id| {
-                let status = self.orders.get(id).map(|f| f.status.to_string()).unwrap_or_default();
+                let status = self.orders.get(id).map(|f| f.status().to_string()).unwrap_or_default();
                 format!(
                     "{id} is {status}, saga {}",
                     if self.sagas_completed.contains(id) {
@@ -332,24 +332,24 @@ impl Books {
             if !reserved.is_zero() {
                 return Err(format!(
                     "order {order_id} is {} with {reserved} still reserved",
-                    facts.status
+                    facts.status()
                 ));
             }
-            let value = facts.executed_value.unwrap_or_default();
-            let (moved, what) = match facts.side {
-                Side::Buy => (self.deducted_for.get(order_id), "deducted"),
-                Side::Sell => (self.credited_for.get(order_id), "credited"),
+            let value = facts.executed_value().unwrap_or_default();
+            let (moved, what) = match facts.side() {
+                Some(Side::Buy) => (self.deducted_for.get(order_id), "deducted"),
+                _ => (self.credited_for.get(order_id), "credited"),
             };
             let moved = moved.copied().unwrap_or_default();
             if moved != value {
                 return Err(format!(
-                    "order {order_id} ({}, {}) is worth {value} but {moved} was {what}",
-                    facts.side.as_str(),
-                    facts.status
+                    "order {order_id} ({:?}, {}) is worth {value} but {moved} was {what}",
+                    facts.side(),
+                    facts.status()
                 ));
             }
-            let user_known = self.accounts.contains_key(&facts.user_id);
-            if facts.executed_value.is_some() && !user_known {
+            let account_moved = facts.user_id().is_some_and(|user| self.accounts.contains_key(&user));
+            if facts.executed_value().is_some() && !account_moved {
                 return Err(format!("order {order_id} executed without its account ever moving"));
             }
         }

@@ -2,8 +2,8 @@
 //! plan for the in-memory log, the seeded workload, the driver that runs the
 //! real engine through crashes, and the books that check it after every step.
 //!
-//! Must never read the wall clock or an unseeded random source: everything a
-//! run does follows from its seed.
+//! Must never read the wall clock (but for a watchdog) or an unseeded random
+//! source: everything a run does follows from its seed.
 
 mod books;
 mod workload;
@@ -48,6 +48,9 @@ const DRAIN_TICK: Duration = Duration::from_secs(5);
 const SETTLED_GRACE: Duration = Duration::from_secs(15);
 /// Drain windows before an order still working is called stuck.
 const DRAIN_ROUNDS_MAX: u32 = 4;
+/// Wall time one seed may take (it takes milliseconds): a watchdog, read
+/// only to fail a run that stopped making progress, never to steer one.
+const SEED_WALL_MAX: Duration = Duration::from_secs(60);
 /// Actions one seed may take, redeliveries included, before it is called a livelock.
 const ACTIONS_MAX: usize = 2_000;
 
@@ -222,6 +225,7 @@ struct Simulation {
     mid_write_crashes: u32,
     incarnation: u32,
     actions_taken: usize,
+    started: std::time::Instant,
 }
 
 impl Simulation {
@@ -258,6 +262,7 @@ impl Simulation {
             mid_write_crashes: 0,
             incarnation: 0,
             actions_taken: 0,
+            started: std::time::Instant::now(),
         }
     }
 
@@ -448,6 +453,12 @@ impl Simulation {
 
     async fn check(&mut self) -> Result<(), String> {
         self.summary.checks += 1;
+        if self.started.elapsed() > SEED_WALL_MAX {
+            return Err(format!(
+                "still running after {} s of wall time",
+                SEED_WALL_MAX.as_secs()
+            ));
+        }
         self.books.catch_up(&self.log).await?;
         self.books.check()
     }
