@@ -38,6 +38,8 @@ const OPENING_BALANCE: Decimal = Decimal::from_parts(10_000, 0, 0, false, 0);
 const RETRY_DELAYS_S: [u64; 4] = [1, 3, 12, 72];
 /// Crashes in the middle of a write, at most, per seed (boundary crashes come from the workload).
 const MID_WRITE_CRASHES_MAX: u32 = 2;
+/// How often an incarnation runs two engine processes on the one log.
+const TWO_PROCESSES_PROBABILITY: f64 = 0.3;
 /// How long a crashed engine stays down before the next one starts.
 const DOWNTIME_MAX_S: i64 = 30;
 /// Virtual time the drain gives the engine between two looks, past the whole ladder.
@@ -332,7 +334,8 @@ impl Simulation {
         result
     }
 
-    async fn drive(&mut self, faults: Arc<SimFaults>) -> Result<Ended, String> {
+    /// One engine process over the surviving log, with `faults` in front of its store.
+    fn start_engine(&self, faults: &Arc<SimFaults>) -> Arc<Engine> {
         let clock: Arc<dyn Clock> = self.clock.clone();
         let store: Arc<dyn EventStore> = Arc::new(
             self.log
@@ -357,7 +360,20 @@ impl Simulation {
             accounts: Arc::new(EmbeddedAccounts),
             clock,
         };
-        let engine = Arc::new(Engine::start(config, deps, None));
+        Arc::new(Engine::start(config, deps, None))
+    }
+
+    async fn drive(&mut self, faults: Arc<SimFaults>) -> Result<Ended, String> {
+        // Sometimes two engine processes share the log, as two `serve`s may
+        // share a database: each drives every saga, and optimistic
+        // concurrency with idempotency must keep the effects single.
+        let processes = if self.rng.gen_bool(TWO_PROCESSES_PROBABILITY) {
+            2
+        } else {
+            1
+        };
+        let engines: Vec<Arc<Engine>> = (0..processes).map(|_| self.start_engine(&faults)).collect();
+        let engine = Arc::clone(&engines[0]);
         while let Some(action) = self.actions.pop_front() {
             self.actions_taken += 1;
             if self.actions_taken > ACTIONS_MAX {
@@ -366,7 +382,8 @@ impl Simulation {
             if matches!(action, Action::Crash) {
                 return Ok(Ended::Crashed);
             }
-            let gap = self.act(&engine, action).await?;
+            let target = Arc::clone(&engines[self.rng.gen_range(0..engines.len())]);
+            let gap = self.act(&target, action).await?;
             tokio::time::sleep(gap).await;
             self.check().await?;
             if faults.crashed() {
