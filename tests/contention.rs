@@ -139,6 +139,7 @@ async fn a_burst_of_one_users_market_buys_over_amqp_all_execute_within_seconds()
         Arc::clone(&t.engine) as Arc<dyn OrderSubmitter>,
         Arc::clone(&t.store.store),
         Arc::new(SystemClock),
+        None,
     );
     assert!(
         handle.wait_connected(Duration::from_secs(30)).await,

@@ -1,5 +1,7 @@
 //! The event store conformance suite: every test body here runs against every
-//! backend (PostgreSQL and SQLite), so they cannot drift apart.
+//! backend (PostgreSQL, SQLite and the in-memory log), so they cannot drift
+//! apart. The three bodies that reach behind the store with SQL (triggers, a
+//! raw v1 row, a forged row) run on the SQL backends only.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -46,6 +48,26 @@ on_every_backend!(
     group_commit_merges_concurrent_appends_and_isolates_conflicts,
 );
 
+on_memory_backend!(
+    appended_events_read_back_in_order,
+    a_stale_expected_version_is_a_conflict_and_writes_nothing,
+    a_new_stream_must_be_expected_at_version_zero,
+    a_batch_commits_every_stream_but_the_conflicting_one,
+    a_repeated_command_returns_the_original_result,
+    the_whole_log_reads_in_dense_pages,
+    a_stream_reads_from_a_version,
+    metadata_survives_storage,
+    invalid_appends_are_refused_before_any_write,
+    concurrent_writers_to_one_stream_never_both_win,
+    a_reader_never_passes_an_uncommitted_append,
+    a_rolled_back_append_leaves_no_gap_and_no_stall,
+    a_tail_wakes_on_append,
+    appends_are_hash_chained_and_verify,
+    a_log_imports_verbatim_and_still_verifies,
+    an_import_that_does_not_continue_the_log_writes_nothing,
+    group_commit_merges_concurrent_appends_and_isolates_conflicts,
+);
+
 fn stream(name: &str) -> StreamId {
     StreamId::new(format!("{name}-{}", Uuid::new_v4())).unwrap()
 }
@@ -69,17 +91,17 @@ fn request(stream_id: &StreamId, expected_version: u64, count: u64) -> AppendReq
     }
 }
 
-async fn must_append(db: &common::TestStore, request: AppendRequest) -> Appended {
-    append(db.store.as_ref(), request).await.unwrap().unwrap()
+async fn must_append(store: &Arc<dyn EventStore>, request: AppendRequest) -> Appended {
+    append(store.as_ref(), request).await.unwrap().unwrap()
 }
 
 async fn appended_events_read_back_in_order(db: TestDb) {
     // Proves an append is readable with its versions, positions, payloads and event ids.
-    let s = db.open(None).await;
+    let s = db.open_log(None).await;
     let id = stream("order");
     let req = request(&id, 0, 3);
     let sent: Vec<_> = req.events.clone();
-    let appended = must_append(&s, req).await;
+    let appended = must_append(&s.store, req).await;
     assert_eq!((appended.first_version, appended.last_version), (1, 3));
     assert_eq!((appended.first_position, appended.last_position), (1, 3));
     assert!(!appended.deduplicated);
@@ -99,9 +121,9 @@ async fn appended_events_read_back_in_order(db: TestDb) {
 
 async fn a_stale_expected_version_is_a_conflict_and_writes_nothing(db: TestDb) {
     // Proves a writer that decided on an old version is told so and changes nothing.
-    let s = db.open(None).await;
+    let s = db.open_log(None).await;
     let id = stream("order");
-    must_append(&s, request(&id, 0, 2)).await;
+    must_append(&s.store, request(&id, 0, 2)).await;
     let outcome = append(s.store.as_ref(), request(&id, 1, 1)).await.unwrap();
     assert_eq!(
         outcome,
@@ -117,20 +139,20 @@ async fn a_stale_expected_version_is_a_conflict_and_writes_nothing(db: TestDb) {
 
 async fn a_new_stream_must_be_expected_at_version_zero(db: TestDb) {
     // Proves expecting events in an empty stream, or none in a full one, conflicts.
-    let s = db.open(None).await;
+    let s = db.open_log(None).await;
     let id = stream("order");
     let outcome = append(s.store.as_ref(), request(&id, 4, 1)).await.unwrap();
     assert_eq!(outcome.err().map(|c| c.actual), Some(0));
-    must_append(&s, request(&id, 0, 1)).await;
+    must_append(&s.store, request(&id, 0, 1)).await;
     let outcome = append(s.store.as_ref(), request(&id, 0, 1)).await.unwrap();
     assert_eq!(outcome.err().map(|c| (c.expected, c.actual)), Some((0, 1)));
 }
 
 async fn a_batch_commits_every_stream_but_the_conflicting_one(db: TestDb) {
     // Proves one transaction checks each stream on its own: one conflict fails only its stream.
-    let s = db.open(None).await;
+    let s = db.open_log(None).await;
     let (a, b, c) = (stream("a"), stream("b"), stream("c"));
-    must_append(&s, request(&b, 0, 1)).await;
+    must_append(&s.store, request(&b, 0, 1)).await;
     let results = s
         .store
         .append_batch(vec![request(&a, 0, 2), request(&b, 0, 1), request(&c, 0, 1)])
@@ -156,14 +178,14 @@ async fn a_batch_commits_every_stream_but_the_conflicting_one(db: TestDb) {
 
 async fn a_repeated_command_returns_the_original_result(db: TestDb) {
     // Proves a retried command (same id, e.g. after an unknown COMMIT outcome) is written once.
-    let s = db.open(None).await;
+    let s = db.open_log(None).await;
     let id = stream("order");
     let command_id = Uuid::new_v4();
     let mut first = request(&id, 0, 2);
     first.command_id = Some(command_id);
-    let original = must_append(&s, first.clone()).await;
+    let original = must_append(&s.store, first.clone()).await;
 
-    let retried = must_append(&s, first).await;
+    let retried = must_append(&s.store, first).await;
     assert!(retried.deduplicated);
     assert_eq!(
         Appended {
@@ -175,7 +197,7 @@ async fn a_repeated_command_returns_the_original_result(db: TestDb) {
     // Even a retry that decided on a now-stale version gets the original answer.
     let mut stale = request(&id, 0, 1);
     stale.command_id = Some(command_id);
-    assert_eq!(must_append(&s, stale).await, retried);
+    assert_eq!(must_append(&s.store, stale).await, retried);
     assert_eq!(s.store.stream_version(&id).await.unwrap(), 2);
     assert_eq!(s.store.head_position().await.unwrap(), 2);
 
@@ -183,14 +205,14 @@ async fn a_repeated_command_returns_the_original_result(db: TestDb) {
     let other = stream("order");
     let mut elsewhere = request(&other, 0, 1);
     elsewhere.command_id = Some(command_id);
-    assert!(!must_append(&s, elsewhere).await.deduplicated);
+    assert!(!must_append(&s.store, elsewhere).await.deduplicated);
 }
 
 async fn the_whole_log_reads_in_dense_pages(db: TestDb) {
     // Proves paging the whole log returns every position once, in order.
-    let s = db.open(None).await;
+    let s = db.open_log(None).await;
     for i in 0..5 {
-        must_append(&s, request(&stream(&format!("s{i}")), 0, 5)).await;
+        must_append(&s.store, request(&stream(&format!("s{i}")), 0, 5)).await;
     }
     let mut tail = LogTail::new(Arc::clone(&s.store), 0).with_page_size(7);
     let mut positions = Vec::new();
@@ -204,11 +226,11 @@ async fn the_whole_log_reads_in_dense_pages(db: TestDb) {
 
 async fn a_stream_reads_from_a_version(db: TestDb) {
     // Proves reading a stream from version k skips only what precedes k, and other streams.
-    let s = db.open(None).await;
+    let s = db.open_log(None).await;
     let (a, b) = (stream("a"), stream("b"));
-    must_append(&s, request(&a, 0, 3)).await;
-    must_append(&s, request(&b, 0, 2)).await;
-    must_append(&s, request(&a, 3, 2)).await;
+    must_append(&s.store, request(&a, 0, 3)).await;
+    must_append(&s.store, request(&b, 0, 2)).await;
+    must_append(&s.store, request(&a, 3, 2)).await;
     let read = s.store.read_stream(&a, 3, 100).await.unwrap();
     let versions: Vec<u64> = read.iter().map(|e| e.stream_version).collect();
     assert_eq!(versions, vec![3, 4, 5]);
@@ -219,7 +241,7 @@ async fn a_stream_reads_from_a_version(db: TestDb) {
 
 async fn metadata_survives_storage(db: TestDb) {
     // Proves correlation, causation, who, source, trace context and command id are kept.
-    let s = db.open(None).await;
+    let s = db.open_log(None).await;
     let id = stream("order");
     let metadata = EventMetadata {
         correlation_id: Some(Uuid::new_v4()),
@@ -235,7 +257,7 @@ async fn metadata_survives_storage(db: TestDb) {
     let mut req = request(&id, 0, 1);
     req.events[0].metadata = metadata.clone();
     req.command_id = Some(command_id);
-    must_append(&s, req).await;
+    must_append(&s.store, req).await;
     let stored = &s.store.read_stream(&id, 1, 1).await.unwrap()[0];
     assert_eq!(stored.metadata, metadata);
     assert_eq!(stored.command_id, Some(command_id));
@@ -252,7 +274,7 @@ async fn the_database_refuses_update_and_delete(db: TestDb) {
     let id = stream("order");
     let mut req = request(&id, 0, 1);
     req.command_id = Some(Uuid::new_v4());
-    must_append(&s, req).await;
+    must_append(&s.store, req).await;
     for sql in [
         "UPDATE events SET event_type = 'Forged'",
         "DELETE FROM events",
@@ -272,7 +294,7 @@ async fn the_database_refuses_update_and_delete(db: TestDb) {
 
 async fn invalid_appends_are_refused_before_any_write(db: TestDb) {
     // Proves empty and oversized appends get a specific error and write nothing.
-    let s = db.open(None).await;
+    let s = db.open_log(None).await;
     let id = stream("order");
     let empty = append(s.store.as_ref(), request(&id, 0, 0)).await;
     assert!(
@@ -320,7 +342,7 @@ async fn a_version_one_event_loads_as_the_current_type(db: TestDb) {
 
 async fn concurrent_writers_to_one_stream_never_both_win(db: TestDb) {
     // Proves two processes racing on one stream: exactly one append per version wins.
-    let (a, b) = (db.open(None).await, db.open(None).await);
+    let (a, b) = (db.open_log(None).await, db.open_log(None).await);
     let id = stream("order");
     let writers = [Arc::clone(&a.store), Arc::clone(&b.store)];
     let mut tasks = Vec::new();
@@ -394,9 +416,11 @@ async fn a_reader_never_passes_an_uncommitted_append(db: TestDb) {
     let held = stream("held");
     let (release_tx, release_rx) = oneshot::channel();
     let (parked_tx, parked_rx) = oneshot::channel();
-    let holder = db.open(Some(holding_hook(held.clone(), release_rx, parked_tx))).await;
-    let other = db.open(None).await;
-    must_append(&other, request(&stream("before"), 0, 1)).await;
+    let holder = db
+        .open_log(Some(holding_hook(held.clone(), release_rx, parked_tx)))
+        .await;
+    let other = db.open_log(None).await;
+    must_append(&other.store, request(&stream("before"), 0, 1)).await;
 
     let hold_store = Arc::clone(&holder.store);
     let held_req = request(&held, 0, 1);
@@ -457,8 +481,10 @@ async fn a_rolled_back_append_leaves_no_gap_and_no_stall(db: TestDb) {
     let held = stream("held");
     let (release_tx, release_rx) = oneshot::channel();
     let (parked_tx, parked_rx) = oneshot::channel();
-    let holder = db.open(Some(holding_hook(held.clone(), release_rx, parked_tx))).await;
-    let other = db.open(None).await;
+    let holder = db
+        .open_log(Some(holding_hook(held.clone(), release_rx, parked_tx)))
+        .await;
+    let other = db.open_log(None).await;
 
     let hold_store = Arc::clone(&holder.store);
     let held_task = tokio::spawn(async move { append(hold_store.as_ref(), request(&held, 0, 3)).await });
@@ -506,7 +532,7 @@ async fn a_rolled_back_append_leaves_no_gap_and_no_stall(db: TestDb) {
 
 async fn a_tail_wakes_on_append(db: TestDb) {
     // Proves a caught-up tail is woken by an append rather than waiting out its poll interval.
-    let s = db.open(None).await;
+    let s = db.open_log(None).await;
     let mut tail = LogTail::new(Arc::clone(&s.store), 0).with_poll_interval(Duration::from_secs(30));
     let waiter = tokio::spawn(async move {
         let started = Instant::now();
@@ -514,7 +540,7 @@ async fn a_tail_wakes_on_append(db: TestDb) {
         (batch.len(), started.elapsed())
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    must_append(&s, request(&stream("order"), 0, 2)).await;
+    must_append(&s.store, request(&stream("order"), 0, 2)).await;
     let (count, waited) = tokio::time::timeout(Duration::from_secs(5), waiter)
         .await
         .unwrap()
@@ -569,7 +595,7 @@ fn violations_in(log: &[ChainedEvent]) -> Vec<ChainViolation> {
 async fn appends_are_hash_chained_and_verify(db: TestDb) {
     // Proves every append stores hashes that the verifier recomputes from the
     // events as read back, on this backend's JSON and time storage.
-    let s = db.open(None).await;
+    let s = db.open_log(None).await;
     append_a_small_log(s.store.as_ref()).await;
     let log = whole_chain(s.store.as_ref()).await;
     assert_eq!(log.len(), 7);
@@ -611,17 +637,18 @@ async fn another_like(db: &TestDb) -> TestDb {
     match db {
         TestDb::Postgres { .. } => TestDb::postgres("import target").await.unwrap(),
         TestDb::Sqlite { .. } => TestDb::sqlite(),
+        TestDb::Memory { .. } => TestDb::memory(),
     }
 }
 
 async fn a_log_imports_verbatim_and_still_verifies(db: TestDb) {
     // Proves an exported log keeps ids, versions, positions, times and hashes
     // in another store, whose command dedup still answers retried commands.
-    let source = db.open(None).await;
+    let source = db.open_log(None).await;
     append_a_small_log(source.store.as_ref()).await;
     let exported = whole_chain(source.store.as_ref()).await;
     let target_db = another_like(&db).await;
-    let target = target_db.open(None).await;
+    let target = target_db.open_log(None).await;
     // Split where a command's events are not cut in two.
     target.store.import_chained(exported[..3].to_vec()).await.unwrap();
     target.store.import_chained(exported[3..].to_vec()).await.unwrap();
@@ -651,11 +678,11 @@ async fn a_log_imports_verbatim_and_still_verifies(db: TestDb) {
 
 async fn an_import_that_does_not_continue_the_log_writes_nothing(db: TestDb) {
     // Proves import refuses a file that skips positions or starts mid-log.
-    let source = db.open(None).await;
+    let source = db.open_log(None).await;
     append_a_small_log(source.store.as_ref()).await;
     let exported = whole_chain(source.store.as_ref()).await;
     let target_db = another_like(&db).await;
-    let target = target_db.open(None).await;
+    let target = target_db.open_log(None).await;
     let error = target.store.import_chained(exported[1..].to_vec()).await.unwrap_err();
     assert!(error.to_string().contains("continues at 1"), "{error}");
     let mut gapped = exported.clone();
@@ -684,9 +711,9 @@ async fn group_commit_merges_concurrent_appends_and_isolates_conflicts(db: TestD
         .boxed()
     });
     let db = db.with_group_commit();
-    let s = db.open(Some(hook)).await;
+    let s = db.open_log(Some(hook)).await;
     let existing = stream("existing");
-    must_append(&s, request(&existing, 0, 1)).await;
+    must_append(&s.store, request(&existing, 0, 1)).await;
     commits.store(0, std::sync::atomic::Ordering::SeqCst);
 
     let mut tasks = Vec::new();

@@ -190,13 +190,26 @@ impl Engine {
 
     /// Cancels a user's order while it is not final.
     pub async fn cancel(&self, order_id: Uuid, user_id: Uuid, reason: &str) -> Result<Order, EngineError> {
+        self.cancel_as(order_id, user_id, reason, Uuid::now_v7()).await
+    }
+
+    /// [`Engine::cancel`] under a command id the caller chose: a redelivered
+    /// cancel with the same id is applied once, and a seeded simulation gets
+    /// the same events on every run.
+    pub async fn cancel_as(
+        &self,
+        order_id: Uuid,
+        user_id: Uuid,
+        reason: &str,
+        command_id: Uuid,
+    ) -> Result<Order, EngineError> {
         self.owned(order_id, user_id).await?;
         let message = ExecuteCommand {
             command: OrderCommand::Cancel(CancelOrder {
                 reason: reason.to_owned(),
                 cancelled_at: self.deps.clock.now(),
             }),
-            command_id: Uuid::now_v7(),
+            command_id,
             metadata: EventMetadata {
                 correlation_id: Some(order_id),
                 who: Some(format!("user:{user_id}")),

@@ -60,7 +60,8 @@ pub(crate) struct Reactor {
     submitted: HashMap<Uuid, OrderSubmitted>,
     working: HashMap<Uuid, WorkingOrder>,
     by_symbol: HashMap<String, HashSet<Uuid>>,
-    in_flight: HashMap<Uuid, std::time::Instant>,
+    /// When each fill or trigger was sent, on the runtime's clock (virtual in tests).
+    in_flight: HashMap<Uuid, tokio::time::Instant>,
     match_done_tx: mpsc::UnboundedSender<Uuid>,
     /// Orders whose stream holds an event the reactor could not read: it
     /// reacts to nothing more of theirs.
@@ -110,8 +111,34 @@ impl Reactor {
             if ctx.crash.as_ref().is_some_and(|c| c.is_halted()) {
                 return;
             }
+            // Biased, in a fixed order, so one seed of the simulation replays the
+            // same interleaving (an unbiased select draws from a random source);
+            // the cheap, bounded branches come before the log, which is never
+            // empty under load and would otherwise starve them.
             tokio::select! {
+                biased;
                 _ = shutdown.changed() => break,
+                Some((order_id, generation)) = saga_done_rx.recv() => {
+                    if reactor.sagas.get(&order_id).is_some_and(|s| s.generation == generation) {
+                        reactor.sagas.remove(&order_id);
+                    }
+                }
+                Some(order_id) = match_done_rx.recv() => {
+                    reactor.in_flight.remove(&order_id);
+                }
+                _ = save_timer.tick() => {
+                    let mark = reactor.low_water_mark(tail.position());
+                    if mark != saved && ctx.store.save_checkpoint(REACTOR_CHECKPOINT, mark).await.is_ok() {
+                        saved = mark;
+                    }
+                }
+                tick = ticks.recv() => match tick {
+                    Ok(tick) => reactor.on_tick(&tick),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::debug!(missed, "reactor lagged behind the tick feed; later ticks carry the latest prices");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => ticks = reactor.market.subscribe(),
+                },
                 batch = tail.next_batch(), if reactor.sagas.len() < ctx.config.active_max => match batch {
                     Ok(batch) => {
                         for event in &batch {
@@ -142,27 +169,6 @@ impl Reactor {
                         }
                     }
                 },
-                tick = ticks.recv() => match tick {
-                    Ok(tick) => reactor.on_tick(&tick),
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        tracing::debug!(missed, "reactor lagged behind the tick feed; later ticks carry the latest prices");
-                    }
-                    Err(broadcast::error::RecvError::Closed) => ticks = reactor.market.subscribe(),
-                },
-                Some((order_id, generation)) = saga_done_rx.recv() => {
-                    if reactor.sagas.get(&order_id).is_some_and(|s| s.generation == generation) {
-                        reactor.sagas.remove(&order_id);
-                    }
-                }
-                Some(order_id) = match_done_rx.recv() => {
-                    reactor.in_flight.remove(&order_id);
-                }
-                _ = save_timer.tick() => {
-                    let mark = reactor.low_water_mark(tail.position());
-                    if mark != saved && ctx.store.save_checkpoint(REACTOR_CHECKPOINT, mark).await.is_ok() {
-                        saved = mark;
-                    }
-                }
             }
         }
         let mark = reactor.low_water_mark(tail.position());
@@ -318,11 +324,13 @@ impl Reactor {
     }
 
     fn on_tick(&mut self, tick: &Tick) {
-        let ids: Vec<Uuid> = self
+        let mut ids: Vec<Uuid> = self
             .by_symbol
             .get(tick.symbol.as_str())
             .map(|ids| ids.iter().copied().collect())
             .unwrap_or_default();
+        // A set's order is random per process; fills go out in a fixed order.
+        ids.sort_unstable();
         for order_id in ids {
             self.try_match(order_id, tick.price);
         }
@@ -368,7 +376,7 @@ impl Reactor {
                 "fail:unaffordable".to_owned(),
             ),
         };
-        self.in_flight.insert(order_id, std::time::Instant::now());
+        self.in_flight.insert(order_id, tokio::time::Instant::now());
         let registry = self.ctx.registry.clone();
         let done = self.match_done_tx.clone();
         let message = ExecuteCommand {

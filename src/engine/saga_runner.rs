@@ -554,7 +554,10 @@ pub(crate) async fn saga_task(
                     tokio::time::sleep(delay).await;
                     continue;
                 }
+                // Biased: an input ready at the wake time is taken first, the
+                // same way on every run (an unbiased select draws at random).
                 tokio::select! {
+                    biased;
                     input = inbox.recv() => input,
                     () = tokio::time::sleep(delay) => continue,
                 }

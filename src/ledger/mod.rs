@@ -237,7 +237,7 @@ impl EmbeddedLedger {
                 stream_id: stream_id.clone(),
                 expected_version: version,
                 command_id: Some(command_id),
-                events: self.envelopes(&events, order_id, command_id, source)?,
+                events: self.envelopes(user_id, &events, order_id, command_id, source)?,
             };
             match append(self.store.as_ref(), request).await.map_err(store_error)? {
                 Ok(appended) if !appended.deduplicated => return answer(user_id, &state, &key),
@@ -266,6 +266,7 @@ impl EmbeddedLedger {
 
     fn envelopes(
         &self,
+        user_id: Uuid,
         events: &[AccountEvent],
         order_id: Option<Uuid>,
         command_id: Uuid,
@@ -278,9 +279,17 @@ impl EmbeddedLedger {
             source: Some(source.to_owned()),
             trace: None,
         };
+        // Event ids from the command id and the account, as every other stream
+        // derives them: a retried request carries the same events, and a run
+        // replays to the same log. The account is in the name because one
+        // operator key (so one command id) may fund several accounts.
         events
             .iter()
-            .map(|event| encode(event, Uuid::now_v7(), metadata.clone()).map_err(decode_error))
+            .enumerate()
+            .map(|(i, event)| {
+                let event_id = Uuid::new_v5(&command_id, format!("{user_id}:{i}").as_bytes());
+                encode(event, event_id, metadata.clone()).map_err(decode_error)
+            })
             .collect()
     }
 

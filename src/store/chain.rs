@@ -129,6 +129,28 @@ impl<'a> EventRow<'a> {
     }
 }
 
+impl EventRow<'_> {
+    /// The stored event this row becomes, hashes included.
+    pub(crate) fn to_chained(&self) -> ChainedEvent {
+        ChainedEvent {
+            event: RecordedEvent {
+                global_position: self.position,
+                stream_id: self.stream_id.clone(),
+                stream_version: self.version,
+                event_id: self.event_id,
+                event_type: self.event_type.to_owned(),
+                schema_version: self.schema_version,
+                payload: self.payload.clone(),
+                metadata: self.metadata.clone(),
+                command_id: self.command_id,
+                recorded_at: self.recorded_at,
+            },
+            stream_hash: self.stream_hash,
+            log_hash: self.log_hash,
+        }
+    }
+}
+
 impl<'a> From<&'a ChainedEvent> for EventRow<'a> {
     fn from(chained: &'a ChainedEvent) -> Self {
         Self::of(&chained.event, chained.stream_hash, chained.log_hash)

@@ -1,5 +1,6 @@
 //! The event log: one append-only table behind the [`EventStore`] trait, with a
-//! PostgreSQL backend for production and a SQLite backend for the embedded default.
+//! PostgreSQL backend for production, a SQLite backend for the embedded default,
+//! and an in-memory backend for simulation and tests.
 //!
 //! Never updates or deletes an event; the database refuses it too (triggers).
 
@@ -9,6 +10,7 @@ mod fault;
 mod fold;
 mod group_commit;
 mod head;
+mod memory;
 pub(crate) mod plan;
 mod postgres;
 mod rows;
@@ -25,6 +27,7 @@ pub use error::StoreError;
 pub use fault::{BeforeCommitHook, FaultInjected};
 pub use fold::{fold_stream, FoldError};
 pub use group_commit::{GroupCommitStore, GROUP_COMMIT_QUEUE_MAX};
+pub use memory::{AppendFault, FaultPlan, MemoryStore};
 pub use postgres::{PostgresConfig, PostgresStore};
 pub use sqlite::{SqliteConfig, SqliteStore};
 pub use types::{AppendRequest, Appended, Conflict, APPEND_EVENTS_MAX, BATCH_STREAMS_MAX, READ_PAGE_MAX};

@@ -328,25 +328,7 @@ mod tests {
         assert_eq!(verifier.finish().events, 4);
 
         fn chained_rows(plan: &Plan<'_>) -> Vec<ChainedEvent> {
-            plan.rows
-                .iter()
-                .map(|row| ChainedEvent {
-                    event: crate::events::RecordedEvent {
-                        global_position: row.position,
-                        stream_id: row.stream_id.clone(),
-                        stream_version: row.version,
-                        event_id: row.event_id,
-                        event_type: row.event_type.to_owned(),
-                        schema_version: row.schema_version,
-                        payload: row.payload.clone(),
-                        metadata: row.metadata.clone(),
-                        command_id: row.command_id,
-                        recorded_at: row.recorded_at,
-                    },
-                    stream_hash: row.stream_hash,
-                    log_hash: row.log_hash,
-                })
-                .collect()
+            plan.rows.iter().map(EventRow::to_chained).collect()
         }
     }
 

@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use order_engine::projections::{PostgresReadModels, ReadModels, SqliteReadModels};
 use order_engine::store::{
-    BeforeCommitHook, EventStore, GroupCommitStore, PostgresConfig, PostgresStore, SqliteConfig, SqliteStore,
+    BeforeCommitHook, EventStore, GroupCommitStore, MemoryStore, PostgresConfig, PostgresStore, SqliteConfig,
+    SqliteStore,
 };
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
@@ -55,6 +56,13 @@ pub enum TestDb {
         url: String,
         group_commit: bool,
     },
+    /// The in-memory log: no SQL side, so only `open_log` opens it.
+    Memory { log: MemoryStore, group_commit: bool },
+}
+
+/// A store opened on a test database, without the SQL access of [`TestStore`].
+pub struct OpenLog {
+    pub store: Arc<dyn EventStore>,
 }
 
 impl TestDb {
@@ -96,17 +104,28 @@ impl TestDb {
         }
     }
 
+    pub fn memory() -> Self {
+        Self::Memory {
+            log: MemoryStore::new(),
+            group_commit: false,
+        }
+    }
+
     /// Stores opened on this database merge concurrent appends (group commit).
     pub fn with_group_commit(mut self) -> Self {
         match &mut self {
-            Self::Postgres { group_commit, .. } | Self::Sqlite { group_commit, .. } => *group_commit = true,
+            Self::Postgres { group_commit, .. }
+            | Self::Sqlite { group_commit, .. }
+            | Self::Memory { group_commit, .. } => *group_commit = true,
         }
         self
     }
 
     fn group_commit(&self) -> bool {
         match self {
-            Self::Postgres { group_commit, .. } | Self::Sqlite { group_commit, .. } => *group_commit,
+            Self::Postgres { group_commit, .. }
+            | Self::Sqlite { group_commit, .. }
+            | Self::Memory { group_commit, .. } => *group_commit,
         }
     }
 
@@ -121,6 +140,25 @@ impl TestDb {
     pub fn url(&self) -> &str {
         match self {
             Self::Postgres { url, .. } | Self::Sqlite { url, .. } => url,
+            Self::Memory { .. } => "memory:",
+        }
+    }
+
+    /// Opens the log alone (another "process" when called twice); every backend has this.
+    pub async fn open_log(&self, hook: Option<BeforeCommitHook>) -> OpenLog {
+        match self {
+            Self::Memory { log, .. } => {
+                let mut store = log.connect();
+                if let Some(hook) = hook {
+                    store = store.with_before_commit_hook(hook);
+                }
+                OpenLog {
+                    store: self.decorate(Arc::new(store)),
+                }
+            }
+            _ => OpenLog {
+                store: self.open(hook).await.store,
+            },
         }
     }
 
@@ -162,6 +200,7 @@ impl TestDb {
                     models,
                 }
             }
+            Self::Memory { .. } => panic!("the memory backend has no SQL side: open it with `open_log`"),
         }
     }
 }
@@ -269,6 +308,31 @@ macro_rules! on_every_backend {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
                     super::$name($crate::common::TestDb::sqlite()).await;
+                }
+            )*
+        }
+    };
+}
+
+/// The memory backend's half of `on_every_backend!(with_group_commit: …)`, for
+/// the bodies that need no SQL (they open their store with `open_log`).
+#[macro_export]
+macro_rules! on_memory_backend {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::common::TestDb::memory()).await;
+                }
+            )*
+        }
+        /// The same bodies through the group-commit decorator.
+        mod memory_group_commit {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::common::TestDb::memory().with_group_commit()).await;
                 }
             )*
         }
