@@ -41,3 +41,12 @@ impl Clock for ManualClock {
         *self.now.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
+
+/// The seed of a retry's jitter, drawn from what is being retried rather than
+/// from a random source: pauses for different orders or commands still spread
+/// out, and one simulation seed replays the same pauses (a random jitter makes
+/// virtual-time runs diverge).
+pub fn jitter_seed(of: uuid::Uuid) -> u64 {
+    let (high, low) = of.as_u64_pair();
+    high ^ low
+}

@@ -422,23 +422,27 @@ struct LocalRetry {
     pauses: ExponentialBackoff,
     used: u32,
     max: u32,
+    /// Whose pauses these are: the jitter is seeded from it.
+    order_id: Uuid,
 }
 
 impl LocalRetry {
-    fn new(config: &SagaConfig) -> Self {
+    fn new(config: &SagaConfig, order_id: Uuid) -> Self {
         Self {
-            pauses: Self::pauses(),
+            pauses: Self::pauses(order_id),
             used: 0,
             max: config.local_retries_max,
+            order_id,
         }
     }
 
-    fn pauses() -> ExponentialBackoff {
+    fn pauses(order_id: Uuid) -> ExponentialBackoff {
         ExponentialBuilder::new()
             .with_min_delay(LOCAL_RETRY_DELAY_MIN)
             .with_max_delay(LOCAL_RETRY_DELAY_MAX)
             .with_factor(2.0)
             .with_jitter()
+            .with_jitter_seed(crate::clock::jitter_seed(order_id))
             .without_max_times()
             .build()
     }
@@ -456,7 +460,7 @@ impl LocalRetry {
     fn reset(&mut self) {
         if self.used > 0 {
             self.used = 0;
-            self.pauses = Self::pauses();
+            self.pauses = Self::pauses(self.order_id);
         }
     }
 }
@@ -486,7 +490,7 @@ pub(crate) async fn saga_task(
     mut inbox: mpsc::Receiver<SagaInput>,
     done: mpsc::UnboundedSender<(Uuid, u64)>,
 ) {
-    let mut retry = LocalRetry::new(&ctx.config);
+    let mut retry = LocalRetry::new(&ctx.config, order_id);
     // The reactor frees this task's slot on every way out but a halt.
     let give_up = |error: &RunError| {
         stall(&ctx, order_id, error);

@@ -213,6 +213,7 @@ impl EmbeddedLedger {
             .with_max_delay(CONFLICT_BACKOFF_MAX)
             .with_factor(2.0)
             .with_jitter()
+            .with_jitter_seed(crate::clock::jitter_seed(command_id))
             .without_max_times()
             .build();
         let mut conflicts = 0_u32;
