@@ -31,11 +31,12 @@ for round in $(seq 1 "$rounds"); do
   # One test at a time: the figures are then the engine's, not the machine's contention.
   if ! CHAOS_SEED=$seed timeout "$round_timeout" \
       cargo test --locked --test chaos -- --test-threads=1 --nocapture >"$log" 2>&1; then
-    grep -E '^chaos |panicked|FAILED|failed' "$log" || tail -50 "$log"
+    # libtest may print a figure line after "test <name> ... " on the same line.
+    grep -oE 'chaos [a-z-]+: seed=.*|panicked.*|test .* FAILED' "$log" || tail -50 "$log"
     echo "chaos soak: round $round failed (full log: $log)" >&2
     exit 1
   fi
-  grep -E '^chaos ' "$log"
+  grep -oE 'chaos [a-z-]+: seed=.*' "$log"
   rm -f "$log"
 done
 echo "chaos soak: $rounds round(s) clean"
