@@ -37,6 +37,8 @@ const VARIABLES: [&str; 21] = [
 ];
 
 const SECRET_HOLDERS: [&str; 2] = ["ORDER_ENGINE_SERVICE_KEYS", "ORDER_ENGINE_JWT_SECRET"];
+/// What `ConfigError::value` shows in place of a value that holds keys.
+const HIDDEN: &str = "(hidden: it holds keys)";
 
 #[derive(Debug, Arbitrary)]
 struct Input<'a> {
@@ -63,13 +65,9 @@ fuzz_target!(|input: Input<'_>| {
             // Only a variable that was set can be wrong, and the error names it.
             assert!(vars.contains_key(error.variable), "{error} names an unset variable");
             assert!(error.to_string().contains(error.variable));
-            // A value that holds secrets is never echoed back.
+            // A value that holds secrets is never echoed back: the placeholder stands in for it.
             if SECRET_HOLDERS.contains(&error.variable) {
-                assert_ne!(
-                    Some(error.value.as_str()),
-                    get(error.variable),
-                    "{error} echoes a secret"
-                );
+                assert_eq!(error.value, HIDDEN, "{} echoes a secret", error.variable);
             }
             return;
         }
