@@ -6,6 +6,7 @@
 mod duration;
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use rust_decimal::Decimal;
@@ -207,12 +208,14 @@ impl Settings {
             )?,
             retry_delays,
             passivate_after: duration("ORDER_ENGINE_PASSIVATE_AFTER", Duration::from_secs(60))?,
+            // Non-zero: with 0, every order actor started would evict another at once.
             live_actors_max: parse(
                 &lookup,
                 "ORDER_ENGINE_LIVE_ACTORS_MAX",
-                10_000,
+                NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN),
                 "a whole number above zero",
-            )?,
+            )?
+            .get(),
             group_commit: parse(&lookup, "ORDER_ENGINE_GROUP_COMMIT", true, "true or false")?,
             balance_service_url: lookup("BALANCE_SERVICE_URL"),
             account_service_url: lookup("ACCOUNT_SERVICE_URL"),
@@ -562,5 +565,15 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn zero_live_actors_is_refused() {
+        // Proves ORDER_ENGINE_LIVE_ACTORS_MAX=0 is refused, as its message promises (found by fuzz/settings).
+        let error = settings(&[("ORDER_ENGINE_LIVE_ACTORS_MAX", "0")]).unwrap_err();
+        assert_eq!(error.variable, "ORDER_ENGINE_LIVE_ACTORS_MAX");
+        assert!(error.to_string().contains("above zero"), "{error}");
+        let one = settings(&[("ORDER_ENGINE_LIVE_ACTORS_MAX", " 1 ")]).unwrap();
+        assert_eq!(one.live_actors_max, 1);
     }
 }
