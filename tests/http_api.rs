@@ -238,6 +238,23 @@ async fn bad_requests_get_specific_problems(db: TestDb) {
     assert_eq!(malformed.status(), 400);
     assert_eq!(malformed.headers()["content-type"], "application/problem+json");
 
+    // An array of the fields in order is not an order (serde's derive would read it; the fuzzer found it).
+    let array = app
+        .client
+        .post(format!("{}/api/v1/orders", app.address))
+        .bearer_auth(token(user))
+        .header("content-type", "application/json")
+        .body(r#"["AAPL","LIMIT","BUY",10,150.25]"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(array.status(), 400);
+    let problem: serde_json::Value = array.json().await.unwrap();
+    assert!(
+        problem["detail"].as_str().unwrap().contains("expected a JSON object"),
+        "{problem}"
+    );
+
     let orders = format!("{}/api/v1/orders/{}", app.address, Uuid::new_v4());
     let forged = app.client.get(&orders).bearer_auth("not.a.token").send().await.unwrap();
     assert_eq!(forged.status(), 401);

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::events::TraceContext;
 use crate::order::{OrderStatus, OrderType, Side};
+use crate::wire::ObjectOnly;
 
 /// Largest submission body read; a bigger one is dead-lettered unread.
 pub const SUBMISSION_BYTES_MAX: usize = 64 * 1024;
@@ -107,7 +108,8 @@ impl Submission {
         if body.len() > SUBMISSION_BYTES_MAX {
             return Err(WireError::TooLarge { size: body.len() });
         }
-        let wire: SubmissionWire = serde_json::from_slice(body).map_err(|e| WireError::Malformed(e.to_string()))?;
+        let ObjectOnly(wire): ObjectOnly<SubmissionWire> =
+            serde_json::from_slice(body).map_err(|e| WireError::Malformed(e.to_string()))?;
         let metadata = wire.message_metadata.unwrap_or_default();
         let message_id = text(metadata.message_id);
         let correlation_id = text(metadata.correlation_id);
@@ -452,6 +454,11 @@ mod tests {
     fn unreadable_submissions_say_why() {
         // Proves malformed, oversized and keyless messages are refused with a named reason.
         assert!(matches!(Submission::parse(b"{not json"), Err(WireError::Malformed(_))));
+        // An array of the fields in order is not a submission (serde's derive would read it; the fuzzer found it).
+        let array = br#"["0b6d3b5e-8a4f-4e0b-9d55-8f3f0f6f6a01","5d1c2a8e-7b3f-4c1e-8a0d-2f6e4b9c3d11","AAPL","BUY","MARKET",10]"#;
+        assert!(
+            matches!(Submission::parse(array), Err(WireError::Malformed(m)) if m.contains("expected a JSON object"))
+        );
         assert!(matches!(
             Submission::parse(&with("order_side", "HOLD".into())),
             Err(WireError::Malformed(m)) if m.contains("HOLD")

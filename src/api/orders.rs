@@ -25,6 +25,7 @@ use crate::engine::{EngineError, SubmitRequest, ENGINE_NAMESPACE};
 use crate::events::EventMetadata;
 use crate::order::{OrderRejection, OrderType};
 use crate::projections::{IdempotencyClaim, IdempotencyRecord, HISTORY_LIMIT_MAX, IDEMPOTENCY_IN_FLIGHT};
+use crate::wire::ObjectOnly;
 
 /// Longest Idempotency-Key accepted (the seed's VARCHAR(255)).
 const IDEMPOTENCY_KEY_LEN_MAX: usize = 255;
@@ -139,10 +140,10 @@ pub async fn submit(
     state: web::Data<AppState>,
     caller: Authorized<requires::PlaceOrder>,
     request: HttpRequest,
-    body: web::Json<SubmitOrderBody>,
+    body: web::Json<ObjectOnly<SubmitOrderBody>>,
 ) -> Result<HttpResponse, Problem> {
     let user = caller.user_id;
-    let body = body.into_inner().exact()?;
+    let body = body.into_inner().0.exact()?;
     let Some(key) = idempotency_key(&request)? else {
         let order = state
             .engine
