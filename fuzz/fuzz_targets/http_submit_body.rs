@@ -1,11 +1,13 @@
 //! Fuzz target: `POST /api/v1/orders` bodies read into `SubmitOrderBody` as
-//! actix-web's `Json` extractor reads them (`serde_json::from_slice`), then
+//! the handler's `Json<ObjectOnly<SubmitOrderBody>>` reads them
+//! (`serde_json::from_slice`), then
 //! the pure `decide`. Must never start a server or touch a database.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use order_engine::api::dto::SubmitOrderBody;
 use order_engine::order::OrderType;
+use order_engine::wire::ObjectOnly;
 use order_engine_fuzz::{check_submission, is_object, object_keys, Parsed};
 use uuid::Uuid;
 
@@ -13,7 +15,7 @@ use uuid::Uuid;
 const FIELDS: [&str; 6] = ["symbol", "order_type", "order_side", "quantity", "price", "stop_price"];
 
 fuzz_target!(|body: &[u8]| {
-    let Ok(parsed) = serde_json::from_slice::<SubmitOrderBody>(body) else {
+    let Ok(ObjectOnly(parsed)) = serde_json::from_slice::<ObjectOnly<SubmitOrderBody>>(body) else {
         return;
     };
     // The OpenAPI document promises an object with these fields and no others.
@@ -28,6 +30,11 @@ fuzz_target!(|body: &[u8]| {
         }
         assert_eq!(value["symbol"].as_str(), Some(parsed.symbol.as_str()));
     }
+
+    // An amount no decimal can hold is the handler's 422 (the amount rule), not an order.
+    let Ok(parsed) = parsed.exact() else {
+        return;
+    };
 
     // The seed's single `price` is the limit of LIMIT and STOP_LIMIT and the
     // stop of STOP_LOSS; the handler's own pre-checks on top of that live

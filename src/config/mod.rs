@@ -238,7 +238,7 @@ impl Settings {
 }
 
 /// What an error shows instead of a variable that holds keys or secrets.
-const HIDDEN: &str = "(hidden: it holds keys or secrets)";
+pub const HIDDEN: &str = "(hidden: it holds keys or secrets)";
 
 fn hidden_error(variable: &'static str, expected: impl Into<String>) -> ConfigError {
     ConfigError {
