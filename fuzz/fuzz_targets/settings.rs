@@ -73,8 +73,8 @@ fuzz_target!(|input: Input<'_>| {
             // Only a variable that was set can be wrong, and the error names it;
             // or it names the missing half of a pair that was started (service
             // keys without their signing secrets).
-            let companion_of_a_set_one = error.variable == "ORDER_ENGINE_SERVICE_SECRETS"
-                && vars.contains_key("ORDER_ENGINE_SERVICE_KEYS");
+            let companion_of_a_set_one =
+                error.variable == "ORDER_ENGINE_SERVICE_SECRETS" && vars.contains_key("ORDER_ENGINE_SERVICE_KEYS");
             assert!(
                 vars.contains_key(error.variable) || companion_of_a_set_one,
                 "{error} names an unset variable"
