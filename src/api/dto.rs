@@ -113,6 +113,8 @@ impl<'de> Deserialize<'de> for Amount {
 }
 
 /// Above zero and below this: what `DECIMAL(18, 8)` holds (10 integer digits).
+/// A float only because utoipa's schema bounds are `f64`: it is written into
+/// the OpenAPI document and never meets an amount (amounts are `Decimal`).
 const AMOUNT_EXCLUSIVE_MAX: f64 = 1e10;
 /// An amount as text: what a JSON number above would be, at most 8 decimals.
 const AMOUNT_TEXT_PATTERN: &str = r"^[0-9]{1,10}(\.[0-9]{1,8})?$";

@@ -20,11 +20,12 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
-    QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection};
+use order_engine::amqp::{topology, AmqpConfig};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rust_decimal::Decimal;
@@ -48,7 +49,7 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 /// The saga's ladder given to `serve`: short, so a test climbs it in seconds.
 pub const SAGA_RETRY_DELAYS: &str = "500ms,1s,2s,4s";
 /// The exchange and routing keys `serve` declares (seed 004 §3.1).
-pub const EXCHANGE: &str = "orders.exchange";
+pub use order_engine::amqp::topology::EXCHANGE;
 pub const SUBMIT: &str = "orders.submit";
 pub const OBSERVED_KEYS: [&str; 4] = ["positions.updates", "orders.events", "orders.dlq", "orders.retry"];
 
@@ -674,26 +675,13 @@ pub fn workload(seed: u64, orders: usize, users: usize, duplicate_percent: u32, 
 
 // ---------------------------------------------------------------- AMQP clients
 
-fn connection_properties(name: &str) -> ConnectionProperties {
-    ConnectionProperties::default()
-        .with_executor(tokio_executor_trait::Tokio::current())
-        .with_reactor(tokio_reactor_trait::Tokio::current())
-        .with_connection_name(format!("chaos {name}").into())
-}
-
-/// Declares the engine's exchange as `serve` does, so observers can bind before it starts.
-async fn declare_exchange(channel: &Channel) -> Result<(), lapin::Error> {
-    channel
-        .exchange_declare(
-            EXCHANGE,
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..ExchangeDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
+/// The engine's own connect, named `chaos <role>` in `rabbitmqctl list_connections`.
+async fn connect(url: &str, role: &str) -> Result<Connection, lapin::Error> {
+    let config = AmqpConfig {
+        connection_name: "chaos".into(),
+        ..AmqpConfig::new(url)
+    };
+    topology::connect(&config, role).await
 }
 
 /// A producer that keeps publishing through broker outages: each message is
@@ -715,7 +703,7 @@ impl Producer {
 
     async fn channel(&mut self) -> Result<&Channel, lapin::Error> {
         if self.channel.as_ref().is_none_or(|(c, _)| !c.status().connected()) {
-            let connection = Connection::connect(&self.url, connection_properties("producer")).await?;
+            let connection = connect(&self.url, "producer").await?;
             let channel = connection.create_channel().await?;
             channel.confirm_select(ConfirmSelectOptions::default()).await?;
             self.channel = Some((connection, channel));
@@ -830,9 +818,10 @@ impl Drop for Observer {
 async fn observe(url: String, seen: Arc<Mutex<Vec<Seen>>>, mut ready: Option<tokio::sync::oneshot::Sender<()>>) {
     loop {
         let session = async {
-            let connection = Connection::connect(&url, connection_properties("observer")).await?;
+            let connection = connect(&url, "observer").await?;
             let channel = connection.create_channel().await?;
-            declare_exchange(&channel).await?;
+            // The engine's topology as `serve` declares it, so observers can bind before it starts.
+            topology::declare(&channel, &AmqpConfig::new(url.as_str())).await?;
             let mut streams = Vec::new();
             for key in OBSERVED_KEYS {
                 let queue = format!("chaos.observe.{key}");
