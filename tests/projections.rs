@@ -135,6 +135,7 @@ async fn a_poison_event_stops_only_the_projection_and_names_itself(db: TestDb) {
                 payload: serde_json::json!({"this": "is not an order"}),
                 metadata: EventMetadata::default(),
             }],
+            linked: false,
         },
     )
     .await
