@@ -182,6 +182,7 @@ async fn create_orders(store: &dyn EventStore, count: usize) -> Result<Vec<Uuid>
                 expected_version: 0,
                 command_id: None,
                 events: executed_order(order_id, user_id)?,
+                linked: false,
             });
             ids.push(order_id);
         }

@@ -14,10 +14,14 @@ use common::http::spawn_app;
 use common::TestDb;
 use order_engine::balance::{Balance, BalanceError, BalanceOp, BalanceReceipt, BalanceService, ReleaseOp};
 use order_engine::engine::{CrashPoint, Engine, EngineDeps, EngineError, SubmitRequest, REACTOR_CHECKPOINT};
+use order_engine::events::RecordedEvent;
 use order_engine::events::{EventMetadata, NewEvent, StreamId};
 use order_engine::ledger::account::{Account, AccountState};
+use order_engine::ledger::EmbeddedLedger;
 use order_engine::order::{OrderRejection, OrderStatus, OrderType, Side};
-use order_engine::store::{append, read_stream_all, AppendRequest};
+use order_engine::store::{
+    append, read_stream_all, AppendRequest, Appended, ChainedEvent, Conflict, EventStore, StoreError,
+};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use uuid::Uuid;
@@ -34,6 +38,8 @@ on_every_backend_in_actix!(
     a_stream_that_breaks_an_invariant_stops_its_order_with_a_typed_error,
     a_contended_account_is_retried_at_once_never_on_the_ladder,
     a_saga_out_of_local_retries_is_reported_stalled_not_dropped,
+    a_market_buy_with_the_embedded_ledger_is_three_commits,
+    a_lost_race_on_the_account_is_retried_at_once_and_the_order_executes_within_a_second,
 );
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -291,11 +297,23 @@ async fn lost_replies_never_move_money_twice(db: TestDb) {
 async fn a_crash_between_any_two_saga_steps_is_finished_by_a_fresh_engine(db: TestDb) {
     // Proves recovery: for every k, an engine stopped after its k-th saga effect
     // leaves work a fresh engine on the same store finishes, with the BUY's value
-    // deducted exactly once and nothing left reserved.
+    // deducted exactly once and nothing left reserved. Both ways a saga runs:
+    // with the embedded ledger in the log (a step, its ledger entry and the
+    // order command are one commit: 2 effects after the submission) and with
+    // a balance service called step by step (every intent and outcome its own
+    // effect: more than 10).
+    crash_sweep(&db, false, 2).await;
+    crash_sweep(&db, true, 11).await;
+}
+
+async fn crash_sweep(db: &TestDb, step_by_step: bool, effects_min: u32) {
     let mut k = 1;
     loop {
         let crash = Arc::new(CrashPoint::after(k));
-        let first = start(db.open(None).await, None, Some(Arc::clone(&crash)));
+        let store = db.open(None).await;
+        let balance: Option<Arc<dyn BalanceService>> =
+            step_by_step.then(|| Arc::new(FlakyBalance::new(ledger(&store))) as Arc<dyn BalanceService>);
+        let first = start(store, balance, Some(Arc::clone(&crash)));
         first.market.set_price("AAPL", dec!(150.25)).unwrap();
         let user = Uuid::new_v4();
         let order = first
@@ -318,7 +336,11 @@ async fn a_crash_between_any_two_saga_steps_is_finished_by_a_fresh_engine(db: Te
         second.engine.shutdown().await;
         if !crashed {
             // The saga finished in fewer than k effects: every gap was covered.
-            assert!(k > 10, "a BUY saga has more than {k} effects");
+            assert!(
+                k > effects_min,
+                "a BUY saga (step by step: {step_by_step}) has at least {effects_min} effects, not {}",
+                k - 1
+            );
             break;
         }
         k += 1;
@@ -387,6 +409,7 @@ async fn append_behind_the_engines_back(
         expected_version,
         command_id: None,
         events: vec![event],
+        linked: false,
     };
     append(store.store.as_ref(), request).await.unwrap().unwrap()
 }
@@ -759,4 +782,172 @@ async fn a_saga_out_of_local_retries_is_reported_stalled_not_dropped(db: TestDb)
         .collect();
     assert!(failures.is_empty(), "{failures:?}");
     engine.shutdown().await;
+}
+
+/// A store that remembers which streams each append wrote, and can have a
+/// rival process deposit into an account just before the first commit that
+/// writes it together with other streams (a lost race, made certain).
+struct Spy {
+    inner: Arc<dyn EventStore>,
+    appends: std::sync::Mutex<Vec<Vec<StreamId>>>,
+    rival: Option<(Arc<EmbeddedLedger>, Uuid)>,
+    raced: std::sync::atomic::AtomicBool,
+}
+
+impl Spy {
+    fn new(inner: Arc<dyn EventStore>, rival: Option<(Arc<EmbeddedLedger>, Uuid)>) -> Self {
+        Self {
+            inner,
+            appends: std::sync::Mutex::default(),
+            rival,
+            raced: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// The appends that wrote any of `streams`.
+    fn commits_touching(&self, streams: &[StreamId]) -> Vec<Vec<StreamId>> {
+        self.appends
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|written| written.iter().any(|s| streams.contains(s)))
+            .cloned()
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl EventStore for Spy {
+    async fn append_batch(&self, requests: Vec<AppendRequest>) -> Result<Vec<Result<Appended, Conflict>>, StoreError> {
+        if let Some((rival, user)) = &self.rival {
+            let account = StreamId::account(*user);
+            let linked = requests.len() > 1 && requests.iter().any(|r| r.stream_id == account);
+            if linked && !self.raced.swap(true, Ordering::SeqCst) {
+                rival.deposit(*user, dec!(1), "rival-deposit").await.unwrap();
+            }
+        }
+        self.appends
+            .lock()
+            .unwrap()
+            .push(requests.iter().map(|r| r.stream_id.clone()).collect());
+        self.inner.append_batch(requests).await
+    }
+    async fn read_stream(&self, s: &StreamId, from: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_stream(s, from, max).await
+    }
+    async fn read_all(&self, after: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_all(after, max).await
+    }
+    async fn read_chained(&self, after: u64, max: usize) -> Result<Vec<ChainedEvent>, StoreError> {
+        self.inner.read_chained(after, max).await
+    }
+    async fn import_chained(&self, events: Vec<ChainedEvent>) -> Result<(), StoreError> {
+        self.inner.import_chained(events).await
+    }
+    async fn stream_version(&self, s: &StreamId) -> Result<u64, StoreError> {
+        self.inner.stream_version(s).await
+    }
+    async fn head_position(&self) -> Result<u64, StoreError> {
+        self.inner.head_position().await
+    }
+    async fn wait_for_append(&self, after: u64, timeout: Duration) {
+        self.inner.wait_for_append(after, timeout).await;
+    }
+    async fn load_checkpoint(&self, name: &str) -> Result<u64, StoreError> {
+        self.inner.load_checkpoint(name).await
+    }
+    async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError> {
+        self.inner.save_checkpoint(name, position).await
+    }
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+}
+
+async fn a_market_buy_with_the_embedded_ledger_is_three_commits(db: TestDb) {
+    // Proves the write path's shape: with the embedded ledger, an executed
+    // MARKET BUY is three commits (the submission; reserve and accept; execute,
+    // deduct, release and complete), each all or nothing, and its log still
+    // shows every money movement.
+    let mut store = db.open(None).await;
+    let spy = Arc::new(Spy::new(Arc::clone(&store.store), None));
+    store.store = spy.clone();
+    let t = start(store, None, None);
+    t.market.set_price("AAPL", dec!(150.25)).unwrap();
+    let user = Uuid::new_v4();
+    let order = t
+        .engine
+        .submit(request(user, Side::Buy, OrderType::Market, None, None))
+        .await
+        .unwrap();
+    let done = settled(&t, order.id).await;
+    assert_eq!(done.status, OrderStatus::Executed);
+    let streams = [
+        StreamId::order(order.id),
+        StreamId::saga(order.id),
+        StreamId::account(user),
+    ];
+    let commits = spy.commits_touching(&streams);
+    assert_eq!(commits.len(), 3, "{commits:#?}");
+    assert_eq!(commits[0], vec![StreamId::order(order.id)]);
+    for later in &commits[1..] {
+        assert_eq!(
+            later,
+            &streams.to_vec(),
+            "one commit writes the order, its saga and the account"
+        );
+    }
+    let account_types = stream_types(&t.store, &StreamId::account(user)).await;
+    assert_eq!(
+        account_types,
+        [
+            "AccountOpened",
+            "FundsDeposited",
+            "FundsReserved",
+            "ReservationDeducted",
+            "ReservationReleased"
+        ]
+    );
+    let account = account(&t, user).await;
+    assert_eq!(account.deducted, dec!(1502.5));
+    assert_eq!(account.reserved_total(), Decimal::ZERO);
+    t.engine.shutdown().await;
+}
+
+async fn a_lost_race_on_the_account_is_retried_at_once_and_the_order_executes_within_a_second(db: TestDb) {
+    // Proves a lost optimistic race on the account stream is reloaded and
+    // retried at once, never put on the retry ladder (here 5 minutes a rung).
+    let user = Uuid::new_v4();
+    let mut store = db.open(None).await;
+    let rival = ledger(&store);
+    let spy = Arc::new(Spy::new(Arc::clone(&store.store), Some((rival, user))));
+    store.store = spy.clone();
+    let mut config = common::engine::fast_config();
+    config.saga.retry_delays = vec![Duration::from_secs(300); 4];
+    let t = common::engine::start_with(config, store, None, None);
+    t.market.set_price("AAPL", dec!(150.25)).unwrap();
+    // The account exists first, so the rival's deposit moves its version.
+    t.ledger.deposit(user, dec!(1), "opening").await.unwrap();
+    let started = std::time::Instant::now();
+    let order = t
+        .engine
+        .submit(request(user, Side::Buy, OrderType::Market, None, None))
+        .await
+        .unwrap();
+    eventually("order executed", Duration::from_secs(1), || async {
+        t.engine.get(order.id).await.unwrap().map(|o| o.status) == Some(OrderStatus::Executed)
+    })
+    .await;
+    let elapsed = started.elapsed();
+    assert!(spy.raced.load(Ordering::SeqCst), "the rival deposited mid-commit");
+    let saga = stream_types(&t.store, &StreamId::saga(order.id)).await;
+    assert!(!saga.iter().any(|t| t == "StepFailed"), "{saga:?}");
+    settled(&t, order.id).await;
+    let account = account(&t, user).await;
+    assert_eq!(
+        account.available,
+        DEMO_BALANCE + dec!(2) - dec!(1502.5),
+        "after {elapsed:?}"
+    );
+    t.engine.shutdown().await;
 }

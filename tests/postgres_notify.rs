@@ -40,6 +40,7 @@ async fn an_append_in_one_process_wakes_a_tail_in_another() {
             payload: serde_json::json!({}),
             metadata: EventMetadata::default(),
         }],
+        linked: false,
     };
     append(writer.store.as_ref(), request).await.unwrap().unwrap();
     let (count, waited) = tokio::time::timeout(Duration::from_secs(10), waiter)

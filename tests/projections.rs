@@ -74,6 +74,12 @@ async fn the_orders_table_follows_the_log_and_resumes_without_duplicates(db: Tes
         saga_completed(&t.store, executed.id).await
     })
     .await;
+    // The log is quiet only once the resting order is accepted too: its saga
+    // runs beside the market order's, and may commit after that one settles.
+    eventually("resting order working", Duration::from_secs(20), || async {
+        t.engine.get(resting.id).await.unwrap().map(|o| o.status) == Some(OrderStatus::Processing)
+    })
+    .await;
     let head = t.store.store.head_position().await.unwrap();
     eventually("projection caught up", Duration::from_secs(20), || async {
         health.snapshot().position >= head
@@ -135,6 +141,7 @@ async fn a_poison_event_stops_only_the_projection_and_names_itself(db: TestDb) {
                 payload: serde_json::json!({"this": "is not an order"}),
                 metadata: EventMetadata::default(),
             }],
+            linked: false,
         },
     )
     .await

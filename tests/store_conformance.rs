@@ -16,8 +16,8 @@ use order_engine::events::{decode, EventMetadata, NewEvent, StreamId, TraceConte
 use order_engine::order::{OrderEvent, OrderType};
 use order_engine::projections::LogTail;
 use order_engine::store::{
-    append, read_stream_all, AppendRequest, Appended, BeforeCommitHook, ChainVerifier, ChainViolation, ChainedEvent,
-    Conflict, EventStore, FaultInjected, StoreError, APPEND_EVENTS_MAX, READ_PAGE_MAX,
+    append, append_atomic, read_stream_all, AppendRequest, Appended, BeforeCommitHook, ChainVerifier, ChainViolation,
+    ChainedEvent, Conflict, EventStore, FaultInjected, StoreError, APPEND_EVENTS_MAX, READ_PAGE_MAX,
 };
 use rust_decimal_macros::dec;
 use serde_json::json;
@@ -30,6 +30,7 @@ on_every_backend!(
     a_stale_expected_version_is_a_conflict_and_writes_nothing,
     a_new_stream_must_be_expected_at_version_zero,
     a_batch_commits_every_stream_but_the_conflicting_one,
+    a_linked_run_commits_all_or_nothing,
     a_repeated_command_returns_the_original_result,
     the_whole_log_reads_in_dense_pages,
     a_stream_reads_from_a_version,
@@ -53,6 +54,7 @@ on_memory_backend!(
     a_stale_expected_version_is_a_conflict_and_writes_nothing,
     a_new_stream_must_be_expected_at_version_zero,
     a_batch_commits_every_stream_but_the_conflicting_one,
+    a_linked_run_commits_all_or_nothing,
     a_repeated_command_returns_the_original_result,
     the_whole_log_reads_in_dense_pages,
     a_stream_reads_from_a_version,
@@ -88,6 +90,7 @@ fn request(stream_id: &StreamId, expected_version: u64, count: u64) -> AppendReq
         expected_version,
         command_id: None,
         events: (1..=count).map(event).collect(),
+        linked: false,
     }
 }
 
@@ -174,6 +177,70 @@ async fn a_batch_commits_every_stream_but_the_conflicting_one(db: TestDb) {
         .map(|e| e.global_position)
         .collect();
     assert_eq!(positions, vec![1, 2, 3, 4]);
+}
+
+async fn a_linked_run_commits_all_or_nothing(db: TestDb) {
+    // A saga step, its ledger entry and the order command they cause are one
+    // linked run: a conflict on any stream of it writes none of it, while
+    // other requests of the same batch (other callers, merged by group
+    // commit) still commit on their own.
+    let s = db.open_log(None).await;
+    let (order, saga, account, other) = (stream("order"), stream("saga"), stream("account"), stream("other"));
+    must_append(&s.store, request(&account, 0, 1)).await;
+    let mut stale = vec![request(&order, 0, 1), request(&saga, 0, 2), request(&account, 0, 1)];
+    stale[1].linked = true;
+    stale[2].linked = true;
+    stale.push(request(&other, 0, 1));
+    let results = s.store.append_batch(stale).await.unwrap();
+    assert_eq!(results.len(), 4);
+    for result in &results[..3] {
+        let conflict = result.as_ref().err().expect("every request of the run fails");
+        assert_eq!((&conflict.stream_id, conflict.actual), (&account, 1));
+    }
+    assert!(results[3].is_ok(), "a request outside the run commits on its own");
+    assert_eq!(s.store.stream_version(&order).await.unwrap(), 0);
+    assert_eq!(s.store.stream_version(&saga).await.unwrap(), 0);
+    let positions: Vec<u64> = s
+        .store
+        .read_all(0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.global_position)
+        .collect();
+    assert_eq!(positions, vec![1, 2], "the failed run left no gap");
+
+    let fresh = vec![request(&order, 0, 1), request(&saga, 0, 2), request(&account, 1, 1)];
+    let appended = append_atomic(s.store.as_ref(), fresh).await.unwrap().unwrap();
+    let ranges: Vec<(u64, u64)> = appended.iter().map(|a| (a.first_position, a.last_position)).collect();
+    assert_eq!(ranges, vec![(3, 3), (4, 5), (6, 6)]);
+
+    // A run one of whose commands another writer applied alone is stale as a
+    // whole: a conflict on that stream, and none of it is written.
+    let command = Uuid::new_v4();
+    let mut alone = request(&saga, 2, 1);
+    alone.command_id = Some(command);
+    must_append(&s.store, alone).await;
+    let mut partly = vec![request(&order, 1, 1), request(&saga, 2, 1), request(&account, 2, 1)];
+    partly[1].command_id = Some(command);
+    let partial = append_atomic(s.store.as_ref(), partly).await.unwrap();
+    assert_eq!(partial.err().map(|c| c.stream_id), Some(saga.clone()));
+    assert_eq!(s.store.head_position().await.unwrap(), 7);
+    assert_eq!(s.store.stream_version(&order).await.unwrap(), 1);
+
+    let mut twice = vec![request(&order, 1, 1), request(&order, 1, 1)];
+    twice[1].linked = true;
+    assert!(matches!(
+        s.store.append_batch(twice).await,
+        Err(StoreError::InvalidAppend(_))
+    ));
+    let mut first_linked = vec![request(&order, 1, 1)];
+    first_linked[0].linked = true;
+    assert!(matches!(
+        s.store.append_batch(first_linked).await,
+        Err(StoreError::InvalidAppend(_))
+    ));
+    assert_eq!(s.store.head_position().await.unwrap(), 7);
 }
 
 async fn a_repeated_command_returns_the_original_result(db: TestDb) {
@@ -663,6 +730,7 @@ async fn a_log_imports_verbatim_and_still_verifies(db: TestDb) {
         expected_version: 0,
         command_id: first.command_id,
         events: vec![event(1)],
+        linked: false,
     };
     let answer = append(target.store.as_ref(), retried).await.unwrap().unwrap();
     assert!(answer.deduplicated, "the imported command record answers a retry");

@@ -137,6 +137,7 @@ pub fn new_order_append(order_id: Uuid, events: &[OrderEvent]) -> AppendRequest 
         expected_version: 0,
         command_id: Some(command_id),
         events: envelopes(order_id, command_id, events),
+        linked: false,
     }
 }
 

@@ -15,6 +15,15 @@ pub enum ActorError {
     Unreadable { order_id: uuid::Uuid, reason: String },
     #[error("the order's actor is overloaded or stopping; retry later")]
     Unavailable,
+    /// A stream written in the same commit as the order's events had moved:
+    /// nothing was written; whoever owns that stream reloads it and retries.
+    #[error("order {order_id}: a stream committed with it moved on: {conflict}")]
+    CoWriteConflict {
+        order_id: uuid::Uuid,
+        conflict: crate::store::Conflict,
+    },
+    #[error("order {order_id}: the streams to commit with it could not be written: {reason}")]
+    CoWriteRefused { order_id: uuid::Uuid, reason: String },
 }
 
 impl ActorError {
@@ -22,8 +31,8 @@ impl ActorError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Store(e) => e.is_transient(),
-            Self::Contended { .. } | Self::Unavailable => true,
-            Self::Rejected(_) | Self::Unreadable { .. } => false,
+            Self::Contended { .. } | Self::Unavailable | Self::CoWriteConflict { .. } => true,
+            Self::Rejected(_) | Self::Unreadable { .. } | Self::CoWriteRefused { .. } => false,
         }
     }
 }

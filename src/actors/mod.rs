@@ -9,6 +9,7 @@ mod error;
 mod order_actor;
 mod registry;
 
+pub use command_loop::{CoWrite, Decided};
 pub use error::ActorError;
 pub use order_actor::{CommandReply, ExecuteCommand, OrderActor};
 pub use registry::{ActorConfig, OrderRegistry};

@@ -6,7 +6,7 @@ use std::time::Instant;
 use actix::prelude::*;
 use uuid::Uuid;
 
-use super::command_loop::{run_command, OrderCore};
+use super::command_loop::{run_command, CoWrite, OrderCore};
 use super::error::ActorError;
 use super::registry::{ActorConfig, RegistryLink};
 use crate::events::{EventMetadata, StreamId};
@@ -20,6 +20,19 @@ pub struct ExecuteCommand {
     /// Idempotency: the same id is applied once, whatever the retries.
     pub command_id: Uuid,
     pub metadata: EventMetadata,
+    /// Streams that commit together with this command's events, or not at all.
+    pub co_write: Option<CoWrite>,
+}
+
+impl ExecuteCommand {
+    pub fn new(command: OrderCommand, command_id: Uuid, metadata: EventMetadata) -> Self {
+        Self {
+            command,
+            command_id,
+            metadata,
+            co_write: None,
+        }
+    }
 }
 
 impl Message for ExecuteCommand {
@@ -31,6 +44,11 @@ impl Message for ExecuteCommand {
 pub struct CommandReply {
     pub order: Option<Order>,
     pub appended: Option<Appended>,
+    /// Where the co-written streams landed, in the order the co-write gave them.
+    pub co_written: Vec<Appended>,
+    /// The events this command wrote, with their ids; empty when it wrote none
+    /// (a repeat of a command applied before).
+    pub written: Vec<(Uuid, crate::order::OrderEvent)>,
 }
 
 /// Read the order's current state (after catching up with the stream).
@@ -100,27 +118,14 @@ impl Handler<ExecuteCommand> for OrderActor {
         let order_id = self.order_id;
         let retries = self.config.conflict_retries_max;
         let work = async move {
-            // A new actor, or one whose last command failed midway, loads first.
-            let result = match core
-                .catch_up(store.as_ref(), &StreamId::order(order_id), order_id)
-                .await
-            {
-                Ok(()) => run_command(
-                    &store,
-                    &mut core,
-                    order_id,
-                    &message.command,
-                    message.command_id,
-                    &message.metadata,
-                    retries,
-                )
+            let result = run_command(&store, &mut core, order_id, &message, retries)
                 .await
                 .map(|handled| CommandReply {
                     order: core.state.order().cloned(),
                     appended: handled.appended,
-                }),
-                Err(error) => Err(error),
-            };
+                    co_written: handled.co_written,
+                    written: handled.written,
+                });
             (core, result)
         };
         AtomicResponse::new(Box::pin(work.into_actor(self).map(|(core, result), actor, _ctx| {

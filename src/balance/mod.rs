@@ -98,4 +98,16 @@ pub trait BalanceService: Send + Sync + 'static {
     /// Returns everything still reserved for the order to available.
     async fn release(&self, op: ReleaseOp) -> Result<BalanceReceipt, BalanceError>;
     async fn sufficient_funds(&self, user_id: Uuid, amount: Decimal) -> Result<bool, BalanceError>;
+
+    /// The embedded ledger behind this service, when it keeps its accounts in
+    /// the engine's own log: a saga step and its ledger entry can then be one
+    /// commit with the order command they lead to. None for a remote service
+    /// (and for wrappers that must see every call, such as fault injectors).
+    fn colocated(&self) -> Option<&crate::ledger::EmbeddedLedger> {
+        None
+    }
+
+    /// A money movement made through [`BalanceService::colocated`], started at
+    /// `started`, for wrappers that time every call (metrics).
+    fn observe_colocated(&self, _operation: &str, _started: std::time::Instant, _ok: bool) {}
 }

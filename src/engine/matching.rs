@@ -3,7 +3,7 @@
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use crate::order::{OrderSubmitted, OrderType, Side, Symbol};
+use crate::order::{Order, OrderSubmitted, OrderType, Side, Symbol};
 
 /// An accepted order waiting for the market.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +31,21 @@ impl WorkingOrder {
             stop_price: submitted.stop_price,
             reserved_amount,
             triggered: false,
+        }
+    }
+
+    /// The working form of an order its saga just accepted.
+    pub fn from_order(order: &Order) -> Self {
+        Self {
+            order_id: order.id,
+            symbol: order.symbol.clone(),
+            side: order.side,
+            order_type: order.order_type,
+            quantity: order.quantity,
+            limit_price: order.limit_price,
+            stop_price: order.stop_price,
+            reserved_amount: order.reserved_amount,
+            triggered: order.triggered_at.is_some(),
         }
     }
 

@@ -3,6 +3,7 @@
 //!
 //! Must be started inside an actix system (order actors live on its arbiter).
 
+mod colocated;
 mod crash;
 mod health;
 mod matching;
@@ -27,7 +28,7 @@ use crate::balance::BalanceService;
 use crate::clock::Clock;
 use crate::events::EventMetadata;
 use crate::market::{MarketData, MarketError};
-use crate::order::{CancelOrder, Order, OrderCommand, OrderRejection, OrderType, Quote, Side, SubmitOrder};
+use crate::order::{CancelOrder, Order, OrderCommand, OrderEvent, OrderRejection, OrderType, Quote, Side, SubmitOrder};
 use crate::store::EventStore;
 use reactor::Reactor;
 use saga_runner::SagaContext;
@@ -93,6 +94,9 @@ pub struct Engine {
     shutdown: watch::Sender<bool>,
     reactor: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     health: Arc<EngineHealth>,
+    /// Submissions handed straight to the reactor, so a saga starts without
+    /// waiting for the log tail.
+    submissions: tokio::sync::mpsc::Sender<reactor::Submitted>,
 }
 
 impl Engine {
@@ -100,23 +104,35 @@ impl Engine {
     pub fn start(config: EngineConfig, deps: EngineDeps, crash: Option<Arc<CrashPoint>>) -> Self {
         let registry = OrderRegistry::new(Arc::clone(&deps.store), config.actors.clone());
         let health = Arc::new(EngineHealth::default());
+        let (rematch_tx, rematch_rx) = tokio::sync::mpsc::channel(reactor::REMATCH_QUEUE_MAX);
         let ctx = Arc::new(SagaContext {
             store: Arc::clone(&deps.store),
             registry: registry.clone(),
             balance: Arc::clone(&deps.balance),
+            market: Arc::clone(&deps.market),
+            filling: std::sync::Mutex::default(),
+            rematch: rematch_tx,
             clock: Arc::clone(&deps.clock),
             config: config.saga.clone(),
             crash,
             health: Arc::clone(&health),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let reactor = tokio::spawn(Reactor::run(ctx, Arc::clone(&deps.market), shutdown_rx));
+        let (submissions, submissions_rx) = tokio::sync::mpsc::channel(reactor::IN_PROCESS_STARTS_QUEUE_MAX);
+        let reactor = tokio::spawn(Reactor::run(
+            ctx,
+            Arc::clone(&deps.market),
+            submissions_rx,
+            rematch_rx,
+            shutdown_rx,
+        ));
         Self {
             deps,
             registry,
             shutdown,
             reactor: std::sync::Mutex::new(Some(reactor)),
             health,
+            submissions,
         }
     }
 
@@ -181,8 +197,22 @@ impl Engine {
             // Submitting one order id twice records it once.
             command_id: Uuid::new_v5(&ENGINE_NAMESPACE, format!("{order_id}:submit").as_bytes()),
             metadata,
+            co_write: None,
         };
         let reply = self.registry.execute(order_id, message).await?;
+        let submitted = reply.written.iter().find_map(|(event_id, event)| match event {
+            OrderEvent::OrderSubmitted(event) => Some((*event_id, event.clone())),
+            _ => None,
+        });
+        if let (Some((event_id, event)), Some(appended)) = (submitted, &reply.appended) {
+            // Full: the reactor meets the submission on the log, a little later.
+            let _ = self.submissions.try_send(reactor::Submitted {
+                order_id,
+                event_id,
+                position: appended.first_position,
+                event,
+            });
+        }
         reply
             .order
             .ok_or_else(|| EngineError::Internal(format!("order {order_id} missing after submission")))
@@ -215,6 +245,7 @@ impl Engine {
                 who: Some(format!("user:{user_id}")),
                 ..EventMetadata::default()
             },
+            co_write: None,
         };
         let reply = self.registry.execute(order_id, message).await?;
         reply.order.ok_or(EngineError::NotFound(order_id))

@@ -35,6 +35,26 @@ use crate::store::StoreError;
 pub const REACTOR_CHECKPOINT: &str = "engine.reactor";
 /// How often the low-water mark is saved.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// Submissions handed to the reactor in-process, waiting for it; past this
+/// the submitter does not wait, and the reactor meets them on the log instead.
+pub(crate) const IN_PROCESS_STARTS_QUEUE_MAX: usize = 4_096;
+/// Orders a saga handed back to the matcher, waiting for the reactor.
+pub(crate) const REMATCH_QUEUE_MAX: usize = 4_096;
+/// Orders started in-process whose submission the tail has not reached yet;
+/// past this, new submissions wait for the tail (a stopped tail must not
+/// grow memory without bound).
+const IN_PROCESS_STARTED_MAX: usize = 100_000;
+
+/// A submission just appended by this process: its saga starts now instead
+/// of when the tail reaches it.
+#[derive(Debug, Clone)]
+pub(crate) struct Submitted {
+    pub order_id: Uuid,
+    pub event_id: Uuid,
+    pub position: u64,
+    pub event: OrderSubmitted,
+}
+
 /// A fill or trigger sent this long ago without an answer may be sent again.
 const MATCH_RESEND_AFTER: Duration = Duration::from_secs(5);
 /// Wait before reading the log again after the database failed under the
@@ -68,10 +88,30 @@ pub(crate) struct Reactor {
     poisoned: HashSet<Uuid>,
     /// The first such event's position: the checkpoint stays below it.
     first_poison: Option<u64>,
+    /// Orders whose saga completes within the page being routed (a saga with
+    /// the embedded ledger settles in the commit that fills the order): their
+    /// events need no reaction, only bookkeeping.
+    settled_in_page: HashSet<Uuid>,
+    /// Orders whose saga was started in-process, until the tail reaches their submission.
+    started_in_process: HashSet<Uuid>,
+}
+
+/// The orders whose `SagaCompleted` is in `page`.
+fn settled_in(page: &[RecordedEvent]) -> HashSet<Uuid> {
+    page.iter()
+        .filter(|e| e.event_type == "SagaCompleted")
+        .filter_map(|e| e.stream_id.uuid_in("saga"))
+        .collect()
 }
 
 impl Reactor {
-    pub(crate) async fn run(ctx: Arc<SagaContext>, market: Arc<dyn MarketData>, mut shutdown: watch::Receiver<bool>) {
+    pub(crate) async fn run(
+        ctx: Arc<SagaContext>,
+        market: Arc<dyn MarketData>,
+        mut submissions: mpsc::Receiver<Submitted>,
+        mut rematch: mpsc::Receiver<Uuid>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let start = loop {
             match ctx.store.load_checkpoint(REACTOR_CHECKPOINT).await {
                 Ok(position) => break position,
@@ -103,6 +143,8 @@ impl Reactor {
             match_done_tx,
             poisoned: HashSet::new(),
             first_poison: None,
+            settled_in_page: HashSet::new(),
+            started_in_process: HashSet::new(),
         };
         let mut tail = LogTail::new(Arc::clone(&ctx.store), start);
         let mut saved = start;
@@ -139,8 +181,11 @@ impl Reactor {
                     }
                     Err(broadcast::error::RecvError::Closed) => ticks = reactor.market.subscribe(),
                 },
+                Some(submitted) = submissions.recv() => reactor.start_in_process(submitted, tail.position()).await,
+                Some(order_id) = rematch.recv() => reactor.match_now(order_id).await,
                 batch = tail.next_batch(), if reactor.sagas.len() < ctx.config.active_max => match batch {
                     Ok(batch) => {
+                        reactor.settled_in_page = settled_in(&batch);
                         for event in &batch {
                             if let Err(reason) = reactor.route(event).await {
                                 tracing::error!(
@@ -187,6 +232,36 @@ impl Reactor {
             .map_or(open, |position| open.min(position.saturating_sub(1)))
     }
 
+    /// Starts the saga of an order this process just submitted, without
+    /// waiting for the tail to bring its submission back.
+    async fn start_in_process(&mut self, submitted: Submitted, tail_position: u64) {
+        let order_id = submitted.order_id;
+        if submitted.position <= tail_position
+            || self.poisoned.contains(&order_id)
+            || self.sagas.len() >= self.ctx.config.active_max
+            || self.started_in_process.len() >= IN_PROCESS_STARTED_MAX
+        {
+            // The tail has reacted to it already, or will.
+            return;
+        }
+        self.started_in_process.insert(order_id);
+        self.on_submitted(order_id, submitted.event_id, submitted.position, &submitted.event)
+            .await;
+    }
+
+    async fn on_submitted(&mut self, order_id: Uuid, event_id: Uuid, position: u64, submitted: &OrderSubmitted) {
+        self.open_since.insert(position, order_id);
+        self.open_position.insert(order_id, position);
+        self.submitted.insert(order_id, submitted.clone());
+        let input = SagaInput::Start {
+            event_id,
+            user_id: submitted.user_id,
+            side: submitted.side,
+            reserve_amount: reserve_amount(submitted, self.ctx.config.market_buffer_bps),
+        };
+        self.tell_saga(order_id, input).await;
+    }
+
     /// Reacts to one event; Err names an order event that cannot be reacted to.
     async fn route(&mut self, recorded: &RecordedEvent) -> Result<(), String> {
         match recorded.stream_id.category() {
@@ -221,18 +296,22 @@ impl Reactor {
                 return Err(describe_poison(recorded, "reacted to", &error.to_string()));
             }
         };
-        let observed = match &event {
-            OrderEvent::OrderSubmitted(submitted) => {
+        if self.settled_in_page.contains(&order_id) {
+            if matches!(event, OrderEvent::OrderSubmitted(_)) && !self.started_in_process.remove(&order_id) {
+                // Opened and settled in this page: the mark never stops here.
                 self.open_since.insert(recorded.global_position, order_id);
                 self.open_position.insert(order_id, recorded.global_position);
-                self.submitted.insert(order_id, submitted.clone());
-                let input = SagaInput::Start {
-                    event_id: recorded.event_id,
-                    user_id: submitted.user_id,
-                    side: submitted.side,
-                    reserve_amount: reserve_amount(submitted, self.ctx.config.market_buffer_bps),
-                };
-                self.tell_saga(order_id, input).await;
+            } else {
+                self.forget_working(order_id);
+            }
+            return Ok(());
+        }
+        let observed = match &event {
+            OrderEvent::OrderSubmitted(submitted) => {
+                if !self.started_in_process.remove(&order_id) {
+                    self.on_submitted(order_id, recorded.event_id, recorded.global_position, submitted)
+                        .await;
+                }
                 return Ok(());
             }
             OrderEvent::OrderAccepted(accepted) => {
@@ -340,6 +419,17 @@ impl Reactor {
         let Some(working) = self.working.get(&order_id) else {
             return;
         };
+        // Its saga is filling it with the settlement in one commit; a fill
+        // from here would race it. Should that fail, the next tick fills it.
+        if self
+            .ctx
+            .filling
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&order_id)
+        {
+            return;
+        }
         if self
             .in_flight
             .get(&order_id)
@@ -389,6 +479,7 @@ impl Reactor {
                 source: Some("market".into()),
                 trace: None,
             },
+            co_write: None,
         };
         tokio::spawn(async move {
             match registry.execute(order_id, message).await {

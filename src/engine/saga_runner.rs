@@ -8,25 +8,31 @@
 //! is retried here within seconds, a bounded number of times in a row, and
 //! past the bound the saga is reported stalled, loudly, never dropped.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use super::colocated::{requests, stage, Staged, Stop};
 use super::crash::{CrashPoint, Halted};
 use super::health::EngineHealth;
-use crate::actors::{ActorError, ExecuteCommand, OrderRegistry};
+use super::matching::{on_price, MatchAction, WorkingOrder};
+use crate::actors::{ActorError, CoWrite, Decided, ExecuteCommand, OrderRegistry};
 use crate::aggregate::Aggregate;
 use crate::balance::{BalanceError, BalanceOp, BalanceReceipt, BalanceService, ReleaseOp};
 use crate::clock::Clock;
 use crate::events::{encode, EventMetadata, StreamId};
-use crate::order::{AcceptOrder, FailOrder, OrderCommand};
+use crate::ledger::{AccountTurn, EmbeddedLedger};
+use crate::market::MarketData;
+use crate::order::{AcceptOrder, ExecuteOrder, FailOrder, Order, OrderCommand, OrderEvent, OrderStatus};
 use crate::saga::{
-    next_actions, Action, ObservedOrder, SagaAggregate, SagaCommand, SagaRejection, SagaState, Step, StepOutcome,
+    next_actions, Action, ObservedOrder, SagaAggregate, SagaCommand, SagaEvent, SagaRejection, SagaState, Step,
+    StepOutcome,
 };
-use crate::store::{append, fold_stream, AppendRequest, EventStore, FoldError, StoreError};
+use crate::store::{append, append_atomic, fold_stream, AppendRequest, Conflict, EventStore, FoldError, StoreError};
 
 /// Namespace of every id the engine derives from a name (command ids, event ids).
 pub const ENGINE_NAMESPACE: Uuid = Uuid::from_u128(0x6f72_6465_722d_656e_6769_6e65_0000_0001);
@@ -89,6 +95,14 @@ pub(crate) struct SagaContext {
     pub store: Arc<dyn EventStore>,
     pub registry: OrderRegistry,
     pub balance: Arc<dyn BalanceService>,
+    pub market: Arc<dyn MarketData>,
+    /// Orders whose saga is filling them itself, right after accepting them
+    /// (with the embedded ledger): the reactor's matcher leaves these alone,
+    /// so the fill and its settlement stay one commit.
+    pub filling: Mutex<HashSet<Uuid>>,
+    /// Orders the reactor skipped while their saga was filling them, and
+    /// should match now (bounded; when full, the next tick matches them).
+    pub rematch: mpsc::Sender<Uuid>,
     pub clock: Arc<dyn Clock>,
     pub config: SagaConfig,
     pub crash: Option<Arc<CrashPoint>>,
@@ -152,6 +166,9 @@ struct SagaRun {
     /// Order commands sent by this task; re-sent by a task after a restart (they are idempotent).
     accept_sent: bool,
     fail_sent: bool,
+    /// Whether `state` was folded from the stream (a fresh start with the
+    /// embedded ledger skips the read: its commit expects an empty stream).
+    loaded: bool,
 }
 
 /// A command id derived from a name, so a retry after a crash is the same command.
@@ -160,15 +177,20 @@ fn derived_id(order_id: Uuid, what: &str) -> Uuid {
 }
 
 impl SagaRun {
-    async fn load(ctx: &SagaContext, order_id: Uuid) -> Result<Self, RunError> {
-        let mut run = Self {
+    fn unloaded(order_id: Uuid) -> Self {
+        Self {
             order_id,
             stream: StreamId::saga(order_id),
             state: SagaState::default(),
             version: 0,
             accept_sent: false,
             fail_sent: false,
-        };
+            loaded: false,
+        }
+    }
+
+    async fn load(ctx: &SagaContext, order_id: Uuid) -> Result<Self, RunError> {
+        let mut run = Self::unloaded(order_id);
         run.catch_up(ctx).await?;
         Ok(run)
     }
@@ -182,7 +204,17 @@ impl SagaRun {
                     order_id: self.order_id,
                     reason: other.to_string(),
                 },
-            })
+            })?;
+        self.loaded = true;
+        Ok(())
+    }
+
+    async fn ensure_loaded(&mut self, ctx: &SagaContext) -> Result<(), RunError> {
+        if self.loaded {
+            Ok(())
+        } else {
+            self.catch_up(ctx).await
+        }
     }
 
     /// Decides and appends; Ok(false) when the command changes nothing.
@@ -220,6 +252,7 @@ impl SagaRun {
                 expected_version: self.version,
                 command_id: Some(command_id),
                 events: new_events,
+                linked: false,
             };
             match append(ctx.store.as_ref(), request).await? {
                 Ok(appended) if appended.deduplicated => {
@@ -241,6 +274,7 @@ impl SagaRun {
     }
 
     async fn apply(&mut self, ctx: &SagaContext, input: SagaInput) -> Result<(), RunError> {
+        self.ensure_loaded(ctx).await?;
         let at = ctx.clock.now();
         let (command, command_id) = match input {
             SagaInput::Start {
@@ -268,6 +302,7 @@ impl SagaRun {
 
     /// Performs actions until the saga must wait.
     async fn drive(&mut self, ctx: &SagaContext) -> Result<Idle, RunError> {
+        self.ensure_loaded(ctx).await?;
         loop {
             let now = ctx.clock.now();
             let mut progressed = false;
@@ -399,6 +434,7 @@ impl SagaRun {
                 source: Some("saga".into()),
                 trace: None,
             },
+            co_write: None,
         };
         let result = ctx.registry.execute(self.order_id, message).await;
         ctx.after_effect();
@@ -414,6 +450,389 @@ impl SagaRun {
                 error,
             }),
         }
+    }
+}
+
+/// An order in `SagaContext::filling` for as long as this lives. Unless the
+/// saga settled it, the reactor is then asked to match it: it skipped the
+/// order meanwhile, and a MARKET order gets no tick of its own.
+struct Filling<'a> {
+    ctx: &'a SagaContext,
+    order_id: Uuid,
+    settled: bool,
+}
+
+impl<'a> Filling<'a> {
+    fn mark(ctx: &'a SagaContext, order_id: Uuid) -> Self {
+        ctx.filling
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(order_id);
+        Self {
+            ctx,
+            order_id,
+            settled: false,
+        }
+    }
+}
+
+impl Drop for Filling<'_> {
+    fn drop(&mut self) {
+        self.ctx
+            .filling
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.order_id);
+        if !self.settled {
+            // Full: the order's next tick matches it.
+            let _ = self.ctx.rematch.try_send(self.order_id);
+        }
+    }
+}
+
+/// What a co-located commit came to.
+enum Colocated {
+    /// Committed as staged; `Some` when the order was accepted and may be filled now.
+    Done(Option<Order>),
+    /// Nothing committed: the one-step-at-a-time path takes the input.
+    Declined,
+}
+
+impl SagaRun {
+    /// The input as commands for the saga's core, with the command id `apply` records it under.
+    fn command_of(&self, input: &SagaInput, at: chrono::DateTime<chrono::Utc>) -> (SagaCommand, Uuid) {
+        match input {
+            SagaInput::Start {
+                event_id,
+                user_id,
+                side,
+                reserve_amount,
+            } => (
+                SagaCommand::Start {
+                    order_id: self.order_id,
+                    user_id: *user_id,
+                    side: *side,
+                    reserve_amount: *reserve_amount,
+                    at,
+                },
+                Uuid::new_v5(&ENGINE_NAMESPACE, event_id.as_bytes()),
+            ),
+            SagaInput::Observe { event_id, order } => (
+                SagaCommand::Observe {
+                    event_id: *event_id,
+                    order: order.clone(),
+                    at,
+                },
+                Uuid::new_v5(&ENGINE_NAMESPACE, event_id.as_bytes()),
+            ),
+        }
+    }
+
+    /// Applies `input` and every step it leads to as one commit with the
+    /// embedded ledger (and with the order's accept or fail when the run
+    /// ends there); a lost race on any stream of it reloads and plans again
+    /// at once, a bounded number of times. Then, for an order the market can
+    /// fill now, the fill and its settlement as a second commit.
+    async fn apply_colocated(
+        &mut self,
+        ctx: &SagaContext,
+        ledger: &EmbeddedLedger,
+        input: &SagaInput,
+    ) -> Result<bool, RunError> {
+        let user_id = match (input, self.state.saga()) {
+            (SagaInput::Start { user_id, .. }, None) => *user_id,
+            (SagaInput::Observe { .. }, Some(saga)) if !saga.completed => saga.user_id,
+            _ => return Ok(false),
+        };
+        // From before the accept: the reactor must not fill the order between
+        // the accept and this task's fill, or the fill and settlement part.
+        let mut filling = Filling::mark(ctx, self.order_id);
+        let mut turn = ledger.turn(user_id).await.map_err(|error| self.ledger_error(error))?;
+        let accepted = match self.commit_staged(ctx, &mut turn, input).await? {
+            Colocated::Declined => return Ok(false),
+            Colocated::Done(accepted) => accepted,
+        };
+        if let Some(order) = accepted {
+            self.fill_now(ctx, &mut turn, &order).await?;
+        }
+        filling.settled = self.state.saga().is_some_and(|s| s.completed);
+        Ok(true)
+    }
+
+    fn ledger_error(&self, error: BalanceError) -> RunError {
+        match error {
+            error @ BalanceError::Contended { .. } => RunError::BalanceContended {
+                order_id: self.order_id,
+                step: Step::Reserve,
+                error,
+            },
+            other => RunError::Unreadable {
+                order_id: self.order_id,
+                reason: format!("the embedded ledger: {other}"),
+            },
+        }
+    }
+
+    async fn commit_staged(
+        &mut self,
+        ctx: &SagaContext,
+        turn: &mut AccountTurn<'_>,
+        input: &SagaInput,
+    ) -> Result<Colocated, RunError> {
+        for _ in 0..=ctx.config.conflict_retries_max {
+            let now = ctx.clock.now();
+            let (command, command_id) = self.command_of(input, now);
+            let staged = stage(
+                self.state.clone(),
+                vec![command],
+                &turn.planner,
+                &ctx.config.retry_delays,
+                now,
+            )
+            .map_err(|reason| RunError::Unreadable {
+                order_id: self.order_id,
+                reason,
+            })?;
+            if staged.events.is_empty() {
+                return Ok(Colocated::Declined);
+            }
+            let requests =
+                requests(&staged, self.order_id, self.version, command_id, &turn.planner).map_err(|reason| {
+                    RunError::Unreadable {
+                        order_id: self.order_id,
+                        reason,
+                    }
+                })?;
+            let order_command = match &staged.stop {
+                Stop::Accept { reserved_amount } if !self.accept_sent => Some((
+                    OrderCommand::Accept(AcceptOrder {
+                        reserved_amount: *reserved_amount,
+                        accepted_at: now,
+                    }),
+                    "accept",
+                )),
+                Stop::Fail { reason } if !self.fail_sent => Some((
+                    OrderCommand::Fail(FailOrder {
+                        reason: reason.clone(),
+                        failed_at: now,
+                    }),
+                    "fail",
+                )),
+                _ => None,
+            };
+            let started = Instant::now();
+            ctx.before_effect()?;
+            let outcome = match order_command {
+                Some((command, what)) => {
+                    let co_written = requests.clone();
+                    let co_write = CoWrite(Arc::new(move |_: &Decided<'_>| Ok(co_written.clone())));
+                    let result = ctx
+                        .registry
+                        .execute(self.order_id, self.order_message(command, what, Some(co_write)))
+                        .await;
+                    match result {
+                        Ok(reply) => {
+                            if what == "accept" {
+                                self.accept_sent = true;
+                            } else {
+                                self.fail_sent = true;
+                            }
+                            let accepted = reply
+                                .order
+                                .filter(|order| what == "accept" && order.status == OrderStatus::Processing);
+                            Ok((reply.co_written, accepted))
+                        }
+                        // The order moved on (cancelled, say): nothing was written.
+                        Err(ActorError::Rejected(_) | ActorError::CoWriteRefused { .. }) => {
+                            ctx.after_effect();
+                            return Ok(Colocated::Declined);
+                        }
+                        Err(ActorError::CoWriteConflict { conflict, .. }) => Err(conflict),
+                        Err(error) => {
+                            ctx.after_effect();
+                            return Err(RunError::Order {
+                                order_id: self.order_id,
+                                what: what.to_owned(),
+                                error,
+                            });
+                        }
+                    }
+                }
+                None => match append_atomic(ctx.store.as_ref(), requests).await {
+                    Ok(Ok(appended)) => Ok((appended, None)),
+                    Ok(Err(conflict)) => Err(conflict),
+                    Err(error) => {
+                        ctx.after_effect();
+                        return Err(RunError::Store(error));
+                    }
+                },
+            };
+            ctx.after_effect();
+            match outcome {
+                Ok((appended, accepted)) => {
+                    self.committed(ctx, turn, staged, &appended, started);
+                    return Ok(Colocated::Done(accepted));
+                }
+                Err(conflict) => self.reload_after(ctx, turn, &conflict).await?,
+            }
+        }
+        Err(RunError::Contended(self.order_id))
+    }
+
+    /// Takes in what a co-located commit wrote: the saga's state and version,
+    /// the account's, and the money steps' timings.
+    fn committed(
+        &mut self,
+        ctx: &SagaContext,
+        turn: &mut AccountTurn<'_>,
+        staged: Staged,
+        appended: &[crate::store::Appended],
+        started: Instant,
+    ) {
+        let saga_stream = StreamId::saga(self.order_id);
+        let account_stream = StreamId::account(turn.planner.user_id);
+        for step in staged.events.iter().filter_map(|e| match e {
+            SagaEvent::StepSucceeded(s) => Some(s.step),
+            _ => None,
+        }) {
+            ctx.balance.observe_colocated(step.as_str(), started, true);
+        }
+        // A deduplicated saga append was written before (a retry after an
+        // unknown outcome): the state held stays a true prefix, and the next
+        // append conflicts, reloads and finds it.
+        if let Some(saga) = appended.iter().find(|a| a.stream_id == saga_stream && !a.deduplicated) {
+            self.state = staged.state;
+            self.version = saga.last_version;
+        }
+        if let Some(account) = appended
+            .iter()
+            .find(|a| a.stream_id == account_stream && !a.deduplicated)
+        {
+            turn.committed(staged.account, account.last_version);
+        }
+    }
+
+    async fn reload_after(
+        &mut self,
+        ctx: &SagaContext,
+        turn: &mut AccountTurn<'_>,
+        conflict: &Conflict,
+    ) -> Result<(), RunError> {
+        tracing::debug!(order_id = %self.order_id, %conflict, "a co-located commit lost a race; reloading");
+        if conflict.stream_id == StreamId::account(turn.planner.user_id) {
+            turn.reload().await.map_err(|error| self.ledger_error(error))
+        } else {
+            self.catch_up(ctx).await
+        }
+    }
+
+    fn order_message(&self, command: OrderCommand, what: &str, co_write: Option<CoWrite>) -> ExecuteCommand {
+        ExecuteCommand {
+            command,
+            command_id: derived_id(self.order_id, what),
+            metadata: EventMetadata {
+                correlation_id: Some(self.order_id),
+                causation_id: None,
+                who: Some(if what == "execute" { "market" } else { "saga" }.into()),
+                source: Some(if what == "execute" { "market" } else { "saga" }.into()),
+                trace: None,
+            },
+            co_write,
+        }
+    }
+
+    /// An order just accepted that the market fills at once (MARKET, or a
+    /// limit already crossed): the fill, the saga's record of it and the
+    /// settlement it leads to, as one commit. Anything else (a resting order,
+    /// no price, a price the reservation cannot cover, a lost race with the
+    /// matcher) is left to the reactor, which fills it the ordinary way.
+    async fn fill_now(&mut self, ctx: &SagaContext, turn: &mut AccountTurn<'_>, order: &Order) -> Result<(), RunError> {
+        let working = WorkingOrder::from_order(order);
+        let Ok(quote) = ctx.market.current_price(order.symbol.as_str()).await else {
+            return Ok(());
+        };
+        let price = match on_price(&working, quote.price) {
+            Some(MatchAction::Execute { price }) if working.affordable_at(price) => price,
+            _ => return Ok(()),
+        };
+        self.commit_fill(ctx, turn, price).await
+    }
+
+    async fn commit_fill(
+        &mut self,
+        ctx: &SagaContext,
+        turn: &mut AccountTurn<'_>,
+        price: rust_decimal::Decimal,
+    ) -> Result<(), RunError> {
+        for _ in 0..=ctx.config.conflict_retries_max {
+            let now = ctx.clock.now();
+            let slot: Arc<Mutex<Option<Staged>>> = Arc::new(Mutex::new(None));
+            let co_write = {
+                let (state, version, planner) = (self.state.clone(), self.version, turn.planner.clone());
+                let (order_id, delays, slot) = (self.order_id, ctx.config.retry_delays.clone(), Arc::clone(&slot));
+                CoWrite(Arc::new(move |decided: &Decided<'_>| {
+                    let (event_id, total_value) = decided
+                        .events
+                        .iter()
+                        .zip(decided.event_ids)
+                        .find_map(|(event, id)| match event {
+                            OrderEvent::OrderExecuted(e) => Some((*id, e.total_value)),
+                            _ => None,
+                        })
+                        .ok_or("the order did not execute")?;
+                    let observe = SagaCommand::Observe {
+                        event_id,
+                        order: ObservedOrder::Executed { total_value },
+                        at: now,
+                    };
+                    let staged = stage(state.clone(), vec![observe], &planner, &delays, now)?;
+                    if staged.stop != Stop::Completed {
+                        return Err(format!("the settlement would stop at {:?}", staged.stop));
+                    }
+                    let command_id = Uuid::new_v5(&ENGINE_NAMESPACE, event_id.as_bytes());
+                    let requests = requests(&staged, order_id, version, command_id, &planner)?;
+                    *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(staged);
+                    Ok(requests)
+                }))
+            };
+            let command = OrderCommand::Execute(ExecuteOrder {
+                execution_price: price,
+                market_price: price,
+                executed_at: now,
+            });
+            let started = Instant::now();
+            ctx.before_effect()?;
+            let result = ctx
+                .registry
+                .execute(self.order_id, self.order_message(command, "execute", Some(co_write)))
+                .await;
+            ctx.after_effect();
+            let conflict = match result {
+                Ok(reply) => {
+                    let staged = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+                    match staged {
+                        Some(staged) if reply.appended.as_ref().is_some_and(|a| !a.deduplicated) => {
+                            self.committed(ctx, turn, staged, &reply.co_written, started);
+                        }
+                        // Executed before this call: the saga reads what it holds.
+                        _ => self.catch_up(ctx).await?,
+                    }
+                    return Ok(());
+                }
+                // The matcher or a cancel got there first: the reactor carries on.
+                Err(ActorError::Rejected(_) | ActorError::CoWriteRefused { .. }) => return Ok(()),
+                Err(ActorError::CoWriteConflict { conflict, .. }) => conflict,
+                Err(error) => {
+                    return Err(RunError::Order {
+                        order_id: self.order_id,
+                        what: "execute".into(),
+                        error,
+                    })
+                }
+            };
+            self.reload_after(ctx, turn, &conflict).await?;
+        }
+        Err(RunError::Contended(self.order_id))
     }
 }
 
@@ -496,7 +915,14 @@ pub(crate) async fn saga_task(
         stall(&ctx, order_id, error);
         let _ = done.send((order_id, generation));
     };
+    let first = inbox.try_recv().ok();
+    // A saga this process starts with the embedded ledger needs no read: its
+    // first commit expects an empty stream, and a conflict loads it.
+    let fresh = matches!(first, Some(SagaInput::Start { .. })) && ctx.balance.colocated().is_some();
     let mut run = loop {
+        if fresh {
+            break SagaRun::unloaded(order_id);
+        }
         match SagaRun::load(&ctx, order_id).await {
             Ok(run) => break run,
             Err(RunError::Halted(_)) => return,
@@ -510,6 +936,14 @@ pub(crate) async fn saga_task(
         }
     };
     retry.reset();
+    if let Some(input) = first {
+        if let Err(error) = apply_with_retry(&ctx, &mut run, input, &mut retry).await {
+            if !matches!(error, RunError::Halted(_)) {
+                give_up(&error);
+            }
+            return;
+        }
+    }
     let mut announced_idle = false;
     // Closed once the reactor forgot this task; pending timers still run out.
     let mut inbox_open = true;
@@ -599,6 +1033,22 @@ async fn apply_with_retry(
     input: SagaInput,
     retry: &mut LocalRetry,
 ) -> Result<(), RunError> {
+    if let Some(ledger) = ctx.balance.colocated() {
+        match run.apply_colocated(ctx, ledger, &input).await {
+            Ok(true) => {
+                retry.reset();
+                return Ok(());
+            }
+            Ok(false) => {}
+            Err(RunError::Halted(h)) => return Err(RunError::Halted(h)),
+            Err(error) => {
+                // The state held is still a true prefix of the stream: if the
+                // commit landed after all, the one-step path's first append
+                // conflicts, reloads and finds it.
+                tracing::debug!(order_id = %run.order_id, %error, "co-located commit failed; going step by step");
+            }
+        }
+    }
     loop {
         match run.apply(ctx, input.clone()).await {
             Ok(()) => {

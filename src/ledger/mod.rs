@@ -169,25 +169,38 @@ impl EmbeddedLedger {
     /// The events that open an account the first time it is used: opened, then
     /// funded with the demo balance under a fixed key.
     fn opening(&self, user_id: Uuid) -> Result<Vec<AccountEvent>, BalanceError> {
-        let at = self.clock.now();
-        let mut commands = vec![AccountCommand::Open { user_id, at }];
-        if self.config.demo_balance > Decimal::ZERO {
-            commands.push(AccountCommand::Deposit {
-                amount: self.config.demo_balance,
-                idempotency_key: DEMO_FUNDING_KEY.to_owned(),
-                at,
-            });
-        }
-        let mut state = AccountState::default();
-        let mut events = Vec::new();
-        for command in &commands {
-            let (next, new) = AccountAggregate::handle(&state, command).map_err(|r| {
-                BalanceError::Rejected(format!("the configured demo balance cannot open an account: {r}"))
-            })?;
-            state = next;
-            events.extend(new);
-        }
-        Ok(events)
+        opening(user_id, self.config.demo_balance, self.clock.now())
+    }
+
+    /// Takes the account's writer turn and loads it, for a commit that writes
+    /// the account together with other streams (a saga step, an order). The
+    /// turn is held until the planner is dropped: calls on the account through
+    /// [`BalanceService`] wait meanwhile, as they wait for each other.
+    pub async fn turn(&self, user_id: Uuid) -> Result<AccountTurn<'_>, BalanceError> {
+        let guard = self.writer(user_id).lock().await;
+        // The cached state as it is, without a read: the commit expects its
+        // version, so if another process wrote since, the commit conflicts
+        // and `reload` reads.
+        let cached = self
+            .accounts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&user_id)
+            .cloned();
+        let loaded = match cached {
+            Some(loaded) => loaded,
+            None => self.load(user_id).await?,
+        };
+        Ok(AccountTurn {
+            ledger: self,
+            _guard: guard,
+            planner: AccountPlanner {
+                user_id,
+                state: loaded.state,
+                version: loaded.version,
+                demo_balance: self.config.demo_balance,
+            },
+        })
     }
 
     /// Load, decide, append at the loaded version; reload and decide again when
@@ -239,6 +252,7 @@ impl EmbeddedLedger {
                 expected_version: version,
                 command_id: Some(command_id),
                 events: self.envelopes(user_id, &events, order_id, command_id, source)?,
+                linked: false,
             };
             match append(self.store.as_ref(), request).await.map_err(store_error)? {
                 Ok(appended) if !appended.deduplicated => return answer(user_id, &state, &key),
@@ -273,25 +287,7 @@ impl EmbeddedLedger {
         command_id: Uuid,
         source: &str,
     ) -> Result<Vec<NewEvent>, BalanceError> {
-        let metadata = EventMetadata {
-            correlation_id: order_id,
-            causation_id: Some(command_id),
-            who: None,
-            source: Some(source.to_owned()),
-            trace: None,
-        };
-        // Event ids from the command id and the account, as every other stream
-        // derives them: a retried request carries the same events, and a run
-        // replays to the same log. The account is in the name because one
-        // operator key (so one command id) may fund several accounts.
-        events
-            .iter()
-            .enumerate()
-            .map(|(i, event)| {
-                let event_id = Uuid::new_v5(&command_id, format!("{user_id}:{i}").as_bytes());
-                encode(event, event_id, metadata.clone()).map_err(decode_error)
-            })
-            .collect()
+        envelopes(user_id, events, order_id, command_id, source)
     }
 
     fn balance(&self, user_id: Uuid, state: &AccountState) -> Balance {
@@ -361,9 +357,195 @@ impl BalanceService for EmbeddedLedger {
         self.execute(op.user_id, Some(op.order_id), "saga", command).await
     }
 
+    fn colocated(&self) -> Option<&EmbeddedLedger> {
+        Some(self)
+    }
+
     async fn sufficient_funds(&self, user_id: Uuid, amount: Decimal) -> Result<bool, BalanceError> {
         check_positive_amount(amount).map_err(|reason| BalanceError::Rejected(format!("amount {amount} {reason}")))?;
         Ok(self.get_balance(user_id).await?.available >= amount)
+    }
+}
+
+/// The events that open an account the first time it is used: opened, then
+/// funded with the demo balance under a fixed key.
+fn opening(
+    user_id: Uuid,
+    demo_balance: Decimal,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<AccountEvent>, BalanceError> {
+    let mut commands = vec![AccountCommand::Open { user_id, at }];
+    if demo_balance > Decimal::ZERO {
+        commands.push(AccountCommand::Deposit {
+            amount: demo_balance,
+            idempotency_key: DEMO_FUNDING_KEY.to_owned(),
+            at,
+        });
+    }
+    let mut state = AccountState::default();
+    let mut events = Vec::new();
+    for command in &commands {
+        let (next, new) = AccountAggregate::handle(&state, command)
+            .map_err(|r| BalanceError::Rejected(format!("the configured demo balance cannot open an account: {r}")))?;
+        state = next;
+        events.extend(new);
+    }
+    Ok(events)
+}
+
+fn envelopes(
+    user_id: Uuid,
+    events: &[AccountEvent],
+    order_id: Option<Uuid>,
+    command_id: Uuid,
+    source: &str,
+) -> Result<Vec<NewEvent>, BalanceError> {
+    let metadata = EventMetadata {
+        correlation_id: order_id,
+        causation_id: Some(command_id),
+        who: None,
+        source: Some(source.to_owned()),
+        trace: None,
+    };
+    // Event ids from the command id and the account, as every other stream
+    // derives them: a retried request carries the same events, and a run
+    // replays to the same log. The account is in the name because one
+    // operator key (so one command id) may fund several accounts.
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, event)| {
+            let event_id = Uuid::new_v5(&command_id, format!("{user_id}:{i}").as_bytes());
+            encode(event, event_id, metadata.clone()).map_err(decode_error)
+        })
+        .collect()
+}
+
+/// An account's state at a known version, and the rules to move its money
+/// without touching the store: what a commit that writes the account together
+/// with other streams appends. Pure, so it can be planned again after a reload.
+#[derive(Debug, Clone)]
+pub struct AccountPlanner {
+    pub user_id: Uuid,
+    pub state: AccountState,
+    pub version: u64,
+    demo_balance: Decimal,
+}
+
+/// Money movements planned on an account: its receipts, its state after, and
+/// the events (with the opening, for an account never used) still to append.
+#[derive(Debug, Clone, Default)]
+pub struct AccountPlan {
+    pub state: AccountState,
+    pub events: Vec<AccountEvent>,
+}
+
+impl AccountPlanner {
+    /// An account at `version` in `state`; `demo_balance` funds it if it was never opened.
+    pub fn new(user_id: Uuid, state: AccountState, version: u64, demo_balance: Decimal) -> Self {
+        Self {
+            user_id,
+            state,
+            version,
+            demo_balance,
+        }
+    }
+
+    /// Applies `command` to `plan` (started from [`AccountPlanner::start`]),
+    /// answering as the ledger would: a refusal moves nothing, a key applied
+    /// before answers from its receipt.
+    pub fn apply(&self, plan: &mut AccountPlan, command: &AccountCommand) -> Result<BalanceReceipt, BalanceError> {
+        let key = command
+            .idempotency_key()
+            .ok_or_else(|| BalanceError::Rejected("a money movement needs an idempotency key".into()))?
+            .to_owned();
+        let at = match command {
+            AccountCommand::Open { at, .. }
+            | AccountCommand::Deposit { at, .. }
+            | AccountCommand::Reserve { at, .. }
+            | AccountCommand::Deduct { at, .. }
+            | AccountCommand::Credit { at, .. }
+            | AccountCommand::Release { at, .. } => *at,
+        };
+        let mut opened = Vec::new();
+        if matches!(plan.state, AccountState::NotOpened) {
+            opened = opening(self.user_id, self.demo_balance, at)?;
+        }
+        let state = AccountAggregate::fold(plan.state.clone(), &opened);
+        let (state, decided) = AccountAggregate::handle(&state, command).map_err(rejection)?;
+        let receipt = answer(self.user_id, &state, &key)?;
+        if !decided.is_empty() {
+            plan.events.extend(opened);
+            plan.events.extend(decided);
+            plan.state = state;
+        }
+        Ok(receipt)
+    }
+
+    /// An empty plan over the loaded state.
+    pub fn start(&self) -> AccountPlan {
+        AccountPlan {
+            state: self.state.clone(),
+            events: Vec::new(),
+        }
+    }
+
+    /// The append for `plan`, or None when it moves nothing.
+    pub fn request(
+        &self,
+        plan: &AccountPlan,
+        key: &str,
+        order_id: Uuid,
+    ) -> Result<Option<AppendRequest>, BalanceError> {
+        if plan.events.is_empty() {
+            return Ok(None);
+        }
+        let command_id = Uuid::new_v5(&LEDGER_NAMESPACE, key.as_bytes());
+        Ok(Some(AppendRequest {
+            stream_id: StreamId::account(self.user_id),
+            expected_version: self.version,
+            command_id: Some(command_id),
+            events: envelopes(self.user_id, &plan.events, Some(order_id), command_id, "saga")?,
+            linked: false,
+        }))
+    }
+}
+
+/// An account held for one commit that writes it with other streams: the
+/// writer turn and the account as loaded under it.
+pub struct AccountTurn<'a> {
+    ledger: &'a EmbeddedLedger,
+    _guard: tokio::sync::MutexGuard<'a, ()>,
+    pub planner: AccountPlanner,
+}
+
+impl AccountTurn<'_> {
+    /// Reads what other processes appended since the load (after a lost race).
+    pub async fn reload(&mut self) -> Result<(), BalanceError> {
+        let loaded = self.ledger.load(self.planner.user_id).await?;
+        self.planner.state = loaded.state;
+        self.planner.version = loaded.version;
+        Ok(())
+    }
+
+    /// The commit holding `plan` landed at `version`: the next call starts there.
+    pub fn committed(&mut self, plan: AccountPlan, version: u64) {
+        self.planner.state = plan.state;
+        self.planner.version = version;
+        let mut accounts = self.ledger.accounts.lock().unwrap_or_else(PoisonError::into_inner);
+        if accounts.len() >= ACCOUNT_CACHE_MAX {
+            accounts.clear();
+        }
+        let newer = accounts.get(&self.planner.user_id).is_some_and(|c| c.version > version);
+        if !newer {
+            accounts.insert(
+                self.planner.user_id,
+                Loaded {
+                    state: self.planner.state.clone(),
+                    version,
+                },
+            );
+        }
     }
 }
 

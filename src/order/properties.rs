@@ -178,6 +178,7 @@ fn run(commands: &[OrderCommand]) -> Run {
                 expected_version: version,
                 command_id: Some(Uuid::from_u128(1_000 + i as u128)),
                 events: new_events,
+                linked: false,
             }];
             let snapshot = LogSnapshot {
                 head_position: version,

@@ -78,8 +78,24 @@ pub(crate) fn validate_batch(requests: &[super::AppendRequest]) -> Result<(), St
             super::BATCH_STREAMS_MAX
         )));
     }
+    if requests.first().is_some_and(|r| r.linked) {
+        return Err(StoreError::InvalidAppend(
+            "the first request of a batch cannot be linked to one before it".into(),
+        ));
+    }
+    let mut run: Vec<&StreamId> = Vec::new();
     for request in requests {
         check_events(&request.stream_id, request.events.len())?;
+        if !request.linked {
+            run.clear();
+        }
+        if run.contains(&&request.stream_id) {
+            return Err(StoreError::InvalidAppend(format!(
+                "{} appears twice in one linked run; put its events in one request",
+                request.stream_id
+            )));
+        }
+        run.push(&request.stream_id);
     }
     Ok(())
 }

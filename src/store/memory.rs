@@ -389,6 +389,7 @@ mod tests {
                 payload: serde_json::json!({}),
                 metadata: EventMetadata::default(),
             }],
+            linked: false,
         }
     }
 

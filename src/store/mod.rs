@@ -96,6 +96,31 @@ pub async fn append(store: &dyn EventStore, request: AppendRequest) -> Result<Re
         .ok_or(StoreError::Internal("append_batch returned no result for one request"))
 }
 
+/// Appends to several streams all or nothing: one transaction, each stream
+/// checked against its own expected version, and a conflict on any of them
+/// writes none. The first conflict is returned; a request whose command was
+/// applied before comes back `deduplicated` and writes nothing.
+pub async fn append_atomic(
+    store: &dyn EventStore,
+    mut requests: Vec<AppendRequest>,
+) -> Result<Result<Vec<Appended>, Conflict>, StoreError> {
+    for (index, request) in requests.iter_mut().enumerate() {
+        request.linked = index > 0;
+    }
+    let count = requests.len();
+    let results = store.append_batch(requests).await?;
+    if results.len() != count {
+        return Err(StoreError::Internal(
+            "append_batch returned the wrong number of results",
+        ));
+    }
+    results
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map(Ok)
+        .or_else(|c| Ok(Err(c)))
+}
+
 /// Reads a whole stream from `from_version`, page by page.
 pub async fn read_stream_all(
     store: &dyn EventStore,

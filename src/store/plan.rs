@@ -89,8 +89,19 @@ pub(crate) fn plan_batch(requests: &[AppendRequest], mut log: LogSnapshot, recor
     let mut commands = Vec::new();
     let mut results = Vec::with_capacity(requests.len());
     let mut head = log.head_position;
-    for request in requests {
+    // Runs of linked requests commit together or not at all: a run is checked
+    // whole before any of it is planned, and one conflict fails every request
+    // of it that would have written.
+    let mut failed_run: Option<Conflict> = None;
+    for (index, request) in requests.iter().enumerate() {
+        if !request.linked {
+            failed_run = run_conflict(&requests[index..], &log);
+        }
         let stream_id = &request.stream_id;
+        if let Some(conflict) = &failed_run {
+            results.push(Err(conflict.clone()));
+            continue;
+        }
         if let Some(command_id) = request.command_id {
             if let Some(original) = log.commands.get(&(stream_id.clone(), command_id)) {
                 results.push(Ok(Appended {
@@ -162,6 +173,35 @@ pub(crate) fn plan_batch(requests: &[AppendRequest], mut log: LogSnapshot, recor
         results,
         recorded_at,
     }
+}
+
+/// The first conflict of the linked run that starts at `run[0]`, checked
+/// against the log as the batch has left it so far; None when the whole run
+/// can be written, or was written before (every request's command applied:
+/// a retry, answered from the records). A run that was applied in part is a
+/// conflict on a stream whose command was applied: the caller's picture of
+/// that stream is stale (another writer recorded the same command alone),
+/// and writing the rest would split what must commit together. A run's
+/// streams are distinct (`validate_batch`).
+fn run_conflict(run: &[AppendRequest], log: &LogSnapshot) -> Option<Conflict> {
+    let length = 1 + run.iter().skip(1).take_while(|r| r.linked).count();
+    let run = &run[..length];
+    let applied = |request: &AppendRequest| {
+        request
+            .command_id
+            .is_some_and(|c| log.commands.contains_key(&(request.stream_id.clone(), c)))
+    };
+    if run.iter().all(applied) {
+        return None;
+    }
+    run.iter().find_map(|request| {
+        let actual = log.streams.get(&request.stream_id).map_or(0, |h| h.version);
+        (applied(request) || actual != request.expected_version).then(|| Conflict {
+            stream_id: request.stream_id.clone(),
+            expected: request.expected_version,
+            actual,
+        })
+    })
 }
 
 /// Checks events to import verbatim against the log they continue, and
@@ -260,6 +300,7 @@ mod tests {
             expected_version: expected,
             command_id: command,
             events: (0..n).map(|_| event()).collect(),
+            linked: false,
         }
     }
 

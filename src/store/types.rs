@@ -21,6 +21,12 @@ pub struct AppendRequest {
     /// the same stream returns the first one's result instead of writing again.
     pub command_id: Option<Uuid>,
     pub events: Vec<NewEvent>,
+    /// Commits only together with the request before it in the same batch
+    /// (and so with its whole linked run): if any request of a run conflicts,
+    /// none of the run is written. A saga step, its ledger entry and the order
+    /// command they cause are one such run (see [`super::append_atomic`]).
+    /// The first request of a batch is never linked.
+    pub linked: bool,
 }
 
 /// Where an append landed.

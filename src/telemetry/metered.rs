@@ -160,6 +160,19 @@ impl BalanceService for MeteredBalance {
         self.observe("sufficient_funds", started, &result, false);
         result
     }
+
+    fn colocated(&self) -> Option<&crate::ledger::EmbeddedLedger> {
+        self.inner.colocated()
+    }
+
+    fn observe_colocated(&self, operation: &str, started: Instant, ok: bool) {
+        let result: Result<(), BalanceError> = if ok {
+            Ok(())
+        } else {
+            Err(BalanceError::Rejected(String::new()))
+        };
+        self.observe(operation, started, &result, true);
+    }
 }
 
 #[cfg(test)]
@@ -194,6 +207,7 @@ mod tests {
                 payload: serde_json::json!({}),
                 metadata: EventMetadata::default(),
             }],
+            linked: false,
         };
         append(store.as_ref(), request).await.unwrap().unwrap();
         assert_eq!(metrics.append_duration_seconds.get_sample_count(), 1);
