@@ -1,7 +1,8 @@
 //! Recording a submission's failed tries on `submission-<order id>`, best
 //! effort: the usual reason a try failed is that the log is down, so a record
-//! that cannot be written within `ATTEMPT_RECORD_TIMEOUT` is given up, never
-//! retried, and never holds up the caller's own retry.
+//! the log fails, or that is not written within `ATTEMPT_RECORD_TIMEOUT`, is
+//! given up (only a race lost to another record of the same order is tried
+//! again), and it never holds up the caller's own retry.
 //!
 //! Must never write to an order's stream (it does not exist yet) or block the
 //! consumer's ack and retry decisions.
