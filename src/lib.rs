@@ -24,5 +24,6 @@ pub mod order;
 pub mod projections;
 pub mod saga;
 pub mod store;
+pub mod submission;
 pub mod telemetry;
 pub mod wire;

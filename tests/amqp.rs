@@ -22,9 +22,10 @@ use order_engine::amqp::wire::wire_uuid;
 use order_engine::amqp::{self, AmqpConfig, AmqpHandle, OrderSubmitter};
 use order_engine::clock::SystemClock;
 use order_engine::engine::{Engine, EngineError, SubmitRequest};
-use order_engine::events::StreamId;
+use order_engine::events::{decode, EventMetadata, StreamId};
 use order_engine::order::Order;
-use order_engine::store::{read_stream_all, EventStore};
+use order_engine::store::{read_stream_all, BeforeCommitHook, EventStore, FaultInjected};
+use order_engine::submission::{FailedAttempt, NextTry, SubmissionEvent};
 use order_engine::telemetry::metrics::Metrics;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
@@ -45,6 +46,9 @@ on_every_backend_in_actix!(
     a_brief_outage_is_ridden_out_in_seconds_not_on_the_ladder,
     engine_restarts_never_dead_letter_a_valid_order,
     poison_messages_are_set_aside_while_valid_orders_flow,
+    each_failed_try_is_recorded_once_on_the_submission_stream,
+    a_log_that_is_down_does_not_stop_the_retries,
+    a_record_that_never_answers_does_not_hold_up_the_consumer,
 );
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -72,6 +76,8 @@ struct Faulty {
     fails: Box<dyn Fn(Uuid, u32, Duration) -> bool + Send + Sync>,
     began: std::sync::OnceLock<Instant>,
     calls: std::sync::Mutex<HashMap<Uuid, u32>>,
+    /// Records of failed tries never answer (a log that hangs), instead of reaching the engine.
+    hang_records: bool,
 }
 
 impl Faulty {
@@ -81,6 +87,7 @@ impl Faulty {
             fails: Box::new(fails),
             began: std::sync::OnceLock::new(),
             calls: std::sync::Mutex::default(),
+            hang_records: false,
         }
     }
 
@@ -113,6 +120,13 @@ impl OrderSubmitter for Faulty {
     async fn order(&self, order_id: Uuid) -> Result<Option<Order>, EngineError> {
         self.engine.get(order_id).await
     }
+
+    async fn record_failed_try(&self, attempt: FailedAttempt) -> Result<(), EngineError> {
+        if self.hang_records {
+            std::future::pending::<()>().await;
+        }
+        self.engine.record_submission_attempt(attempt).await
+    }
 }
 
 struct Harness {
@@ -132,10 +146,21 @@ impl Harness {
         config: impl FnOnce(AmqpConfig) -> AmqpConfig,
         submitter: impl FnOnce(Arc<Engine>) -> Arc<dyn OrderSubmitter>,
     ) -> Option<Self> {
+        Self::start_hooked(test, db, None, config, submitter).await
+    }
+
+    /// Like `start`, with a hook before every commit of the engine's log.
+    async fn start_hooked(
+        test: &str,
+        db: &TestDb,
+        hook: Option<BeforeCommitHook>,
+        config: impl FnOnce(AmqpConfig) -> AmqpConfig,
+        submitter: impl FnOnce(Arc<Engine>) -> Arc<dyn OrderSubmitter>,
+    ) -> Option<Self> {
         let broker = TestBroker::new(test).await?;
         let TestEngine {
             engine, market, store, ..
-        } = start(db.open(None).await, None, None);
+        } = start(db.open(hook).await, None, None);
         market.set_price("AAPL", dec!(150.25)).unwrap();
         let metrics = Arc::new(Metrics::new().unwrap());
         let handle = amqp::start(
@@ -1004,5 +1029,232 @@ async fn poison_messages_are_set_aside_while_valid_orders_flow(db: TestDb) {
         valid.len(),
         started.elapsed().as_millis()
     );
+    h.stop().await;
+}
+
+/// The failed tries recorded for `order_id`, as stored and decoded.
+async fn failed_tries(
+    store: &dyn EventStore,
+    order_id: Uuid,
+) -> Vec<(order_engine::events::RecordedEvent, SubmissionEvent)> {
+    read_stream_all(store, &StreamId::submission(order_id), 1)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            let decoded = decode::<SubmissionEvent>(&e).unwrap();
+            (e, decoded)
+        })
+        .collect()
+}
+
+/// What the log does with appends to `submission-*` streams (the engine's other appends pass).
+const LOG_UP: u8 = 0;
+const LOG_REFUSES: u8 = 1;
+const LOG_HANGS: u8 = 2;
+
+fn submission_appends(mode: Arc<std::sync::atomic::AtomicU8>) -> BeforeCommitHook {
+    use futures_util::FutureExt;
+    Arc::new(move |written| {
+        let submission = written.iter().any(|a| a.stream_id.category() == "submission");
+        let mode = if submission {
+            mode.load(Ordering::SeqCst)
+        } else {
+            LOG_UP
+        };
+        async move {
+            match mode {
+                LOG_REFUSES => Err(FaultInjected("the log is down (test)".into())),
+                LOG_HANGS => {
+                    // Far past the engine's record timeout; the append is dropped before this ends.
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    Ok(())
+                }
+                _ => Ok(()),
+            }
+        }
+        .boxed()
+    })
+}
+
+async fn each_failed_try_is_recorded_once_on_the_submission_stream(db: TestDb) {
+    // Proves every failed try (quick retries and the last try of each delivery) appears once as SubmissionAttemptFailed on submission-<id>, with what came next, a repeat records nothing, and the order's audit shows the tries.
+    let began = chrono::Utc::now();
+    let Some((h, flaky)) = Harness::wrapped(
+        "each_failed_try_is_recorded_once_on_the_submission_stream",
+        &db,
+        |c| AmqpConfig {
+            retry_delays: vec![Duration::from_millis(20), Duration::from_millis(40)],
+            quick_retries: 1,
+            quick_retry_min: Duration::from_millis(1),
+            quick_retry_max: Duration::from_millis(5),
+            ..c
+        },
+        // Two deliveries of two tries each fail; the third delivery succeeds.
+        |engine| Faulty::new(engine, |_, call, _| call <= 4),
+    )
+    .await
+    else {
+        return;
+    };
+    let test = h.broker.connect("reader").await;
+    let positions = Collector::start(&test, "positions.updates").await;
+    let order_id = Uuid::new_v4();
+    publish_order(&producer(&test).await, order_id, json!(2)).await;
+    wait_count("the execution after two rungs", &positions, 1).await;
+    assert_eq!(flaky.total_calls(), 5);
+    // Records run on their own tasks: give the last one a moment.
+    eventually("four failed tries in the log", WAIT, || async {
+        failed_tries(h.store.as_ref(), order_id).await.len() >= 4
+    })
+    .await;
+    let tries = failed_tries(h.store.as_ref(), order_id).await;
+    let mut seen: Vec<(u32, NextTry)> = tries
+        .iter()
+        .map(|(recorded, SubmissionEvent::SubmissionAttemptFailed(e))| {
+            assert_eq!(recorded.event_type, "SubmissionAttemptFailed");
+            assert_eq!(e.order_id, order_id);
+            assert!(e.error.contains("database unreachable (test)"), "{}", e.error);
+            assert!(e.failed_at >= began && e.failed_at <= chrono::Utc::now());
+            assert_eq!(recorded.metadata.source.as_deref(), Some("amqp"));
+            assert_eq!(recorded.metadata.correlation_id, Some(order_id));
+            let next = match e.next {
+                // The wait is jittered; the retry's number is what identifies it.
+                NextTry::Quick { retry, .. } => NextTry::Quick { retry, wait_ms: 0 },
+                other => other,
+            };
+            (e.retry_attempt, next)
+        })
+        .collect();
+    seen.sort_by_key(|(attempt, next)| (*attempt, matches!(next, NextTry::Rung { .. })));
+    assert_eq!(
+        seen,
+        [
+            (0, NextTry::Quick { retry: 1, wait_ms: 0 }),
+            (0, NextTry::Rung { rung: 1, delay_ms: 20 }),
+            (1, NextTry::Quick { retry: 1, wait_ms: 0 }),
+            (1, NextTry::Rung { rung: 2, delay_ms: 40 }),
+        ]
+    );
+    // A redelivered retry reports the same try again: it is recorded once.
+    let again = FailedAttempt {
+        order_id,
+        retry_attempt: 1,
+        next: NextTry::Rung { rung: 2, delay_ms: 40 },
+        error: "database unreachable (test)".into(),
+        metadata: EventMetadata::default(),
+    };
+    h.engine.record_submission_attempt(again).await.unwrap();
+    assert_eq!(failed_tries(h.store.as_ref(), order_id).await.len(), 4);
+    // The order's story holds its failed tries, in log order with the rest
+    // (a record runs on its own task, so it may land after the order's first event).
+    let story = order_engine::audit::order_story(h.store.as_ref(), order_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let tried: Vec<&str> = story
+        .iter()
+        .filter(|e| e.source == "submission")
+        .map(|e| e.event_type.as_str())
+        .collect();
+    assert_eq!(tried, ["SubmissionAttemptFailed"; 4]);
+    assert!(story.windows(2).all(|w| w[0].global_position < w[1].global_position));
+    assert!(story.iter().any(|e| e.event_type == "OrderExecuted"));
+    h.stop().await;
+}
+
+async fn a_log_that_is_down_does_not_stop_the_retries(db: TestDb) {
+    // Proves that when the log refuses or does not answer the records of failed tries, the consumer's quick retries and rungs go on exactly as before, the order executes once, and the engine gives a hung record up within its timeout.
+    let mode = Arc::new(std::sync::atomic::AtomicU8::new(LOG_REFUSES));
+    let Some((h, flaky)) = ({
+        let hook = submission_appends(Arc::clone(&mode));
+        let slot = Arc::new(std::sync::OnceLock::<Arc<Faulty>>::new());
+        let keep = Arc::clone(&slot);
+        let harness = Harness::start_hooked(
+            "a_log_that_is_down_does_not_stop_the_retries",
+            &db,
+            Some(hook),
+            |c| AmqpConfig {
+                retry_delays: vec![Duration::from_millis(20), Duration::from_millis(40)],
+                quick_retries: 2,
+                quick_retry_min: Duration::from_millis(1),
+                quick_retry_max: Duration::from_millis(5),
+                ..c
+            },
+            move |engine| {
+                let faulty = Arc::new(Faulty::new(engine, |_, call, _| call <= 5));
+                let _ = keep.set(Arc::clone(&faulty));
+                faulty
+            },
+        )
+        .await;
+        harness.map(|h| (h, Arc::clone(slot.get().unwrap())))
+    }) else {
+        return;
+    };
+    let test = h.broker.connect("reader").await;
+    let positions = Collector::start(&test, "positions.updates").await;
+    let dlq = Collector::start(&test, "orders.dlq").await;
+    let order_id = Uuid::new_v4();
+    publish_order(&producer(&test).await, order_id, json!(2)).await;
+    wait_count("the execution after the retries", &positions, 1).await;
+    // Delivery 0: three tries, then rung 1; delivery 1: two failures and a success.
+    assert_eq!(flaky.total_calls(), 6);
+    assert_eq!(dlq.len(), 0);
+    assert_eq!(positions.len(), 1);
+    assert!(failed_tries(h.store.as_ref(), order_id).await.is_empty());
+    // A log that hangs: the record is given up within the engine's timeout, not waited for.
+    mode.store(LOG_HANGS, Ordering::SeqCst);
+    let attempt = FailedAttempt {
+        order_id,
+        retry_attempt: 9,
+        next: NextTry::DeadLettered,
+        error: "database unreachable (test)".into(),
+        metadata: EventMetadata::default(),
+    };
+    let started = Instant::now();
+    let result = h.engine.record_submission_attempt(attempt.clone()).await;
+    let waited = started.elapsed();
+    assert!(matches!(result, Err(EngineError::Unavailable(_))), "{result:?}");
+    assert!(
+        waited < order_engine::engine::ATTEMPT_RECORD_TIMEOUT * 4,
+        "a hung record took {waited:?}"
+    );
+    // The dropped append wrote nothing and left the log usable.
+    mode.store(LOG_UP, Ordering::SeqCst);
+    assert!(failed_tries(h.store.as_ref(), order_id).await.is_empty());
+    h.engine.record_submission_attempt(attempt).await.unwrap();
+    assert_eq!(failed_tries(h.store.as_ref(), order_id).await.len(), 1);
+    h.stop().await;
+}
+
+async fn a_record_that_never_answers_does_not_hold_up_the_consumer(db: TestDb) {
+    // Proves the consumer never waits for a record: with every record hanging for ever, the retries still run and the order executes.
+    let Some((h, flaky)) = Harness::wrapped(
+        "a_record_that_never_answers_does_not_hold_up_the_consumer",
+        &db,
+        |c| AmqpConfig {
+            retry_delays: vec![Duration::from_millis(20), Duration::from_millis(40)],
+            quick_retries: 2,
+            quick_retry_min: Duration::from_millis(1),
+            quick_retry_max: Duration::from_millis(5),
+            ..c
+        },
+        |engine| Faulty {
+            hang_records: true,
+            ..Faulty::new(engine, |_, call, _| call <= 5)
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let test = h.broker.connect("reader").await;
+    let positions = Collector::start(&test, "positions.updates").await;
+    let order_id = Uuid::new_v4();
+    publish_order(&producer(&test).await, order_id, json!(2)).await;
+    wait_count("the execution after the retries", &positions, 1).await;
+    assert_eq!(flaky.total_calls(), 6);
+    assert!(failed_tries(h.store.as_ref(), order_id).await.is_empty());
     h.stop().await;
 }

@@ -20,6 +20,7 @@ const PURE: &[&str] = &[
     "src/projections/coalesce.rs",
     "src/events/codec.rs",
     "src/ledger/account",
+    "src/submission",
 ];
 
 /// What a pure module must not mention outside comments.

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::attempts::{ladder_step, millis, record_failed_try};
 use super::config::{AmqpConfig, QueueKind};
 use super::topology::{
     self, retry_queue, DLQ, EVENTS, EXCHANGE, HEADER_DELIVERY_COUNT, HEADER_ORIGINAL_EXCHANGE,
@@ -36,6 +37,7 @@ use crate::clock::Clock;
 use crate::engine::{Engine, EngineError, SubmitRequest};
 use crate::events::{EventMetadata, TraceContext};
 use crate::order::{Order, OrderRejection};
+use crate::submission::{FailedAttempt, NextTry};
 use crate::telemetry::metrics::Metrics;
 
 /// The `source` label of this consumer's submission metrics.
@@ -52,6 +54,13 @@ pub trait OrderSubmitter: Send + Sync + 'static {
     /// The order recorded under `order_id`, if any: how the consumer tells a
     /// resend of an existing order from a refusal.
     async fn order(&self, order_id: Uuid) -> Result<Option<Order>, EngineError>;
+
+    /// Records a failed try in the event log, best effort. Doubles that do
+    /// not wrap an engine record nothing.
+    async fn record_failed_try(&self, attempt: FailedAttempt) -> Result<(), EngineError> {
+        let _ = attempt;
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -62,6 +71,10 @@ impl OrderSubmitter for Engine {
 
     async fn order(&self, order_id: Uuid) -> Result<Option<Order>, EngineError> {
         Engine::get(self, order_id).await
+    }
+
+    async fn record_failed_try(&self, attempt: FailedAttempt) -> Result<(), EngineError> {
+        Engine::record_submission_attempt(self, attempt).await
     }
 }
 
@@ -262,12 +275,19 @@ impl SubmissionConsumer {
         // A fault that passes in seconds (a database restart, a dropped
         // connection) is tried again here, a bounded number of times, before
         // the message is put on the first rung, minutes away.
+        let mut quick = 0_u32;
         let submitted = (|| self.submitter.submit(request.clone()))
             .retry(self.config.quick_backoff())
             .sleep(tokio::time::sleep)
             .when(|error| matches!(error, EngineError::Unavailable(_)))
             .notify(|error, wait| {
                 tracing::info!(%error, wait_ms = wait.as_millis() as u64, "transient failure; trying again shortly");
+                quick += 1;
+                let next = NextTry::Quick {
+                    retry: quick,
+                    wait_ms: millis(wait),
+                };
+                record_failed_try(&self.submitter, &request, attempt, next, error);
             })
             .await;
         match submitted {
@@ -289,8 +309,12 @@ impl SubmissionConsumer {
             // deploy, a store refusing for a while): it climbs the same ladder
             // and lands in the DLQ with its reason rather than being lost.
             Err(error @ (EngineError::Unavailable(_) | EngineError::Internal(_))) => {
-                self.retry_or_dead_letter(publisher, delivery, attempt, &error.to_string())
-                    .await
+                let outcome = self
+                    .retry_or_dead_letter(publisher, delivery, attempt, &error.to_string())
+                    .await?;
+                let next = ladder_step(&self.config.retry_delays, attempt);
+                record_failed_try(&self.submitter, &request, attempt, next, &error);
+                Ok(outcome)
             }
         }
     }

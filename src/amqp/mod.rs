@@ -7,6 +7,7 @@
 //! not hold (except refusals, which the log never records), and nothing is
 //! acknowledged before its outcome is durable.
 
+mod attempts;
 mod config;
 mod consumer;
 mod publisher;

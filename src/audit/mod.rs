@@ -1,5 +1,5 @@
-//! An order's whole story from the log: its events, its saga's steps and the
-//! ledger entries it caused, in log order. Read-only; used by the HTTP audit
+//! An order's whole story from the log: the failed tries of its submission,
+//! its events, its saga's steps and the ledger entries it caused, in log order. Read-only; used by the HTTP audit
 //! route and the operator's `audit` command.
 
 use chrono::{DateTime, Utc};
@@ -14,7 +14,7 @@ use crate::store::{read_stream_all, EventStore, StoreError};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditEntry {
     pub global_position: u64,
-    /// `order`, `saga` or `ledger`.
+    /// `submission`, `order`, `saga` or `ledger`.
     pub source: &'static str,
     pub stream_id: String,
     pub stream_version: u64,
@@ -43,17 +43,25 @@ fn entry(source: &'static str, event: RecordedEvent) -> AuditEntry {
     }
 }
 
-/// The story of `order_id`, or None when the order does not exist.
+/// The story of `order_id`, or None when the log holds nothing of it. An
+/// order whose submission failed every try (and was dead-lettered) has a story
+/// of failed tries alone.
 pub async fn order_story(store: &dyn EventStore, order_id: Uuid) -> Result<Option<Vec<AuditEntry>>, StoreError> {
+    let tries: Vec<AuditEntry> = read_stream_all(store, &StreamId::submission(order_id), 1)
+        .await?
+        .into_iter()
+        .map(|e| entry("submission", e))
+        .collect();
     let order_events = read_stream_all(store, &StreamId::order(order_id), 1).await?;
     let Some(first) = order_events.first() else {
-        return Ok(None);
+        return Ok((!tries.is_empty()).then_some(tries));
     };
     let user_id = match decode::<OrderEvent>(first) {
         Ok(OrderEvent::OrderSubmitted(submitted)) => Some(submitted.user_id),
         _ => None,
     };
-    let mut story: Vec<AuditEntry> = order_events.into_iter().map(|e| entry("order", e)).collect();
+    let mut story = tries;
+    story.extend(order_events.into_iter().map(|e| entry("order", e)));
     story.extend(
         read_stream_all(store, &StreamId::saga(order_id), 1)
             .await?
@@ -79,12 +87,12 @@ pub async fn order_story(store: &dyn EventStore, order_id: Uuid) -> Result<Optio
 pub fn render_table(order_id: Uuid, story: &[AuditEntry]) -> String {
     let mut out = format!("order {order_id}: {} events\n", story.len());
     out.push_str(&format!(
-        "{:>8}  {:<30}  {:<6}  {:<21}  {:>3}  {:<36}  {}\n",
+        "{:>8}  {:<30}  {:<10}  {:<23}  {:>3}  {:<36}  {}\n",
         "POSITION", "RECORDED AT (UTC)", "SOURCE", "EVENT", "VER", "CAUSATION", "DATA"
     ));
     for entry in story {
         out.push_str(&format!(
-            "{:>8}  {:<30}  {:<6}  {:<21}  {:>3}  {:<36}  {}\n",
+            "{:>8}  {:<30}  {:<10}  {:<23}  {:>3}  {:<36}  {}\n",
             entry.global_position,
             entry.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             entry.source,

@@ -3,6 +3,7 @@
 //!
 //! Must be started inside an actix system (order actors live on its arbiter).
 
+mod attempts;
 mod colocated;
 mod crash;
 mod health;
@@ -16,6 +17,7 @@ use rust_decimal::Decimal;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+pub use attempts::ATTEMPT_RECORD_TIMEOUT;
 pub use crash::{CrashPoint, Halted};
 pub use health::{EngineHealth, EngineHealthSnapshot, STALLED_SAGAS_LISTED_MAX};
 pub use matching::{on_price, MatchAction, WorkingOrder};

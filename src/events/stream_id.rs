@@ -53,7 +53,14 @@ impl StreamId {
         Self(format!("account-{user_id}"))
     }
 
-    /// The uuid of a `<category>-<uuid>` stream (`order`, `saga`, `account`), if it is one.
+    /// The failed tries of one order's submission: its own stream, because
+    /// they happen before the order's stream has its first event.
+    pub fn submission(order_id: Uuid) -> Self {
+        Self(format!("submission-{order_id}"))
+    }
+
+    /// The uuid of a `<category>-<uuid>` stream (`order`, `saga`, `account`,
+    /// `submission`), if it is one.
     pub fn uuid_in(&self, category: &str) -> Option<Uuid> {
         self.0
             .strip_prefix(category)
@@ -101,6 +108,9 @@ mod tests {
         assert_eq!(StreamId::saga(id).uuid_in("order"), None);
         assert_eq!(StreamId::new("order-nope").ok().and_then(|s| s.uuid_in("order")), None);
         assert_eq!(StreamId::saga(id).as_str(), format!("saga-{id}"));
+        assert_eq!(StreamId::submission(id).category(), "submission");
+        assert_eq!(StreamId::submission(id).uuid_in("submission"), Some(id));
+        assert_eq!(StreamId::submission(id).uuid_in("order"), None);
         assert_eq!(StreamId::new(""), Err(StreamIdError::Empty));
         assert!(matches!(StreamId::new("a b"), Err(StreamIdError::BadCharacters(_))));
         assert!(matches!(

@@ -17,6 +17,7 @@ use crate::events::{decode, RecordedEvent};
 use crate::ledger::account::{try_evolve, AccountEvent, AccountState};
 use crate::order::{OrderEvent, OrderStatus, Side};
 use crate::saga::SagaEvent;
+use crate::submission::SubmissionEvent;
 
 /// An order that finished this long before the log's last event must have
 /// settled (its saga deducted, credited or released): a running engine's
@@ -95,6 +96,8 @@ impl LogChecks {
             "order" => self.order(event),
             "saga" => self.saga(event),
             "account" => self.account(event),
+            // Only readable: a failed try says nothing about money or endings.
+            "submission" => decode::<SubmissionEvent>(event).map(drop).map_err(|e| e.to_string()),
             _ => Ok(()),
         };
         if let Err(reason) = decoded {
@@ -355,5 +358,57 @@ impl LogChecks {
         }
         executions.sort_by_key(|e| e.position);
         (self.violations, executions)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::events::{encode, EventMetadata, StreamId};
+    use crate::submission::{FailedAttempt, NextTry};
+
+    fn submission_event(payload: Option<serde_json::Value>) -> RecordedEvent {
+        let attempt = FailedAttempt {
+            order_id: Uuid::from_u128(7),
+            retry_attempt: 0,
+            next: NextTry::Rung {
+                rung: 1,
+                delay_ms: 300_000,
+            },
+            error: "database unreachable".into(),
+            metadata: EventMetadata::default(),
+        };
+        let new = encode(
+            &attempt.event(DateTime::UNIX_EPOCH),
+            Uuid::from_u128(1),
+            EventMetadata::default(),
+        )
+        .unwrap();
+        RecordedEvent {
+            global_position: 1,
+            stream_id: StreamId::submission(Uuid::from_u128(7)),
+            stream_version: 1,
+            event_id: new.event_id,
+            event_type: new.event_type,
+            schema_version: new.schema_version,
+            payload: payload.unwrap_or(new.payload),
+            metadata: new.metadata,
+            command_id: None,
+            recorded_at: DateTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn a_failed_try_is_read_and_a_corrupt_one_is_named() {
+        // Proves verify accepts the submission streams' events and reports one it cannot read, as for any stream.
+        let mut checks = LogChecks::default();
+        checks.check(&submission_event(None));
+        assert!(checks.finish().0.is_empty());
+        let mut checks = LogChecks::default();
+        checks.check(&submission_event(Some(serde_json::json!({"order_id": "nope"}))));
+        let (violations, _) = checks.finish();
+        assert_eq!(violations.len(), 1);
+        assert_eq!(violations[0].kind(), "undecodable");
     }
 }
