@@ -204,7 +204,7 @@ fn decimal(value: &Value) -> Decimal {
 }
 
 async fn a_seed_submission_comes_out_as_a_seed_position_update(db: TestDb) {
-    // Proves a 3.2.1 MARKET BUY yields one 3.2.3 position update with the seed's fields and values, plus its events and statuses in log order, with the trace and ids carried through.
+    // Proves a 3.2.1 MARKET BUY yields one 3.2.3 position update with the seed's fields and values, plus its statuses in log order, with the trace and ids carried through; and that orders.events carries a cancellation (3.3 schema) but none of the executed order's lifecycle.
     let Some(h) = Harness::plain("a_seed_submission_comes_out_as_a_seed_position_update", &db).await else {
         return;
     };
@@ -278,18 +278,46 @@ async fn a_seed_submission_comes_out_as_a_seed_position_update(db: TestDb) {
     );
     assert_eq!(submitted.metadata.correlation_id, Some(order_id));
 
-    // Every lifecycle event on orders.events (3.3 schema) and every status, in log order.
-    wait_count("every lifecycle event", &events, log.len()).await;
-    let types: Vec<String> = events
+    // Every status, in log order; the producer's trace goes on with the
+    // messages of the events it caused directly.
+    assert_eq!(statuses.all()[0].header("traceparent").as_deref(), Some(TRACEPARENT));
+    let seen: Vec<String> = statuses
         .all()
         .iter()
-        .map(|e| e.json["event_type"].as_str().unwrap().to_owned())
+        .map(|s| s.json["status"].as_str().unwrap().to_owned())
         .collect();
-    let logged: Vec<String> = log.iter().map(|e| e.event_type.clone()).collect();
-    assert_eq!(types, logged);
-    // The producer's trace goes on with the events it caused directly.
-    assert_eq!(events.all()[0].header("traceparent").as_deref(), Some(TRACEPARENT));
-    let event = &events.all()[0].json;
+    assert_eq!(seen, ["PENDING", "PROCESSING", "EXECUTED"]);
+
+    // orders.events carries what seed 3.3 lists there (failed, cancelled;
+    // plus our OrderRejected), not the executed order's lifecycle: a LIMIT
+    // far below the market rests, is cancelled, and is the only EventMessage.
+    let (resting, owner) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut limit = seed_submission(resting, owner, "AAPL", json!(1));
+    limit["order_type"] = json!("LIMIT");
+    limit["price"] = json!(100);
+    publish(&producer(&test).await, &body(&limit), FieldTable::default()).await;
+    eventually("the LIMIT order resting", WAIT, || async {
+        h.engine
+            .get(resting)
+            .await
+            .unwrap()
+            .is_some_and(|o| o.status == order_engine::order::OrderStatus::Processing)
+    })
+    .await;
+    h.engine.cancel(resting, owner, "changed my mind").await.unwrap();
+    wait_count("the cancellation on orders.events", &events, 1).await;
+    // Give a wrongly published lifecycle event time to arrive before counting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(event_types(&events), ["OrderCancelled"], "only what seed 3.3 lists");
+    let cancelled_in_log = h.order_events(resting).await;
+    let cancelled_in_log = cancelled_in_log
+        .iter()
+        .find(|e| e.event_type == "OrderCancelled")
+        .unwrap();
+    let cancelled = &events.all()[0];
+    assert_eq!(cancelled.message_id, Some(cancelled_in_log.event_id.to_string()));
+    assert_eq!(cancelled.correlation_id, Some(resting.to_string()));
+    let event = &cancelled.json;
     for field in [
         "event_id",
         "event_type",
@@ -303,12 +331,9 @@ async fn a_seed_submission_comes_out_as_a_seed_position_update(db: TestDb) {
     ] {
         assert!(!event[field].is_null(), "EventMessage lacks {field}: {event}");
     }
-    let statuses: Vec<String> = statuses
-        .all()
-        .iter()
-        .map(|s| s.json["status"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(statuses, ["PENDING", "PROCESSING", "EXECUTED"]);
+    assert_eq!(event["aggregate_id"], resting.to_string());
+    assert_eq!(event["event_data"]["user_id"], owner.to_string());
+    assert_eq!(event["event_data"]["symbol"], "AAPL");
     h.stop().await;
 }
 
