@@ -49,6 +49,8 @@ on_every_backend_in_actix!(
     each_failed_try_is_recorded_once_on_the_submission_stream,
     a_log_that_is_down_does_not_stop_the_retries,
     a_record_that_never_answers_does_not_hold_up_the_consumer,
+    submissions_finished_together_are_acknowledged_in_one_frame,
+    a_delivery_in_hand_neither_blocks_the_others_nor_is_acked_with_them,
 );
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -126,6 +128,58 @@ impl OrderSubmitter for Faulty {
             std::future::pending::<()>().await;
         }
         self.engine.record_submission_attempt(attempt).await
+    }
+}
+
+/// A submitter in front of the engine that holds the orders in `held` until
+/// the test drops it (never answers them), and lets every other order through
+/// the engine, then holds its answer until `together` of them have one, so
+/// that they all finish at the same moment. It records every call.
+struct Gated {
+    engine: Arc<Engine>,
+    held: Vec<Uuid>,
+    together: usize,
+    answered: AtomicU32,
+    all_answered: tokio::sync::watch::Sender<bool>,
+    calls: std::sync::Mutex<Vec<Uuid>>,
+}
+
+impl Gated {
+    fn new(engine: Arc<Engine>, held: Vec<Uuid>, together: usize) -> Self {
+        Self {
+            engine,
+            held,
+            together,
+            answered: AtomicU32::new(0),
+            all_answered: tokio::sync::watch::Sender::new(false),
+            calls: std::sync::Mutex::default(),
+        }
+    }
+
+    fn calls(&self) -> Vec<Uuid> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl OrderSubmitter for Gated {
+    async fn submit(&self, request: SubmitRequest) -> Result<Order, EngineError> {
+        let order_id = request.order_id.unwrap();
+        self.calls.lock().unwrap().push(order_id);
+        if self.held.contains(&order_id) {
+            std::future::pending::<()>().await;
+        }
+        let answer = self.engine.submit(request).await;
+        let answered = self.answered.fetch_add(1, Ordering::SeqCst) + 1;
+        if answered as usize >= self.together {
+            self.all_answered.send_replace(true);
+        }
+        let _ = self.all_answered.subscribe().wait_for(|all| *all).await;
+        answer
+    }
+
+    async fn order(&self, order_id: Uuid) -> Result<Option<Order>, EngineError> {
+        self.engine.get(order_id).await
     }
 }
 
@@ -229,7 +283,7 @@ fn decimal(value: &Value) -> Decimal {
 }
 
 async fn a_seed_submission_comes_out_as_a_seed_position_update(db: TestDb) {
-    // Proves a 3.2.1 MARKET BUY yields one 3.2.3 position update with the seed's fields and values, plus its events and statuses in log order, with the trace and ids carried through.
+    // Proves a 3.2.1 MARKET BUY yields one 3.2.3 position update with the seed's fields and values, plus its statuses in log order, with the trace and ids carried through; and that orders.events carries a cancellation (3.3 schema) but none of the executed order's lifecycle.
     let Some(h) = Harness::plain("a_seed_submission_comes_out_as_a_seed_position_update", &db).await else {
         return;
     };
@@ -303,18 +357,46 @@ async fn a_seed_submission_comes_out_as_a_seed_position_update(db: TestDb) {
     );
     assert_eq!(submitted.metadata.correlation_id, Some(order_id));
 
-    // Every lifecycle event on orders.events (3.3 schema) and every status, in log order.
-    wait_count("every lifecycle event", &events, log.len()).await;
-    let types: Vec<String> = events
+    // Every status, in log order; the producer's trace goes on with the
+    // messages of the events it caused directly.
+    assert_eq!(statuses.all()[0].header("traceparent").as_deref(), Some(TRACEPARENT));
+    let seen: Vec<String> = statuses
         .all()
         .iter()
-        .map(|e| e.json["event_type"].as_str().unwrap().to_owned())
+        .map(|s| s.json["status"].as_str().unwrap().to_owned())
         .collect();
-    let logged: Vec<String> = log.iter().map(|e| e.event_type.clone()).collect();
-    assert_eq!(types, logged);
-    // The producer's trace goes on with the events it caused directly.
-    assert_eq!(events.all()[0].header("traceparent").as_deref(), Some(TRACEPARENT));
-    let event = &events.all()[0].json;
+    assert_eq!(seen, ["PENDING", "PROCESSING", "EXECUTED"]);
+
+    // orders.events carries what seed 3.3 lists there (failed, cancelled;
+    // plus our OrderRejected), not the executed order's lifecycle: a LIMIT
+    // far below the market rests, is cancelled, and is the only EventMessage.
+    let (resting, owner) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut limit = seed_submission(resting, owner, "AAPL", json!(1));
+    limit["order_type"] = json!("LIMIT");
+    limit["price"] = json!(100);
+    publish(&producer(&test).await, &body(&limit), FieldTable::default()).await;
+    eventually("the LIMIT order resting", WAIT, || async {
+        h.engine
+            .get(resting)
+            .await
+            .unwrap()
+            .is_some_and(|o| o.status == order_engine::order::OrderStatus::Processing)
+    })
+    .await;
+    h.engine.cancel(resting, owner, "changed my mind").await.unwrap();
+    wait_count("the cancellation on orders.events", &events, 1).await;
+    // Give a wrongly published lifecycle event time to arrive before counting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(event_types(&events), ["OrderCancelled"], "only what seed 3.3 lists");
+    let cancelled_in_log = h.order_events(resting).await;
+    let cancelled_in_log = cancelled_in_log
+        .iter()
+        .find(|e| e.event_type == "OrderCancelled")
+        .unwrap();
+    let cancelled = &events.all()[0];
+    assert_eq!(cancelled.message_id, Some(cancelled_in_log.event_id.to_string()));
+    assert_eq!(cancelled.correlation_id, Some(resting.to_string()));
+    let event = &cancelled.json;
     for field in [
         "event_id",
         "event_type",
@@ -328,12 +410,9 @@ async fn a_seed_submission_comes_out_as_a_seed_position_update(db: TestDb) {
     ] {
         assert!(!event[field].is_null(), "EventMessage lacks {field}: {event}");
     }
-    let statuses: Vec<String> = statuses
-        .all()
-        .iter()
-        .map(|s| s.json["status"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(statuses, ["PENDING", "PROCESSING", "EXECUTED"]);
+    assert_eq!(event["aggregate_id"], resting.to_string());
+    assert_eq!(event["event_data"]["user_id"], owner.to_string());
+    assert_eq!(event["event_data"]["symbol"], "AAPL");
     h.stop().await;
 }
 
@@ -627,11 +706,12 @@ async fn a_burst_of_orders_flows_through_and_the_rates_are_reported(db: TestDb) 
     let rate = |n: f64, d: Duration| n / d.as_secs_f64();
     let _ = writeln!(
         std::io::stderr(),
-        "RATE backend={} orders={orders}: producer published in {:.2}s; consumer {:.0} submissions/s ({:.2}s); end to end {:.0} orders/s ({:.2}s); publishers {messages} messages confirmed, {:.0} messages/s",
+        "RATE backend={} orders={orders}: producer published in {:.2}s; consumer {:.0} submissions/s ({:.2}s) in {} ack frames; end to end {:.0} orders/s ({:.2}s); publishers {messages} messages confirmed, {:.0} messages/s",
         h.store.backend(),
         published.as_secs_f64(),
         rate(orders as f64, consumed),
         consumed.as_secs_f64(),
+        h.amqp.consumer().ack_frames(),
         rate(orders as f64, end_to_end),
         end_to_end.as_secs_f64(),
         rate(messages as f64, end_to_end),
@@ -1257,4 +1337,126 @@ async fn a_record_that_never_answers_does_not_hold_up_the_consumer(db: TestDb) {
     assert_eq!(flaky.total_calls(), 6);
     assert!(failed_tries(h.store.as_ref(), order_id).await.is_empty());
     h.stop().await;
+}
+
+async fn submissions_finished_together_are_acknowledged_in_one_frame(db: TestDb) {
+    // Proves submissions handled at the same moment are acknowledged with one basic.ack (multiple) rather than one each, and that it covered them all: a new consumer gets none of them again.
+    const ORDERS: usize = 32;
+    let Some((h, _gated)) = Harness::wrapped(
+        "submissions_finished_together_are_acknowledged_in_one_frame",
+        &db,
+        |c| c,
+        |engine| Gated::new(engine, Vec::new(), ORDERS),
+    )
+    .await
+    else {
+        return;
+    };
+    let test = h.broker.connect("reader").await;
+    let positions = Collector::start(&test, "positions.updates").await;
+    let channel = producer(&test).await;
+    for _ in 0..ORDERS {
+        publish_order(&channel, Uuid::new_v4(), json!(1)).await;
+    }
+    eventually("every submission handled and acknowledged", WAIT, || async {
+        h.amqp.consumer().processed() >= ORDERS as u64 && h.amqp.consumer().ack_frames() >= 1
+    })
+    .await;
+    wait_count("every execution", &positions, ORDERS).await;
+    let frames = h.amqp.consumer().ack_frames();
+    let _ = writeln!(
+        std::io::stderr(),
+        "{ORDERS} submissions finished together were acknowledged in {frames} basic.ack frame(s)"
+    );
+    assert!(frames <= 2, "{ORDERS} submissions took {frames} ack frames");
+
+    // Nothing is left unacknowledged: a new consumer is handed none of them.
+    let Harness {
+        engine,
+        store,
+        amqp: first,
+        broker,
+        _keep,
+        ..
+    } = h;
+    first.shutdown().await;
+    let counting = Arc::new(Gated::new(Arc::clone(&engine), Vec::new(), 1));
+    let second = amqp::start(
+        broker.config(),
+        Arc::clone(&counting) as Arc<dyn OrderSubmitter>,
+        Arc::clone(&store),
+        Arc::new(SystemClock),
+        None,
+    );
+    assert!(second.wait_connected(WAIT).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(counting.calls(), Vec::<Uuid>::new(), "redelivered after a multiple ack");
+    second.shutdown().await;
+    if let Ok(engine) = Arc::try_unwrap(engine) {
+        engine.shutdown().await;
+    }
+}
+
+async fn a_delivery_in_hand_neither_blocks_the_others_nor_is_acked_with_them(db: TestDb) {
+    // Proves one delivery that never finishes leaves the rest of a small prefetch window flowing (more orders than the window execute behind it), and that no ack of theirs covered it: after a restart it alone comes back and executes.
+    const PREFETCH: u16 = 4;
+    const OTHERS: usize = 20;
+    let slow = Uuid::new_v4();
+    let Some((h, gated)) = Harness::wrapped(
+        "a_delivery_in_hand_neither_blocks_the_others_nor_is_acked_with_them",
+        &db,
+        |c| AmqpConfig {
+            prefetch: PREFETCH,
+            ..c
+        },
+        move |engine| Gated::new(engine, vec![slow], 1),
+    )
+    .await
+    else {
+        return;
+    };
+    let test = h.broker.connect("reader").await;
+    let positions = Collector::start(&test, "positions.updates").await;
+    let channel = producer(&test).await;
+    publish_order(&channel, slow, json!(1)).await;
+    eventually("the slow delivery in hand", WAIT, || async { gated.calls() == [slow] }).await;
+    let others: Vec<Uuid> = (0..OTHERS).map(|_| Uuid::new_v4()).collect();
+    for order_id in &others {
+        publish_order(&channel, *order_id, json!(1)).await;
+    }
+    wait_count("every other order executed behind the slow one", &positions, OTHERS).await;
+    assert!(
+        !positions.all().iter().any(|p| p.json["order_id"] == slow.to_string()),
+        "the slow order is still in hand"
+    );
+
+    // Stop while it is in hand: it must come back (it was never acked); the others must not.
+    let Harness {
+        engine,
+        store,
+        amqp: first,
+        broker,
+        _keep,
+        ..
+    } = h;
+    first.shutdown().await;
+    let counting = Arc::new(Gated::new(Arc::clone(&engine), Vec::new(), 1));
+    let second = amqp::start(
+        AmqpConfig {
+            prefetch: PREFETCH,
+            ..broker.config()
+        },
+        Arc::clone(&counting) as Arc<dyn OrderSubmitter>,
+        Arc::clone(&store),
+        Arc::new(SystemClock),
+        None,
+    );
+    wait_count("the slow order executed after the restart", &positions, OTHERS + 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(counting.calls(), [slow], "only the delivery in hand came back");
+    assert_eq!(positions.len(), OTHERS + 1);
+    second.shutdown().await;
+    if let Ok(engine) = Arc::try_unwrap(engine) {
+        engine.shutdown().await;
+    }
 }

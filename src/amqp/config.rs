@@ -12,6 +12,11 @@ pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// number handled concurrently. Bounds memory under a flood (RELIABILITY.md).
 pub const DEFAULT_PREFETCH: u16 = 64;
 
+/// Largest prefetch a setting may ask for: every delivery in hand keeps its
+/// body (up to `wire::SUBMISSION_BYTES_MAX`, 64 KiB) in memory, so this
+/// bounds the consumer at 64 MiB of bodies.
+pub const PREFETCH_MAX: u16 = 1024;
+
 /// `x-delivery-limit` declared on the dead-lettered quorum queues. Kept as
 /// it always was so a broker that already holds the queues accepts the
 /// declaration (a changed argument is PRECONDITION_FAILED); on

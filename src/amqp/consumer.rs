@@ -2,7 +2,8 @@
 //! hands them to the engine, and acknowledges each only once its outcome is
 //! safe: the order's first event durable, its refusal published, or the
 //! message moved (with a confirm) to a retry rung, `orders.dlq`, or back to
-//! the tail of `orders.submit`.
+//! the tail of `orders.submit`. Up to `prefetch` deliveries are in hand at
+//! once; acks go out in batches (`multiple`) through `AckWindow`.
 //!
 //! Must never ack a message before that, never create an order itself (the
 //! engine decides, and dedups by order id), and never announce an order that
@@ -10,9 +11,11 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use backon::Retryable;
+use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
@@ -24,6 +27,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::ack_window::{Ack, AckWindow};
 use super::attempts::{ladder_step, millis, record_failed_try};
 use super::config::{AmqpConfig, QueueKind};
 use super::topology::{
@@ -42,6 +46,17 @@ use crate::telemetry::metrics::Metrics;
 
 /// The `source` label of this consumer's submission metrics.
 const METRIC_SOURCE: &str = "amqp";
+
+/// Longest a handled submission's ack waits for an earlier delivery still
+/// in hand before it is sent on its own. Short beside an order's latency (the
+/// outcome is already safe, only the broker's slot is held), long enough for
+/// the deliveries around it to finish so that one `multiple` ack covers them.
+const ACK_HOLD_MAX: Duration = Duration::from_millis(50);
+
+/// At most 1/this of the prefetch window may be held by handled deliveries
+/// waiting for a `multiple` ack behind a slow one; beyond it they are acked
+/// one by one, so the broker keeps the rest of the window full.
+const ACK_HELD_SHARE_DIVISOR: usize = 4;
 
 /// AMQP delivery mode of messages that survive a broker restart.
 pub const PERSISTENT: u8 = 2;
@@ -76,6 +91,15 @@ impl OrderSubmitter for Engine {
     async fn record_failed_try(&self, attempt: FailedAttempt) -> Result<(), EngineError> {
         Engine::record_submission_attempt(self, attempt).await
     }
+}
+
+/// How the session settles a handled delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settlement {
+    /// Its outcome is safe: acknowledge it (possibly with its neighbours).
+    Ack,
+    /// Its outcome could not be made safe: nack it back to the queue.
+    Requeue,
 }
 
 /// How one submission ended, for logs and counters.
@@ -139,7 +163,7 @@ impl SubmissionConsumer {
         // confirm mode: the delivery is acked only after the broker has them.
         let publisher = connection.create_channel().await?;
         publisher.confirm_select(ConfirmSelectOptions::default()).await?;
-        let consumer = channel
+        let mut consumer = channel
             .basic_consume(
                 &self.config.name(SUBMIT),
                 &format!("{} consumer", self.config.connection_name),
@@ -152,28 +176,97 @@ impl SubmissionConsumer {
         self.health.set_connected(true);
         *attempt = 0;
         tracing::info!(queue = %self.config.name(SUBMIT), prefetch = self.config.prefetch, "submission consumer started");
-        let concurrency = usize::from(self.config.prefetch.max(1));
-        let work = consumer.for_each_concurrent(concurrency, |delivery| {
-            let publisher = &publisher;
-            async move {
-                match delivery {
-                    Ok(delivery) => self.handle(delivery, publisher).await,
-                    Err(error) => tracing::warn!(%error, "consumer stream error"),
+        // Every delivery the broker hands over starts at once: the prefetch
+        // is the bound on work in hand, so a slow delivery (one under quick
+        // retries) never keeps the others waiting.
+        let in_hand_max = usize::from(self.config.prefetch.max(1));
+        let mut window = AckWindow::new(in_hand_max / ACK_HELD_SHARE_DIVISOR, ACK_HOLD_MAX);
+        let mut in_hand = FuturesUnordered::new();
+        loop {
+            let deadline = window.deadline();
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => {
+                    // What was handled is acknowledged, so it is not
+                    // redelivered; submissions still in hand are dropped
+                    // unacked: the broker redelivers them and the engine's
+                    // dedup makes the second attempt harmless.
+                    let acks = window.all();
+                    if let Err(error) = self.send_acks(&channel, &acks).await {
+                        tracing::warn!(%error, "could not acknowledge handled submissions at shutdown; the broker will redeliver them");
+                    }
+                    let _ = connection.close(200, "order-engine shutting down").await;
+                    return Ok(());
                 }
+                Some((tag, settlement)) = in_hand.next(), if !in_hand.is_empty() => {
+                    self.settle(&channel, &mut window, tag, settlement).await?;
+                    // Whatever else has finished meanwhile shares this ack.
+                    while let Some(Some((tag, settlement))) = in_hand.next().now_or_never() {
+                        self.settle(&channel, &mut window, tag, settlement).await?;
+                    }
+                    self.send_acks(&channel, &window.due(Instant::now())).await?;
+                }
+                () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline.unwrap_or_else(Instant::now))),
+                    if deadline.is_some() => {
+                    self.send_acks(&channel, &window.due(Instant::now())).await?;
+                }
+                delivery = consumer.next(), if in_hand.len() < in_hand_max => match delivery {
+                    Some(Ok(delivery)) => {
+                        window.received(delivery.delivery_tag)?;
+                        in_hand.push(self.handle(delivery, &publisher));
+                    }
+                    Some(Err(error)) => tracing::warn!(%error, "consumer stream error"),
+                    None => return Err(AmqpError::StreamEnded),
+                },
             }
-        });
-        tokio::select! {
-            _ = shutdown.changed() => {
-                // In-flight submissions are dropped unacked: the broker redelivers
-                // them and the engine's dedup makes the second attempt harmless.
-                let _ = connection.close(200, "order-engine shutting down").await;
-                Ok(())
-            }
-            () = work => Err(AmqpError::StreamEnded),
         }
     }
 
-    async fn handle(&self, delivery: Delivery, publisher: &Channel) {
+    /// Records how a delivery ended. A nack goes out at once and on its own
+    /// (before any later `multiple` ack, which then steps over it); an ack
+    /// waits in the window to share a frame with its neighbours.
+    async fn settle(
+        &self,
+        channel: &Channel,
+        window: &mut AckWindow,
+        tag: u64,
+        settlement: Settlement,
+    ) -> Result<(), AmqpError> {
+        match settlement {
+            Settlement::Ack => {
+                window.handled(tag, Instant::now());
+                Ok(())
+            }
+            Settlement::Requeue => {
+                window.nacked(tag);
+                channel
+                    .basic_nack(
+                        tag,
+                        BasicNackOptions {
+                            requeue: true,
+                            ..BasicNackOptions::default()
+                        },
+                    )
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn send_acks(&self, channel: &Channel, acks: &[Ack]) -> Result<(), AmqpError> {
+        for ack in acks {
+            channel
+                .basic_ack(ack.tag, BasicAckOptions { multiple: ack.multiple })
+                .await?;
+            self.health.add_ack_frames(1);
+        }
+        Ok(())
+    }
+
+    /// Handles one delivery to a safe outcome and says how to settle it;
+    /// the session sends the ack or nack.
+    async fn handle(&self, delivery: Delivery, publisher: &Channel) -> (u64, Settlement) {
+        let tag = delivery.delivery_tag;
         let headers = delivery.properties.headers().clone().unwrap_or_default();
         let trace = header_text(&headers, HEADER_TRACEPARENT)
             .and_then(|tp| parse_traceparent(&tp, header_text(&headers, HEADER_TRACESTATE).as_deref()));
@@ -188,7 +281,7 @@ impl SubmissionConsumer {
             order_id = tracing::field::Empty,
         );
         let delivery_count = header_u32(&headers, HEADER_DELIVERY_COUNT).unwrap_or(0);
-        async {
+        let settlement = async {
             let result = if self.config.queue_kind == QueueKind::Quorum && delivery_count > 0 {
                 self.requeue(publisher, &delivery, delivery_count)
                     .await
@@ -211,11 +304,11 @@ impl SubmissionConsumer {
                     }
                 }
             };
-            let settled = match result {
+            match result {
                 Ok(outcome) => {
                     tracing::debug!(?outcome, "submission handled");
                     self.health.add_processed(1);
-                    delivery.ack(BasicAckOptions::default()).await
+                    Settlement::Ack
                 }
                 Err(error) => {
                     // Its outcome could not be made safe (the broker or the
@@ -223,20 +316,13 @@ impl SubmissionConsumer {
                     // fault is not the message's, so its redelivery is
                     // re-enqueued fresh rather than counted towards the DLQ.
                     tracing::warn!(%error, "submission not settled; returning it to the queue");
-                    delivery
-                        .nack(BasicNackOptions {
-                            requeue: true,
-                            ..BasicNackOptions::default()
-                        })
-                        .await
+                    Settlement::Requeue
                 }
-            };
-            if let Err(error) = settled {
-                tracing::warn!(%error, "could not settle a delivery; the broker will redeliver it");
             }
         }
         .instrument(span)
         .await;
+        (tag, settlement)
     }
 
     async fn decide(

@@ -7,6 +7,7 @@
 //! not hold (except refusals, which the log never records), and nothing is
 //! acknowledged before its outcome is durable.
 
+mod ack_window;
 mod attempts;
 mod config;
 mod consumer;
@@ -24,7 +25,7 @@ use tokio::task::JoinHandle;
 pub use config::{
     AmqpConfig, QueueKind, DEFAULT_AMQP_URL, DEFAULT_CONFIRM_TIMEOUT, DEFAULT_DELIVERY_LIMIT, DEFAULT_ORDER_CACHE_MAX,
     DEFAULT_PREFETCH, DEFAULT_PUBLISHER_BATCH, DEFAULT_QUICK_RETRIES, DEFAULT_QUICK_RETRY_MAX, DEFAULT_QUICK_RETRY_MIN,
-    DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN, QUICK_RETRIES_MAX, RETRY_DELAY_MAX, RETRY_RUNGS_MAX,
+    DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN, PREFETCH_MAX, QUICK_RETRIES_MAX, RETRY_DELAY_MAX, RETRY_RUNGS_MAX,
     SEED_RETRY_LADDER,
 };
 pub use consumer::{OrderSubmitter, PERSISTENT};
@@ -49,6 +50,8 @@ pub enum AmqpError {
     ConnectionLost,
     #[error("the broker ended the consumer")]
     StreamEnded,
+    #[error("consumer channel: {0}")]
+    DeliveryOrder(#[from] ack_window::TagOutOfOrder),
     #[error("event log: {0}")]
     Store(StoreError),
     #[error("cannot encode a message: {0}")]
@@ -63,6 +66,7 @@ pub struct TaskHealth {
     name: String,
     connected: AtomicBool,
     processed: AtomicU64,
+    ack_frames: AtomicU64,
     stopped: Mutex<Option<String>>,
 }
 
@@ -72,6 +76,7 @@ impl TaskHealth {
             name: name.into(),
             connected: AtomicBool::new(false),
             processed: AtomicU64::new(0),
+            ack_frames: AtomicU64::new(0),
             stopped: Mutex::new(None),
         })
     }
@@ -82,6 +87,10 @@ impl TaskHealth {
 
     fn add_processed(&self, count: u64) {
         self.processed.fetch_add(count, Ordering::Relaxed);
+    }
+
+    fn add_ack_frames(&self, count: u64) {
+        self.ack_frames.fetch_add(count, Ordering::Relaxed);
     }
 
     fn stop(&self, reason: String) {
@@ -99,6 +108,12 @@ impl TaskHealth {
     /// Submissions settled (consumer) or messages confirmed (publisher) since start.
     pub fn processed(&self) -> u64 {
         self.processed.load(Ordering::Relaxed)
+    }
+
+    /// `basic.ack` frames the consumer sent since start: fewer than
+    /// `processed` when one `multiple` ack settled several submissions.
+    pub fn ack_frames(&self) -> u64 {
+        self.ack_frames.load(Ordering::Relaxed)
     }
 
     /// Why the task stopped for good (a poison event), if it did.

@@ -34,7 +34,9 @@ use crate::store::{EventStore, StoreError};
 pub enum Route {
     /// `OrderExecuted` → seed 3.2.3 on `positions.updates`.
     Positions,
-    /// Every order event → seed 3.3 EventMessage on `orders.events`.
+    /// `OrderFailed` and `OrderCancelled` → seed 3.3 EventMessage on
+    /// `orders.events` (the events §3.3 lists there; refusals, never in the
+    /// log, are published by the consumer as `OrderRejected`).
     Events,
     /// Every status change → `StatusMessage` on `orders.status`.
     Status,
@@ -62,6 +64,17 @@ impl Route {
 
     fn needs_details(self) -> bool {
         matches!(self, Route::Positions | Route::Events)
+    }
+
+    /// Whether `event` yields a message on this route: the others cost no
+    /// read, no encoding and no publish.
+    pub fn publishes(self, event: &OrderEvent) -> bool {
+        match self {
+            Route::Positions => matches!(event, OrderEvent::OrderExecuted(_)),
+            Route::Events => matches!(event, OrderEvent::OrderFailed(_) | OrderEvent::OrderCancelled(_)),
+            // A trigger changes how the order works, not its status.
+            Route::Status => !matches!(event, OrderEvent::OrderTriggered(_)),
+        }
     }
 }
 
@@ -229,13 +242,17 @@ impl Publisher {
                 cache.insert(order_id, OrderDetails::from(submitted));
             }
         }
-        let details = if self.route.needs_details() {
-            Some(self.details(order_id, event, cache).await?)
+        let messages = if self.route.publishes(&order_event) {
+            let details = if self.route.needs_details() {
+                Some(self.details(order_id, event, cache).await?)
+            } else {
+                None
+            };
+            derive(self.route, event, order_id, &order_event, details.as_ref())
+                .map_err(|e| poison(format!("cannot encode its message: {e}")))?
         } else {
-            None
+            Vec::new()
         };
-        let messages = derive(self.route, event, order_id, &order_event, details.as_ref())
-            .map_err(|e| poison(format!("cannot encode its message: {e}")))?;
         if matches!(
             order_event,
             OrderEvent::OrderExecuted(_) | OrderEvent::OrderCancelled(_) | OrderEvent::OrderFailed(_)
@@ -326,6 +343,7 @@ pub fn derive(
             }
             _ => Ok(Vec::new()),
         },
+        Route::Events if !route.publishes(order_event) => Ok(Vec::new()),
         Route::Events => {
             let mut data = match &event.payload {
                 serde_json::Value::Object(map) => map.clone(),

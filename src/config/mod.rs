@@ -12,8 +12,8 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 
 use crate::amqp::{
-    AmqpConfig, DEFAULT_QUICK_RETRIES, DEFAULT_QUICK_RETRY_MAX, DEFAULT_QUICK_RETRY_MIN, QUICK_RETRIES_MAX,
-    RETRY_DELAY_MAX, RETRY_RUNGS_MAX, SEED_RETRY_LADDER,
+    AmqpConfig, DEFAULT_PREFETCH, DEFAULT_QUICK_RETRIES, DEFAULT_QUICK_RETRY_MAX, DEFAULT_QUICK_RETRY_MIN,
+    PREFETCH_MAX, QUICK_RETRIES_MAX, RETRY_DELAY_MAX, RETRY_RUNGS_MAX, SEED_RETRY_LADDER,
 };
 use crate::clients::ServiceCredentials;
 pub use duration::{parse_duration, parse_duration_list};
@@ -63,6 +63,8 @@ pub struct Settings {
     /// First and longest wait between those retries (doubling, with jitter).
     pub amqp_quick_retry_min: Duration,
     pub amqp_quick_retry_max: Duration,
+    /// Submissions the AMQP consumer has in hand at once (the channel's prefetch).
+    pub amqp_prefetch: u16,
     pub simulator_seed: u64,
     /// How often the simulated market moves.
     pub tick_interval: Duration,
@@ -174,6 +176,21 @@ impl Settings {
                 ),
             });
         }
+        let prefetch_expected = format!("a whole number from 1 to {PREFETCH_MAX}");
+        let amqp_prefetch: u16 = parse(
+            &lookup,
+            "ORDER_ENGINE_AMQP_PREFETCH",
+            DEFAULT_PREFETCH,
+            &prefetch_expected,
+        )?;
+        // 0 would mean "no limit" to the broker: a flood would land in memory.
+        if amqp_prefetch == 0 || amqp_prefetch > PREFETCH_MAX {
+            return Err(ConfigError {
+                variable: "ORDER_ENGINE_AMQP_PREFETCH",
+                value: amqp_prefetch.to_string(),
+                expected: prefetch_expected,
+            });
+        }
         let demo_balance: Decimal = parse(
             &lookup,
             "ORDER_ENGINE_DEMO_BALANCE",
@@ -224,6 +241,7 @@ impl Settings {
             amqp_quick_retries,
             amqp_quick_retry_min,
             amqp_quick_retry_max,
+            amqp_prefetch,
             simulator_seed: parse(&lookup, "ORDER_ENGINE_SIMULATOR_SEED", 42, "a whole number")?,
             tick_interval: duration("ORDER_ENGINE_TICK_INTERVAL", Duration::from_secs(1))?,
             shutdown_timeout: duration("ORDER_ENGINE_SHUTDOWN_TIMEOUT", Duration::from_secs(30))?,
@@ -321,6 +339,7 @@ impl Settings {
             quick_retries: self.amqp_quick_retries,
             quick_retry_min: self.amqp_quick_retry_min,
             quick_retry_max: self.amqp_quick_retry_max,
+            prefetch: self.amqp_prefetch,
             ..AmqpConfig::new(url)
         }
     }
@@ -388,6 +407,7 @@ mod tests {
             ("ORDER_ENGINE_AMQP_QUICK_RETRIES", "2"),
             ("ORDER_ENGINE_AMQP_QUICK_RETRY_MIN", "10ms"),
             ("ORDER_ENGINE_AMQP_QUICK_RETRY_MAX", "50ms"),
+            ("ORDER_ENGINE_AMQP_PREFETCH", "256"),
         ])
         .unwrap();
         let config = s.amqp_config("amqp://h/v");
@@ -400,6 +420,11 @@ mod tests {
             (2, Duration::from_millis(10), Duration::from_millis(50))
         );
         assert_eq!(config.url, "amqp://h/v");
+        assert_eq!(config.prefetch, 256);
+        assert_eq!(
+            settings(&[]).unwrap().amqp_config("amqp://h/v").prefetch,
+            DEFAULT_PREFETCH
+        );
         assert_eq!(s.retry_delays.len(), 4, "the saga's ladder is a separate setting");
         for (variable, value) in [
             ("ORDER_ENGINE_AMQP_RETRY_DELAYS", "5 minutes"),
@@ -413,6 +438,9 @@ mod tests {
             ("ORDER_ENGINE_AMQP_QUICK_RETRIES", "-1"),
             ("ORDER_ENGINE_AMQP_QUICK_RETRY_MIN", "0ms"),
             ("ORDER_ENGINE_AMQP_QUICK_RETRY_MAX", "50ms"),
+            ("ORDER_ENGINE_AMQP_PREFETCH", "0"),
+            ("ORDER_ENGINE_AMQP_PREFETCH", "1025"),
+            ("ORDER_ENGINE_AMQP_PREFETCH", "many"),
         ] {
             let error = settings(&[(variable, value)]).unwrap_err();
             assert_eq!(error.variable, variable, "{value}: {error}");
