@@ -74,6 +74,7 @@ impl Engine {
                 expected_version,
                 command_id: Some(command_id),
                 events: vec![event.clone()],
+                linked: false,
             };
             // A command id already applied answers before the version check:
             // a repeat is `Ok` (deduplicated) whatever the stream's version.
