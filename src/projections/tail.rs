@@ -24,9 +24,9 @@ pub struct LogTail {
     poll_interval: Duration,
     /// The read a dropped `next_batch` left unfinished (a `select!` took
     /// another branch); the next call resumes it. Dropping the read instead
-    /// would drop its query mid-flight, and sqlx throws such a connection
-    /// away (one cancelled while its pool pings it is closed outright): under
-    /// load that was a new PostgreSQL connection for most wake-ups.
+    /// cancels its acquire or its query mid-flight: sqlx closes a connection
+    /// whose acquire was cancelled while opening or pinging it, and hands one
+    /// whose query was cancelled to a background task to drain first.
     in_flight: Option<PageRead>,
 }
 
