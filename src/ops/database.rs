@@ -15,7 +15,7 @@ use crate::events::RecordedEvent;
 use crate::projections::coalesce::RowBatch;
 use crate::projections::order_row_change;
 use crate::projections::{write_batch_postgres, write_batch_sqlite};
-use crate::store::{EventStore, READ_PAGE_MAX};
+use crate::store::{EventStore, PostgresConfig, READ_PAGE_MAX};
 
 /// How long the swap waits for readers and the live projection to let go of
 /// the table before giving up (PostgreSQL; SQLite waits its busy timeout).
@@ -214,9 +214,10 @@ impl OpsDb {
     ///    (rebuilt_to, C] to the scratch table, so the new table is exactly at
     ///    C, where a running projection will continue from. When C is behind,
     ///    a running projection would apply again events the new table holds,
-    ///    so return [`SwapOutcome::LiveBehind`], unless the caller has seen C
-    ///    stand still (`live_stalled == Some(C)`: no projection is running),
-    ///    in which case the checkpoint moves up to `rebuilt_to`;
+    ///    so return [`SwapOutcome::LiveBehind`], unless no projection is
+    ///    running: the caller has seen C stand still (`live_stalled ==
+    ///    Some(C)`), or (PostgreSQL) no engine session is connected to the
+    ///    database at all; then the checkpoint moves up to `rebuilt_to`;
     /// 3. drop `live`, rename `scratch` to it, give the indexes the live
     ///    names, set the checkpoint, commit.
     pub async fn swap(
@@ -252,6 +253,17 @@ impl OpsDb {
                     .fetch_one(&mut *tx)
                     .await?;
                 let current = u64::try_from(current).unwrap_or(0);
+                // A projection runs only inside an engine; with none connected to the
+                // database, a checkpoint behind the rebuild has nobody to wait for.
+                let live_stalled = if current < rebuilt_to && live_stalled != Some(current) {
+                    if engine_connected(&mut tx).await? {
+                        live_stalled
+                    } else {
+                        Some(current)
+                    }
+                } else {
+                    live_stalled
+                };
                 let Some(target) = swap_target(current, rebuilt_to, live_stalled) else {
                     return Ok(SwapOutcome::LiveBehind { live: current });
                 };
@@ -524,6 +536,21 @@ pub(crate) fn fold_page(events: &[RecordedEvent], batch: &mut RowBatch) -> Resul
 
 fn to_i64(position: u64) -> i64 {
     i64::try_from(position).unwrap_or(i64::MAX)
+}
+
+/// Whether any engine process (`serve`, or anything else that runs
+/// projections) has a session on this database. Its event-log listener holds
+/// one for as long as it runs, so an engine that is up is always seen.
+async fn engine_connected(conn: &mut PgConnection) -> Result<bool, OpsError> {
+    let connected: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
+                        WHERE datname = current_database() AND application_name = $1 \
+                          AND pid <> pg_backend_pid())",
+    )
+    .bind(PostgresConfig::ENGINE_APPLICATION_NAME)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(connected)
 }
 
 async fn sqlite_table_sql(conn: &mut SqliteConnection, table: &str) -> Result<String, OpsError> {

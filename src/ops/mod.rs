@@ -14,13 +14,13 @@ pub mod verify;
 use std::sync::Arc;
 
 pub use crate::projections::coalesce::RowBatch;
-pub use database::{OpsDb, RowDiff, RowDiffKind};
+pub use database::{OpsDb, RowDiff, RowDiffKind, SwapOutcome};
 pub use export::{export, import, ExportRange};
 pub use replay::{replay, Projection, ReplayOptions, ReplayReport};
 pub use verify::{verify, VerifyOptions, VerifyReport, Violation};
 
 use crate::events::DecodeError;
-use crate::store::{EventStore, PostgresStore, SqliteStore, StoreConfig, StoreError};
+use crate::store::{EventStore, PostgresConfig, PostgresStore, SqliteStore, StoreConfig, StoreError};
 
 /// What can stop an operator command before it finishes.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +56,12 @@ impl From<sqlx::Error> for OpsError {
 pub async fn open(config: &StoreConfig) -> Result<(Arc<dyn EventStore>, OpsDb), StoreError> {
     Ok(match config {
         StoreConfig::Postgres(pg) => {
-            let store = PostgresStore::open(pg.clone()).await?;
+            // Named apart from the engine's sessions: replay's swap looks for those.
+            let store = PostgresStore::open(PostgresConfig {
+                application_name: PostgresConfig::OPS_APPLICATION_NAME.to_owned(),
+                ..pg.clone()
+            })
+            .await?;
             let db = OpsDb::Postgres(store.writer_pool().clone());
             (Arc::new(store), db)
         }

@@ -12,9 +12,12 @@
 //! lock (milliseconds) and then read the new table; its projection's next
 //! commit waits too and then continues from its own checkpoint, which is
 //! exactly where the new table stands. If its projection is behind the
-//! rebuild, the swap waits for it to catch up, unless its checkpoint has not
-//! moved for [`ReplayOptions::stall`] (no projection running), and then sets
-//! the checkpoint to the rebuild's position.
+//! rebuild, the swap waits for it to catch up (swapping then would make it
+//! apply again events the new table holds). When no projection is running
+//! the swap sets the checkpoint to the rebuild's position at once: on
+//! PostgreSQL when no engine session is connected to the database (see
+//! `OpsDb::swap`); otherwise, and on SQLite, once the checkpoint has not
+//! moved for [`ReplayOptions::stall`], counted from the replay's start.
 //!
 //! `--from POSITION` rebuilds only what changed after POSITION: the live rows
 //! are copied, every order with an event after POSITION is rebuilt from its
@@ -92,7 +95,9 @@ pub struct ReplayOptions {
     pub from: Option<u64>,
     /// At most this many events are left for the swap's transaction to apply.
     pub swap_gap: u64,
-    /// A live checkpoint that has not moved for this long belongs to no running projection.
+    /// A live checkpoint that has not moved for this long belongs to no running
+    /// projection. Only waited for while an engine may be running (always on
+    /// SQLite, which cannot tell; on PostgreSQL when an engine is connected).
     pub stall: Duration,
 }
 

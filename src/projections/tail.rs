@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
+
 use crate::events::RecordedEvent;
 use crate::store::{EventStore, StoreError, READ_PAGE_MAX};
 
@@ -11,12 +13,21 @@ use crate::store::{EventStore, StoreError, READ_PAGE_MAX};
 /// process appending to SQLite, or a PostgreSQL notification lost in a reconnect).
 pub const TAIL_POLL_INTERVAL: Duration = Duration::from_millis(250);
 
+/// A read of the page after the tail's position, owned by the tail.
+type PageRead = BoxFuture<'static, Result<Vec<RecordedEvent>, StoreError>>;
+
 pub struct LogTail {
     store: Arc<dyn EventStore>,
     /// The last position handed out; the next batch starts after it.
     position: u64,
     page_size: usize,
     poll_interval: Duration,
+    /// The read a dropped `next_batch` left unfinished (a `select!` took
+    /// another branch); the next call resumes it. Dropping the read instead
+    /// cancels its acquire or its query mid-flight: sqlx closes a connection
+    /// whose acquire was cancelled while opening or pinging it, and hands one
+    /// whose query was cancelled to a background task to drain first.
+    in_flight: Option<PageRead>,
 }
 
 impl LogTail {
@@ -26,6 +37,7 @@ impl LogTail {
             position: after_position,
             page_size: READ_PAGE_MAX,
             poll_interval: TAIL_POLL_INTERVAL,
+            in_flight: None,
         }
     }
 
@@ -44,6 +56,8 @@ impl LogTail {
     }
 
     /// The next events after the current position, waiting until there are some.
+    /// Cancel-safe: dropped before it returns, it loses no event and leaves its
+    /// read to the next call.
     pub async fn next_batch(&mut self) -> Result<Vec<RecordedEvent>, StoreError> {
         loop {
             if let Some(page) = self.try_next_batch().await? {
@@ -55,7 +69,14 @@ impl LogTail {
 
     /// The next events after the current position, or `None` when caught up.
     pub async fn try_next_batch(&mut self) -> Result<Option<Vec<RecordedEvent>>, StoreError> {
-        let page = self.store.read_all(self.position, self.page_size).await?;
+        let read = self.in_flight.get_or_insert_with(|| {
+            let store = Arc::clone(&self.store);
+            let (after, max_count) = (self.position, self.page_size);
+            Box::pin(async move { store.read_all(after, max_count).await })
+        });
+        let page = read.await;
+        self.in_flight = None;
+        let page = page?;
         if page.is_empty() {
             return Ok(None);
         }

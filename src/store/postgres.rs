@@ -32,11 +32,81 @@ const LOG_CHANNEL: &str = "order_engine_log";
 /// How long the listener waits before reconnecting after it lost its connection.
 const LISTENER_RETRY_DELAY: Duration = Duration::from_secs(1);
 
+/// Planner settings of every connection the store opens (reads, appends, and
+/// the read models and operator tools that share its pools).
+///
+/// PostgreSQL plans a prepared statement afresh for its first five runs on a
+/// connection, then may switch to one generic plan that it keeps for the
+/// connection's life; only an ANALYZE (or DDL) invalidates it. A generic plan
+/// made while the log was empty or small reads it with a sequential scan (the
+/// cheapest way to read nothing), and with autovacuum off, or behind, nobody
+/// runs that ANALYZE: every append then scans the whole log. With these two
+/// off, every plan, generic or custom and whatever the statistics say, reads
+/// a table through an index whenever one applies; the statements below are
+/// written so that the only index path is a lookup of one key (a bare
+/// `enable_seqscan = off` still allows a join to read a whole index).
+/// tests/append_plan.rs checks every statement's plan.
+const PLANNER_SETTINGS: [(&str, &str); 2] = [("enable_seqscan", "off"), ("enable_bitmapscan", "off")];
+
+/// Takes the log lock for the rest of the transaction.
+const LOCK_LOG: &str = "SELECT pg_advisory_xact_lock($1)";
+/// The last event of each named stream: one backward probe of (stream_id,
+/// stream_version) per stream, whatever its length.
+const STREAM_HEADS: &str = "SELECT s.stream_id, e.stream_version, e.stream_hash \
+     FROM UNNEST($1::text[]) AS s(stream_id) \
+     CROSS JOIN LATERAL (SELECT stream_version, stream_hash FROM events \
+                         WHERE stream_id = s.stream_id ORDER BY stream_version DESC LIMIT 1) AS e";
+/// The command records of the named (stream, command) pairs: one primary-key
+/// lookup per pair. The LATERAL … LIMIT 1 keeps the planner from turning it
+/// into a join, which could read the whole table or its whole index.
+const COMMAND_RECORDS: &str = "SELECT k.stream_id, k.command_id, c.first_version, c.last_version, \
+            c.first_position, c.last_position \
+     FROM UNNEST($1::text[], $2::uuid[]) AS k(stream_id, command_id) \
+     CROSS JOIN LATERAL (SELECT first_version, last_version, first_position, last_position \
+                         FROM stream_commands \
+                         WHERE stream_id = k.stream_id AND command_id = k.command_id LIMIT 1) AS c";
+/// The last event of the log: one backward step on the primary key.
+const LOG_HEAD: &str = "SELECT global_position, log_hash FROM events ORDER BY global_position DESC LIMIT 1";
+const INSERT_EVENTS: &str = "INSERT INTO events (global_position, stream_id, stream_version, event_id, event_type, \
+                         schema_version, payload, metadata, command_id, recorded_at, \
+                         stream_hash, log_hash) \
+     SELECT p, s, v, e, t, sv, pl::jsonb, md::jsonb, c, r, sh, lh \
+     FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::uuid[], $5::text[], \
+                 $6::int[], $7::text[], $8::text[], $9::uuid[], $10::timestamptz[], \
+                 $11::bytea[], $12::bytea[]) AS u(p, s, v, e, t, sv, pl, md, c, r, sh, lh)";
+const INSERT_COMMANDS: &str = "INSERT INTO stream_commands (stream_id, command_id, first_version, last_version, \
+                                  first_position, last_position, recorded_at) \
+     SELECT s, c, fv, lv, fp, lp, $7 \
+     FROM UNNEST($1::text[], $2::uuid[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[]) \
+          AS u(s, c, fv, lv, fp, lp)";
+const NOTIFY: &str = "SELECT pg_notify($1, $2)";
+const READ_STREAM: &str = "SELECT global_position, stream_id, stream_version, event_id, event_type, schema_version, \
+            payload, metadata, command_id, recorded_at \
+     FROM events WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3";
+const READ_ALL: &str = "SELECT global_position, stream_id, stream_version, event_id, event_type, schema_version, \
+            payload, metadata, command_id, recorded_at \
+     FROM events WHERE global_position > $1 ORDER BY global_position LIMIT $2";
+const READ_CHAINED: &str = "SELECT global_position, stream_id, stream_version, event_id, event_type, schema_version, \
+            payload, metadata, command_id, recorded_at, stream_hash, log_hash \
+     FROM events WHERE global_position > $1 ORDER BY global_position LIMIT $2";
+// The last version and position as one backward index step each: a plan for
+// MAX() made while the log was empty aggregates over the whole index instead.
+const STREAM_VERSION: &str =
+    "SELECT stream_version FROM events WHERE stream_id = $1 ORDER BY stream_version DESC LIMIT 1";
+const HEAD_POSITION: &str = "SELECT global_position FROM events ORDER BY global_position DESC LIMIT 1";
+const LOAD_CHECKPOINT: &str = "SELECT position FROM checkpoints WHERE name = $1";
+const SAVE_CHECKPOINT: &str = "INSERT INTO checkpoints (name, position, updated_at) VALUES ($1, $2, $3) \
+     ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = EXCLUDED.updated_at";
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 #[derive(Debug, Clone)]
 pub struct PostgresConfig {
     pub url: String,
+    /// What the server shows for this store's sessions (`pg_stat_activity`):
+    /// the engine's own name by default, another for the operator tools, so a
+    /// replay can tell whether an engine (and its projections) is connected.
+    pub application_name: String,
     /// Connections for reads (streams, the log, the listener).
     pub read_connections: u32,
     /// Connections for appends. Appends serialise on the log lock, so more than
@@ -49,9 +119,15 @@ pub struct PostgresConfig {
 }
 
 impl PostgresConfig {
+    /// The application name of an engine's sessions (`serve`, tests, benches).
+    pub const ENGINE_APPLICATION_NAME: &'static str = "order-engine";
+    /// The application name of the operator tools' sessions (replay, verify, export).
+    pub const OPS_APPLICATION_NAME: &'static str = "order-engine-ops";
+
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            application_name: Self::ENGINE_APPLICATION_NAME.to_owned(),
             read_connections: 16,
             write_connections: 2,
             acquire_timeout: Duration::from_secs(5),
@@ -80,15 +156,27 @@ impl PostgresStore {
     pub async fn open(config: PostgresConfig) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(&config.url)
             .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))?
-            .application_name("order-engine")
-            .options([(
-                "statement_timeout",
-                format!("{}ms", config.statement_timeout.as_millis()),
-            )]);
+            .application_name(&config.application_name)
+            .options(
+                [(
+                    "statement_timeout",
+                    format!("{}ms", config.statement_timeout.as_millis()),
+                )]
+                .into_iter()
+                .chain(PLANNER_SETTINGS.map(|(name, value)| (name, value.to_owned()))),
+            );
         let pool = |connections: u32| {
             PgPoolOptions::new()
                 .max_connections(connections.max(1))
                 .acquire_timeout(config.acquire_timeout)
+                // Not pinging an idle connection before handing it out saves a round
+                // trip per statement, and makes taking one from the idle queue
+                // synchronous: a caller cancelled while the ping is in flight (a
+                // `select!` that took another branch) makes sqlx drop that connection,
+                // and the pool opens a new one. A connection the server has closed
+                // fails its next statement instead (a transient error, retried like
+                // any other), and is not returned to the pool.
+                .test_before_acquire(false)
                 .connect_with(options.clone())
         };
         let writer = pool(config.write_connections).await.map_err(StoreError::from_sqlx)?;
@@ -128,22 +216,35 @@ impl PostgresStore {
         &self.writer
     }
 
+    /// Every statement of the append and read paths, by name, exactly as the
+    /// store sends it; tests/append_plan.rs explains each on a large log.
+    #[doc(hidden)]
+    pub fn hot_statements() -> &'static [(&'static str, &'static str)] {
+        &[
+            ("lock_log", LOCK_LOG),
+            ("stream_heads", STREAM_HEADS),
+            ("command_records", COMMAND_RECORDS),
+            ("log_head", LOG_HEAD),
+            ("insert_events", INSERT_EVENTS),
+            ("insert_commands", INSERT_COMMANDS),
+            ("notify", NOTIFY),
+            ("read_stream", READ_STREAM),
+            ("read_all", READ_ALL),
+            ("read_chained", READ_CHAINED),
+            ("stream_version", STREAM_VERSION),
+            ("head_position", HEAD_POSITION),
+            ("load_checkpoint", LOAD_CHECKPOINT),
+            ("save_checkpoint", SAVE_CHECKPOINT),
+        ]
+    }
+
     /// Reads, under the log lock, what `plan_batch` or `plan_import` needs:
     /// the head, the named streams' last events and the named command records.
     async fn snapshot(tx: &mut Transaction<'_, Postgres>, keys: &Keys<'_>) -> Result<LogSnapshot, StoreError> {
         let mut names: Vec<&str> = keys.streams.iter().map(|s| s.as_str()).collect();
         names.sort_unstable();
         names.dedup();
-        // One index probe per stream for its last event, whatever its length.
-        let rows = sqlx::query(
-            "SELECT s.stream_id, e.stream_version, e.stream_hash \
-             FROM UNNEST($1::text[]) AS s(stream_id) \
-             CROSS JOIN LATERAL (SELECT stream_version, stream_hash FROM events \
-                                 WHERE stream_id = s.stream_id ORDER BY stream_version DESC LIMIT 1) AS e",
-        )
-        .bind(&names)
-        .fetch_all(&mut **tx)
-        .await?;
+        let rows = sqlx::query(STREAM_HEADS).bind(&names).fetch_all(&mut **tx).await?;
         let mut heads = HashMap::with_capacity(rows.len());
         for row in rows {
             let stream_id = stream_id_of(&row)?;
@@ -162,15 +263,11 @@ impl PostgresStore {
             keys.commands.iter().map(|(s, c)| (s.as_str(), *c)).unzip();
         let mut commands = HashMap::new();
         if !command_ids.is_empty() {
-            let rows = sqlx::query(
-                "SELECT stream_id, command_id, first_version, last_version, first_position, last_position \
-                 FROM stream_commands \
-                 WHERE (stream_id, command_id) IN (SELECT * FROM UNNEST($1::text[], $2::uuid[]))",
-            )
-            .bind(&command_streams)
-            .bind(&command_ids)
-            .fetch_all(&mut **tx)
-            .await?;
+            let rows = sqlx::query(COMMAND_RECORDS)
+                .bind(&command_streams)
+                .bind(&command_ids)
+                .fetch_all(&mut **tx)
+                .await?;
             for row in rows {
                 let stream_id = stream_id_of(&row)?;
                 let appended = Appended {
@@ -185,9 +282,7 @@ impl PostgresStore {
             }
         }
 
-        let head = sqlx::query("SELECT global_position, log_hash FROM events ORDER BY global_position DESC LIMIT 1")
-            .fetch_optional(&mut **tx)
-            .await?;
+        let head = sqlx::query(LOG_HEAD).fetch_optional(&mut **tx).await?;
         let (head_position, head_hash) = match head {
             Some(row) => {
                 let position: i64 = row.try_get("global_position")?;
@@ -233,30 +328,22 @@ impl PostgresStore {
             stream_hashes.push(row.stream_hash.map(|h| h.0.to_vec()));
             log_hashes.push(row.log_hash.map(|h| h.0.to_vec()));
         }
-        sqlx::query(
-            "INSERT INTO events (global_position, stream_id, stream_version, event_id, event_type, \
-                                 schema_version, payload, metadata, command_id, recorded_at, \
-                                 stream_hash, log_hash) \
-             SELECT p, s, v, e, t, sv, pl::jsonb, md::jsonb, c, r, sh, lh \
-             FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::uuid[], $5::text[], \
-                         $6::int[], $7::text[], $8::text[], $9::uuid[], $10::timestamptz[], \
-                         $11::bytea[], $12::bytea[]) AS u(p, s, v, e, t, sv, pl, md, c, r, sh, lh)",
-        )
-        .bind(&positions)
-        .bind(&streams)
-        .bind(&versions)
-        .bind(&event_ids)
-        .bind(&types)
-        .bind(&schema_versions)
-        .bind(&payloads)
-        .bind(&metadata)
-        .bind(&command_ids)
-        .bind(&recorded_at)
-        .bind(&stream_hashes)
-        .bind(&log_hashes)
-        .execute(&mut **tx)
-        .await
-        .map_err(classify_insert_error)?;
+        sqlx::query(INSERT_EVENTS)
+            .bind(&positions)
+            .bind(&streams)
+            .bind(&versions)
+            .bind(&event_ids)
+            .bind(&types)
+            .bind(&schema_versions)
+            .bind(&payloads)
+            .bind(&metadata)
+            .bind(&command_ids)
+            .bind(&recorded_at)
+            .bind(&stream_hashes)
+            .bind(&log_hashes)
+            .execute(&mut **tx)
+            .await
+            .map_err(classify_insert_error)?;
         Ok(())
     }
 
@@ -282,29 +369,23 @@ impl PostgresStore {
             c_first_position.push(to_i64(appended.first_position)?);
             c_last_position.push(to_i64(appended.last_position)?);
         }
-        sqlx::query(
-            "INSERT INTO stream_commands (stream_id, command_id, first_version, last_version, \
-                                          first_position, last_position, recorded_at) \
-             SELECT s, c, fv, lv, fp, lp, $7 \
-             FROM UNNEST($1::text[], $2::uuid[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[]) \
-                  AS u(s, c, fv, lv, fp, lp)",
-        )
-        .bind(&c_streams)
-        .bind(&c_ids)
-        .bind(&c_first_version)
-        .bind(&c_last_version)
-        .bind(&c_first_position)
-        .bind(&c_last_position)
-        .bind(recorded_at)
-        .execute(&mut **tx)
-        .await
-        .map_err(classify_insert_error)?;
+        sqlx::query(INSERT_COMMANDS)
+            .bind(&c_streams)
+            .bind(&c_ids)
+            .bind(&c_first_version)
+            .bind(&c_last_version)
+            .bind(&c_first_position)
+            .bind(&c_last_position)
+            .bind(recorded_at)
+            .execute(&mut **tx)
+            .await
+            .map_err(classify_insert_error)?;
         Ok(())
     }
 
     /// Delivered at COMMIT, never for a rolled-back append.
     async fn notify(tx: &mut Transaction<'_, Postgres>, last: u64) -> Result<(), StoreError> {
-        sqlx::query("SELECT pg_notify($1, $2)")
+        sqlx::query(NOTIFY)
             .bind(LOG_CHANNEL)
             .bind(last.to_string())
             .execute(&mut **tx)
@@ -314,10 +395,7 @@ impl PostgresStore {
 
     async fn lock_log(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
         let mut tx = self.writer.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(LOG_LOCK_KEY)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(LOCK_LOG).bind(LOG_LOCK_KEY).execute(&mut *tx).await?;
         Ok(tx)
     }
 }
@@ -351,42 +429,30 @@ impl EventStore for PostgresStore {
         from_version: u64,
         max_count: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT global_position, stream_id, stream_version, event_id, event_type, schema_version, \
-                    payload, metadata, command_id, recorded_at \
-             FROM events WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3",
-        )
-        .bind(stream_id.as_str())
-        .bind(to_i64(from_version)?)
-        .bind(page_limit(max_count))
-        .fetch_all(&self.reader)
-        .await?;
+        let rows = sqlx::query(READ_STREAM)
+            .bind(stream_id.as_str())
+            .bind(to_i64(from_version)?)
+            .bind(page_limit(max_count))
+            .fetch_all(&self.reader)
+            .await?;
         rows.iter().map(decode_row).collect()
     }
 
     async fn read_all(&self, after_position: u64, max_count: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT global_position, stream_id, stream_version, event_id, event_type, schema_version, \
-                    payload, metadata, command_id, recorded_at \
-             FROM events WHERE global_position > $1 ORDER BY global_position LIMIT $2",
-        )
-        .bind(to_i64(after_position)?)
-        .bind(page_limit(max_count))
-        .fetch_all(&self.reader)
-        .await?;
+        let rows = sqlx::query(READ_ALL)
+            .bind(to_i64(after_position)?)
+            .bind(page_limit(max_count))
+            .fetch_all(&self.reader)
+            .await?;
         rows.iter().map(decode_row).collect()
     }
 
     async fn read_chained(&self, after_position: u64, max_count: usize) -> Result<Vec<ChainedEvent>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT global_position, stream_id, stream_version, event_id, event_type, schema_version, \
-                    payload, metadata, command_id, recorded_at, stream_hash, log_hash \
-             FROM events WHERE global_position > $1 ORDER BY global_position LIMIT $2",
-        )
-        .bind(to_i64(after_position)?)
-        .bind(page_limit(max_count))
-        .fetch_all(&self.reader)
-        .await?;
+        let rows = sqlx::query(READ_CHAINED)
+            .bind(to_i64(after_position)?)
+            .bind(page_limit(max_count))
+            .fetch_all(&self.reader)
+            .await?;
         rows.iter().map(|row| chained(row, decode_row(row)?)).collect()
     }
 
@@ -408,19 +474,16 @@ impl EventStore for PostgresStore {
     }
 
     async fn stream_version(&self, stream_id: &StreamId) -> Result<u64, StoreError> {
-        let version: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(stream_version), 0) FROM events WHERE stream_id = $1")
-                .bind(stream_id.as_str())
-                .fetch_one(&self.reader)
-                .await?;
-        Ok(to_u64(version))
+        let version: Option<i64> = sqlx::query_scalar(STREAM_VERSION)
+            .bind(stream_id.as_str())
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(version.map_or(0, to_u64))
     }
 
     async fn head_position(&self) -> Result<u64, StoreError> {
-        let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(global_position), 0) FROM events")
-            .fetch_one(&self.reader)
-            .await?;
-        Ok(to_u64(head))
+        let head: Option<i64> = sqlx::query_scalar(HEAD_POSITION).fetch_optional(&self.reader).await?;
+        Ok(head.map_or(0, to_u64))
     }
 
     async fn wait_for_append(&self, after_position: u64, timeout: Duration) {
@@ -428,7 +491,7 @@ impl EventStore for PostgresStore {
     }
 
     async fn load_checkpoint(&self, name: &str) -> Result<u64, StoreError> {
-        let position: Option<i64> = sqlx::query_scalar("SELECT position FROM checkpoints WHERE name = $1")
+        let position: Option<i64> = sqlx::query_scalar(LOAD_CHECKPOINT)
             .bind(name)
             .fetch_optional(&self.reader)
             .await?;
@@ -436,15 +499,12 @@ impl EventStore for PostgresStore {
     }
 
     async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO checkpoints (name, position, updated_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = EXCLUDED.updated_at",
-        )
-        .bind(name)
-        .bind(to_i64(position)?)
-        .bind(self.clock.now())
-        .execute(&self.writer)
-        .await?;
+        sqlx::query(SAVE_CHECKPOINT)
+            .bind(name)
+            .bind(to_i64(position)?)
+            .bind(self.clock.now())
+            .execute(&self.writer)
+            .await?;
         Ok(())
     }
 

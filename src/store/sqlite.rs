@@ -28,6 +28,41 @@ use crate::events::{RecordedEvent, StreamId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+// The statements of the append and read paths. Each reads the log through its
+// rowid or a unique index by one key; tests/append_plan.rs checks the plans.
+/// The last event of one stream: a backward step on (stream_id, stream_version).
+const STREAM_HEAD: &str = "SELECT stream_version, stream_hash FROM events WHERE stream_id = ? \
+     ORDER BY stream_version DESC LIMIT 1";
+/// One command record, by its primary key.
+const COMMAND_RECORD: &str = "SELECT first_version, last_version, first_position, last_position \
+     FROM stream_commands WHERE stream_id = ? AND command_id = ?";
+/// The last event of the log, found by its position: `ORDER BY … DESC LIMIT 1`
+/// would be as fast, but its plan reads as a scan, and a lookup by key is
+/// what the plan test can hold every statement to.
+const LOG_HEAD: &str = "SELECT global_position, log_hash FROM events \
+     WHERE global_position = (SELECT MAX(global_position) FROM events)";
+const INSERT_EVENT: &str = "INSERT INTO events (global_position, stream_id, stream_version, event_id, event_type, \
+                         schema_version, payload, metadata, command_id, recorded_at, \
+                         stream_hash, log_hash) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const INSERT_COMMAND: &str = "INSERT INTO stream_commands (stream_id, command_id, first_version, last_version, \
+                                  first_position, last_position, recorded_at) \
+     VALUES (?, ?, ?, ?, ?, ?, ?)";
+const READ_STREAM: &str = "SELECT global_position, stream_id, stream_version, event_id, event_type, schema_version, \
+            payload, metadata, command_id, recorded_at \
+     FROM events WHERE stream_id = ? AND stream_version >= ? ORDER BY stream_version LIMIT ?";
+const READ_ALL: &str = "SELECT global_position, stream_id, stream_version, event_id, event_type, schema_version, \
+            payload, metadata, command_id, recorded_at \
+     FROM events WHERE global_position > ? ORDER BY global_position LIMIT ?";
+const READ_CHAINED: &str = "SELECT global_position, stream_id, stream_version, event_id, event_type, schema_version, \
+            payload, metadata, command_id, recorded_at, stream_hash, log_hash \
+     FROM events WHERE global_position > ? ORDER BY global_position LIMIT ?";
+const STREAM_VERSION: &str = "SELECT COALESCE(MAX(stream_version), 0) FROM events WHERE stream_id = ?";
+const HEAD_POSITION: &str = "SELECT COALESCE(MAX(global_position), 0) FROM events";
+const LOAD_CHECKPOINT: &str = "SELECT position FROM checkpoints WHERE name = ?";
+const SAVE_CHECKPOINT: &str = "INSERT INTO checkpoints (name, position, updated_at) VALUES (?, ?, ?) \
+     ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at";
+
 #[derive(Debug, Clone)]
 pub struct SqliteConfig {
     /// `sqlite:path/to/file.db`; the file and its folder are created when missing.
@@ -114,6 +149,26 @@ impl SqliteStore {
         &self.writer
     }
 
+    /// Every statement of the append and read paths, by name, exactly as the
+    /// store sends it; tests/append_plan.rs explains each on a large log.
+    #[doc(hidden)]
+    pub fn hot_statements() -> &'static [(&'static str, &'static str)] {
+        &[
+            ("stream_head", STREAM_HEAD),
+            ("command_record", COMMAND_RECORD),
+            ("log_head", LOG_HEAD),
+            ("insert_event", INSERT_EVENT),
+            ("insert_command", INSERT_COMMAND),
+            ("read_stream", READ_STREAM),
+            ("read_all", READ_ALL),
+            ("read_chained", READ_CHAINED),
+            ("stream_version", STREAM_VERSION),
+            ("head_position", HEAD_POSITION),
+            ("load_checkpoint", LOAD_CHECKPOINT),
+            ("save_checkpoint", SAVE_CHECKPOINT),
+        ]
+    }
+
     /// Reads, inside the write transaction, what `plan_batch` or `plan_import`
     /// needs: the head, the named streams' last events and command records.
     async fn snapshot(tx: &mut Transaction<'_, Sqlite>, keys: &Keys<'_>) -> Result<LogSnapshot, StoreError> {
@@ -122,13 +177,10 @@ impl SqliteStore {
             if heads.contains_key(*stream_id) {
                 continue;
             }
-            let row = sqlx::query(
-                "SELECT stream_version, stream_hash FROM events WHERE stream_id = ? \
-                 ORDER BY stream_version DESC LIMIT 1",
-            )
-            .bind(stream_id.as_str())
-            .fetch_optional(&mut **tx)
-            .await?;
+            let row = sqlx::query(STREAM_HEAD)
+                .bind(stream_id.as_str())
+                .fetch_optional(&mut **tx)
+                .await?;
             let head = match row {
                 Some(row) => StreamHead {
                     version: to_u64(row.try_get("stream_version")?),
@@ -140,14 +192,11 @@ impl SqliteStore {
         }
         let mut commands = HashMap::new();
         for (stream_id, command_id) in &keys.commands {
-            let row = sqlx::query(
-                "SELECT first_version, last_version, first_position, last_position \
-                 FROM stream_commands WHERE stream_id = ? AND command_id = ?",
-            )
-            .bind(stream_id.as_str())
-            .bind(command_id.to_string())
-            .fetch_optional(&mut **tx)
-            .await?;
+            let row = sqlx::query(COMMAND_RECORD)
+                .bind(stream_id.as_str())
+                .bind(command_id.to_string())
+                .fetch_optional(&mut **tx)
+                .await?;
             if let Some(row) = row {
                 let appended = Appended {
                     stream_id: (*stream_id).clone(),
@@ -160,9 +209,7 @@ impl SqliteStore {
                 commands.insert(((*stream_id).clone(), *command_id), appended);
             }
         }
-        let head = sqlx::query("SELECT global_position, log_hash FROM events ORDER BY global_position DESC LIMIT 1")
-            .fetch_optional(&mut **tx)
-            .await?;
+        let head = sqlx::query(LOG_HEAD).fetch_optional(&mut **tx).await?;
         let (head_position, head_hash) = match head {
             Some(row) => {
                 let position: i64 = row.try_get("global_position")?;
@@ -182,27 +229,22 @@ impl SqliteStore {
         for row in rows {
             let metadata = serde_json::to_string(row.metadata)
                 .map_err(|e| StoreError::InvalidAppend(format!("metadata cannot be encoded: {e}")))?;
-            sqlx::query(
-                "INSERT INTO events (global_position, stream_id, stream_version, event_id, event_type, \
-                                     schema_version, payload, metadata, command_id, recorded_at, \
-                                     stream_hash, log_hash) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(to_i64(row.position)?)
-            .bind(row.stream_id.as_str())
-            .bind(to_i64(row.version)?)
-            .bind(row.event_id.to_string())
-            .bind(row.event_type)
-            .bind(i64::from(row.schema_version))
-            .bind(row.payload.to_string())
-            .bind(metadata)
-            .bind(row.command_id.map(|c| c.to_string()))
-            .bind(row.recorded_at)
-            .bind(row.stream_hash.map(|h| h.0.to_vec()))
-            .bind(row.log_hash.map(|h| h.0.to_vec()))
-            .execute(&mut **tx)
-            .await
-            .map_err(classify_insert_error)?;
+            sqlx::query(INSERT_EVENT)
+                .bind(to_i64(row.position)?)
+                .bind(row.stream_id.as_str())
+                .bind(to_i64(row.version)?)
+                .bind(row.event_id.to_string())
+                .bind(row.event_type)
+                .bind(i64::from(row.schema_version))
+                .bind(row.payload.to_string())
+                .bind(metadata)
+                .bind(row.command_id.map(|c| c.to_string()))
+                .bind(row.recorded_at)
+                .bind(row.stream_hash.map(|h| h.0.to_vec()))
+                .bind(row.log_hash.map(|h| h.0.to_vec()))
+                .execute(&mut **tx)
+                .await
+                .map_err(classify_insert_error)?;
         }
         Ok(())
     }
@@ -213,21 +255,17 @@ impl SqliteStore {
         recorded_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         for (command_id, appended) in commands {
-            sqlx::query(
-                "INSERT INTO stream_commands (stream_id, command_id, first_version, last_version, \
-                                              first_position, last_position, recorded_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(appended.stream_id.as_str())
-            .bind(command_id.to_string())
-            .bind(to_i64(appended.first_version)?)
-            .bind(to_i64(appended.last_version)?)
-            .bind(to_i64(appended.first_position)?)
-            .bind(to_i64(appended.last_position)?)
-            .bind(recorded_at)
-            .execute(&mut **tx)
-            .await
-            .map_err(classify_insert_error)?;
+            sqlx::query(INSERT_COMMAND)
+                .bind(appended.stream_id.as_str())
+                .bind(command_id.to_string())
+                .bind(to_i64(appended.first_version)?)
+                .bind(to_i64(appended.last_version)?)
+                .bind(to_i64(appended.first_position)?)
+                .bind(to_i64(appended.last_position)?)
+                .bind(recorded_at)
+                .execute(&mut **tx)
+                .await
+                .map_err(classify_insert_error)?;
         }
         Ok(())
     }
@@ -261,42 +299,30 @@ impl EventStore for SqliteStore {
         from_version: u64,
         max_count: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT global_position, stream_id, stream_version, event_id, event_type, schema_version, \
-                    payload, metadata, command_id, recorded_at \
-             FROM events WHERE stream_id = ? AND stream_version >= ? ORDER BY stream_version LIMIT ?",
-        )
-        .bind(stream_id.as_str())
-        .bind(to_i64(from_version)?)
-        .bind(page_limit(max_count))
-        .fetch_all(&self.reader)
-        .await?;
+        let rows = sqlx::query(READ_STREAM)
+            .bind(stream_id.as_str())
+            .bind(to_i64(from_version)?)
+            .bind(page_limit(max_count))
+            .fetch_all(&self.reader)
+            .await?;
         rows.iter().map(decode_row).collect()
     }
 
     async fn read_all(&self, after_position: u64, max_count: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT global_position, stream_id, stream_version, event_id, event_type, schema_version, \
-                    payload, metadata, command_id, recorded_at \
-             FROM events WHERE global_position > ? ORDER BY global_position LIMIT ?",
-        )
-        .bind(to_i64(after_position)?)
-        .bind(page_limit(max_count))
-        .fetch_all(&self.reader)
-        .await?;
+        let rows = sqlx::query(READ_ALL)
+            .bind(to_i64(after_position)?)
+            .bind(page_limit(max_count))
+            .fetch_all(&self.reader)
+            .await?;
         rows.iter().map(decode_row).collect()
     }
 
     async fn read_chained(&self, after_position: u64, max_count: usize) -> Result<Vec<ChainedEvent>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT global_position, stream_id, stream_version, event_id, event_type, schema_version, \
-                    payload, metadata, command_id, recorded_at, stream_hash, log_hash \
-             FROM events WHERE global_position > ? ORDER BY global_position LIMIT ?",
-        )
-        .bind(to_i64(after_position)?)
-        .bind(page_limit(max_count))
-        .fetch_all(&self.reader)
-        .await?;
+        let rows = sqlx::query(READ_CHAINED)
+            .bind(to_i64(after_position)?)
+            .bind(page_limit(max_count))
+            .fetch_all(&self.reader)
+            .await?;
         rows.iter().map(|row| chained(row, decode_row(row)?)).collect()
     }
 
@@ -316,18 +342,15 @@ impl EventStore for SqliteStore {
     }
 
     async fn stream_version(&self, stream_id: &StreamId) -> Result<u64, StoreError> {
-        let version: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(stream_version), 0) FROM events WHERE stream_id = ?")
-                .bind(stream_id.as_str())
-                .fetch_one(&self.reader)
-                .await?;
+        let version: i64 = sqlx::query_scalar(STREAM_VERSION)
+            .bind(stream_id.as_str())
+            .fetch_one(&self.reader)
+            .await?;
         Ok(to_u64(version))
     }
 
     async fn head_position(&self) -> Result<u64, StoreError> {
-        let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(global_position), 0) FROM events")
-            .fetch_one(&self.reader)
-            .await?;
+        let head: i64 = sqlx::query_scalar(HEAD_POSITION).fetch_one(&self.reader).await?;
         Ok(to_u64(head))
     }
 
@@ -336,7 +359,7 @@ impl EventStore for SqliteStore {
     }
 
     async fn load_checkpoint(&self, name: &str) -> Result<u64, StoreError> {
-        let position: Option<i64> = sqlx::query_scalar("SELECT position FROM checkpoints WHERE name = ?")
+        let position: Option<i64> = sqlx::query_scalar(LOAD_CHECKPOINT)
             .bind(name)
             .fetch_optional(&self.reader)
             .await?;
@@ -344,15 +367,12 @@ impl EventStore for SqliteStore {
     }
 
     async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO checkpoints (name, position, updated_at) VALUES (?, ?, ?) \
-             ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
-        )
-        .bind(name)
-        .bind(to_i64(position)?)
-        .bind(self.clock.now())
-        .execute(&self.writer)
-        .await?;
+        sqlx::query(SAVE_CHECKPOINT)
+            .bind(name)
+            .bind(to_i64(position)?)
+            .bind(self.clock.now())
+            .execute(&self.writer)
+            .await?;
         Ok(())
     }
 
