@@ -254,6 +254,7 @@ async fn append_and_retry(store: &dyn EventStore) -> u64 {
             payload: json!({"n": 1}),
             metadata: EventMetadata::default(),
         }],
+        linked: false,
     };
     let first = store
         .append_batch(vec![request.clone()])
