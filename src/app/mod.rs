@@ -158,7 +158,10 @@ impl ApplicationBuilder {
             addr: settings.http_addr,
             source,
         })?;
-        let port = server.addrs().first().map_or(settings.http_addr.port(), |addr| addr.port());
+        let port = server
+            .addrs()
+            .first()
+            .map_or(settings.http_addr.port(), |addr| addr.port());
         let server = server
             // In-flight requests may finish within this bound once stopping starts.
             .shutdown_timeout(settings.shutdown_timeout.as_secs())

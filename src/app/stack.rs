@@ -90,11 +90,12 @@ impl EngineStack {
         let (balance, ledger) = match (overrides.balance, &settings.balance_service_url) {
             (Some(balance), _) => (balance, None),
             (None, Some(url)) => {
-                let client = HttpBalanceClient::new(&remote(settings, url)).map_err(|source| AppError::RemoteClient {
-                    variable: "BALANCE_SERVICE_URL",
-                    url: url.clone(),
-                    source,
-                })?;
+                let client =
+                    HttpBalanceClient::new(&remote(settings, url)).map_err(|source| AppError::RemoteClient {
+                        variable: "BALANCE_SERVICE_URL",
+                        url: url.clone(),
+                        source,
+                    })?;
                 (Arc::new(client) as Arc<dyn BalanceService>, None)
             }
             (None, None) => {
@@ -110,16 +111,17 @@ impl EngineStack {
             }
         };
         let balance: Arc<dyn BalanceService> = Arc::new(MeteredBalance::new(balance, Arc::clone(&metrics)));
-        let accounts: Arc<dyn Accounts> = match &settings.account_service_url {
-            Some(url) => Arc::new(HttpAccountsClient::new(&remote(settings, url)).map_err(|source| {
-                AppError::RemoteClient {
-                    variable: "ACCOUNT_SERVICE_URL",
-                    url: url.clone(),
-                    source,
-                }
-            })?),
-            None => Arc::new(EmbeddedAccounts),
-        };
+        let accounts: Arc<dyn Accounts> =
+            match &settings.account_service_url {
+                Some(url) => Arc::new(HttpAccountsClient::new(&remote(settings, url)).map_err(|source| {
+                    AppError::RemoteClient {
+                        variable: "ACCOUNT_SERVICE_URL",
+                        url: url.clone(),
+                        source,
+                    }
+                })?),
+                None => Arc::new(EmbeddedAccounts),
+            };
         let market = Arc::new(MarketSimulator::new(
             SimulatorConfig {
                 seed: settings.simulator_seed,
