@@ -9,7 +9,9 @@
 //! ```
 //!
 //! PostgreSQL from DATABASE_URL (a fresh database, dropped afterwards), or a
-//! temporary SQLite file with `--sqlite`. Prints one JSON object.
+//! temporary SQLite file with `--sqlite`. The engine is built by
+//! `Application::builder(..).build_stack()`, the wiring `serve` runs (append
+//! metering included). Prints one JSON object.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::collections::HashMap;
@@ -17,15 +19,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use order_engine::accounts::EmbeddedAccounts;
-use order_engine::clock::SystemClock;
-use order_engine::engine::{Engine, EngineConfig, EngineDeps, SubmitRequest};
+use order_engine::app::{Application, EngineStack};
+use order_engine::config::Settings;
+use order_engine::engine::SubmitRequest;
 use order_engine::events::EventMetadata;
-use order_engine::ledger::{EmbeddedLedger, LedgerConfig};
 use order_engine::loadgen::LatencySummary;
-use order_engine::market::{MarketSimulator, SimulatorConfig};
 use order_engine::order::{OrderType, Side};
-use order_engine::store::{EventStore, GroupCommitStore, PostgresConfig, PostgresStore, SqliteConfig, SqliteStore};
 use rust_decimal::Decimal;
 use sqlx::{Connection, PgConnection};
 use tokio::sync::Semaphore;
@@ -79,9 +78,8 @@ async fn run(options: Options) -> anyhow::Result<()> {
         std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let db_name = format!("oe_bench_engine_{}", Uuid::new_v4().simple());
     let dir = tempfile::tempdir()?;
-    let store: Arc<dyn EventStore> = if options.sqlite {
-        let url = format!("sqlite:{}", dir.path().join("log.db").display());
-        Arc::new(SqliteStore::open(SqliteConfig::new(url)).await?)
+    let database_url = if options.sqlite {
+        format!("sqlite:{}", dir.path().join("log.db").display())
     } else {
         let mut admin = PgConnection::connect(&admin_url)
             .await
@@ -92,15 +90,17 @@ async fn run(options: Options) -> anyhow::Result<()> {
         let (base, _) = admin_url
             .rsplit_once('/')
             .context("DATABASE_URL has no database part")?;
-        Arc::new(PostgresStore::open(PostgresConfig::new(format!("{base}/{db_name}"))).await?)
+        format!("{base}/{db_name}")
     };
-    let store: Arc<dyn EventStore> = if options.group_commit {
-        Arc::new(GroupCommitStore::new(store))
-    } else {
-        store
-    };
-    let result = measure(&options, Arc::clone(&store)).await;
-    drop(store);
+    // The engine as `serve` wires it (group commit, metering, embedded
+    // ledger), without the HTTP API, the broker or the projection.
+    let mut settings = Settings::from_lookup(|_| None)?;
+    settings.database_url = database_url;
+    settings.group_commit = options.group_commit;
+    settings.demo_balance = Decimal::from(1_000_000_000);
+    settings.live_actors_max = options.orders.max(1_000);
+    let stack = Application::builder(settings).frozen_market().build_stack().await?;
+    let result = measure(&options, stack).await;
     if !options.sqlite {
         let mut admin = PgConnection::connect(&admin_url).await?;
         sqlx::query(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
@@ -110,30 +110,8 @@ async fn run(options: Options) -> anyhow::Result<()> {
     result
 }
 
-async fn measure(options: &Options, store: Arc<dyn EventStore>) -> anyhow::Result<()> {
-    let clock = Arc::new(SystemClock);
-    let ledger = Arc::new(EmbeddedLedger::new(
-        Arc::clone(&store),
-        clock.clone(),
-        LedgerConfig {
-            demo_balance: Decimal::from(1_000_000_000),
-            ..LedgerConfig::default()
-        },
-    ));
-    let market = Arc::new(MarketSimulator::new(SimulatorConfig::default(), clock.clone()));
-    let mut config = EngineConfig::default();
-    config.actors.live_actors_max = options.orders.max(1_000);
-    let engine = Arc::new(Engine::start(
-        config,
-        EngineDeps {
-            store: Arc::clone(&store),
-            balance: ledger,
-            market,
-            accounts: Arc::new(EmbeddedAccounts),
-            clock,
-        },
-        None,
-    ));
+async fn measure(options: &Options, stack: EngineStack) -> anyhow::Result<()> {
+    let EngineStack { engine, store, .. } = stack;
     let users: Vec<Uuid> = (0..options.users).map(|_| Uuid::new_v4()).collect();
     let gate = Arc::new(Semaphore::new(options.in_flight));
     let started = Instant::now();

@@ -8,6 +8,7 @@ pub mod actors;
 pub mod aggregate;
 pub mod amqp;
 pub mod api;
+pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod balance;

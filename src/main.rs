@@ -1,33 +1,16 @@
 //! The `order-engine` binary: one executable for serving and for operators.
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use actix_web::{web, HttpServer};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use order_engine::accounts::http::HttpAccountsClient;
-use order_engine::accounts::{Accounts, EmbeddedAccounts};
-use order_engine::amqp::{self, AmqpConfig, DEFAULT_AMQP_URL};
-use order_engine::api::{self, AppState};
-use order_engine::auth::extractor::Authenticator;
-use order_engine::auth::internal::{InternalVerifier, ServiceKeys};
-use order_engine::auth::jwt::{mint_dev_token, JwtAlgorithm, JwtConfig, JwtVerifier};
-use order_engine::balance::http::HttpBalanceClient;
-use order_engine::balance::BalanceService;
-use order_engine::clients::RemoteServiceConfig;
-use order_engine::clock::{Clock, SystemClock};
+use order_engine::amqp::{AmqpConfig, DEFAULT_AMQP_URL};
+use order_engine::app::{jwt_config, AppError, Application};
+use order_engine::auth::jwt::mint_dev_token;
 use order_engine::config::Settings;
-use order_engine::engine::{Engine, EngineConfig, EngineDeps};
-use order_engine::ledger::{EmbeddedLedger, LedgerConfig};
 use order_engine::loadgen::{LoadConfig, Rate, Transport, DEFAULT_SYMBOLS};
-use order_engine::market::{MarketSimulator, SimulatorConfig};
 use order_engine::ops;
-use order_engine::projections::{self, run_orders_projection, ProjectionHealth};
-use order_engine::store::{redact_url, StoreConfig};
-use order_engine::store::{EventStore, GroupCommitStore};
-use order_engine::telemetry::metered::{MeteredBalance, MeteredStore};
-use order_engine::telemetry::metrics::Metrics;
+use order_engine::store::{redact_url, EventStore, StoreConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -416,236 +399,16 @@ async fn verify(settings: &Settings) -> anyhow::Result<bool> {
     Ok(report.is_healthy())
 }
 
-/// User tokens: RS256 with a public key file when configured, else HS256.
-fn jwt_config(settings: &Settings) -> anyhow::Result<JwtConfig> {
-    let mut config = JwtConfig::development(settings.jwt_secret.clone());
-    if let Some(path) = &settings.jwt_public_key_file {
-        let public_key_pem = std::fs::read_to_string(path)
-            .with_context(|| format!("reading ORDER_ENGINE_JWT_PUBLIC_KEY_FILE={path}"))?;
-        config.algorithm = JwtAlgorithm::Rs256 {
-            public_key_pem,
-            private_key_pem: None,
-        };
-    }
-    if let Some(issuer) = &settings.jwt_issuer {
-        config.issuer = issuer.clone();
-    }
-    if let Some(audience) = &settings.jwt_audience {
-        config.audience = audience.clone();
-    }
-    Ok(config)
-}
-
+/// Builds the application through the library's composition root and
+/// serves until SIGTERM or SIGINT.
 async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let (store, models) = projections::open(&StoreConfig::from_url(&settings.database_url)?)
-        .await
-        .with_context(|| format!("opening the event log at {}", redact_url(&settings.database_url)))?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let metrics = web::Data::new(Metrics::new().context("registering metrics")?);
-    let store: Arc<dyn EventStore> = if settings.group_commit {
-        Arc::new(GroupCommitStore::new(store))
-    } else {
-        store
-    };
-    // Every append the engine makes (orders, sagas, ledger) is timed, queueing included.
-    let store: Arc<dyn EventStore> = Arc::new(MeteredStore::new(store, metrics.clone().into_inner()));
-
-    let balance: Arc<dyn BalanceService> = match &settings.balance_service_url {
-        Some(url) => Arc::new(
-            HttpBalanceClient::new(&RemoteServiceConfig {
-                credentials: settings.outbound_credentials.clone(),
-                ..RemoteServiceConfig::new(url.clone())
-            })
-            .with_context(|| format!("BALANCE_SERVICE_URL={url}"))?,
-        ),
-        None => Arc::new(EmbeddedLedger::new(
-            Arc::clone(&store),
-            Arc::clone(&clock),
-            LedgerConfig {
-                demo_balance: settings.demo_balance,
-                ..LedgerConfig::default()
-            },
-        )),
-    };
-    let balance: Arc<dyn BalanceService> = Arc::new(MeteredBalance::new(balance, metrics.clone().into_inner()));
-    let accounts: Arc<dyn Accounts> = match &settings.account_service_url {
-        Some(url) => Arc::new(
-            HttpAccountsClient::new(&RemoteServiceConfig {
-                credentials: settings.outbound_credentials.clone(),
-                ..RemoteServiceConfig::new(url.clone())
-            })
-            .with_context(|| format!("ACCOUNT_SERVICE_URL={url}"))?,
-        ),
-        None => Arc::new(EmbeddedAccounts),
-    };
-    let market = Arc::new(MarketSimulator::new(
-        SimulatorConfig {
-            seed: settings.simulator_seed,
-            tick_interval: settings.tick_interval,
-            ..SimulatorConfig::default()
-        },
-        Arc::clone(&clock),
-    ));
-    let feed = Arc::clone(&market).spawn();
-
-    let mut config = EngineConfig::default();
-    config.actors.passivate_after = settings.passivate_after;
-    config.actors.live_actors_max = settings.live_actors_max;
-    config.saga.retry_delays = settings.retry_delays.clone();
-    config.saga.market_buffer_bps = settings.market_buffer_bps;
-    let engine = Arc::new(Engine::start(
-        config,
-        EngineDeps {
-            store: Arc::clone(&store),
-            balance,
-            market,
-            accounts,
-            clock,
-        },
-        None,
-    ));
-
-    let orders_projection = Arc::new(ProjectionHealth::default());
-    let (stop_projections, projections_stopped) = tokio::sync::watch::channel(false);
-    let projection = tokio::spawn(run_orders_projection(
-        Arc::clone(&store),
-        Arc::clone(&models),
-        Arc::clone(&orders_projection),
-        Some(metrics.clone().into_inner()),
-        projections_stopped,
-    ));
-    // RabbitMQ only when configured: the embedded default runs without a broker.
-    let amqp = settings.amqp_url.as_ref().map(|url| {
-        Arc::new(amqp::start(
-            settings.amqp_config(url),
-            Arc::clone(&engine) as Arc<dyn amqp::OrderSubmitter>,
-            Arc::clone(&store),
-            Arc::new(SystemClock),
-            Some(metrics.clone().into_inner()),
-        ))
-    });
-    let broker_connected = amqp.as_ref().map(|handle| {
-        let handle = Arc::clone(handle);
-        Arc::new(move || handle.is_connected()) as Arc<dyn Fn() -> bool + Send + Sync>
-    });
-    let state = web::Data::new(AppState {
-        engine: Arc::clone(&engine),
-        models,
-        orders_projection,
-        broker_connected,
-    });
-    let auth = web::Data::new(Authenticator::new(
-        JwtVerifier::new(&jwt_config(&settings)?).context("JWT settings")?,
-        InternalVerifier::new(ServiceKeys::new(settings.service_keys.clone()), Arc::new(SystemClock)),
-    ));
-    let mut server = HttpServer::new(move || api::app(state.clone(), auth.clone(), metrics.clone()))
-        .bind(settings.http_addr)
-        .with_context(|| format!("binding ORDER_ENGINE_HTTP_ADDR={}", settings.http_addr))?
-        // In-flight requests may finish within this bound once stopping starts.
-        .shutdown_timeout(settings.shutdown_timeout.as_secs())
-        // The process hears SIGINT and SIGTERM itself, so that one deadline
-        // bounds the whole stop, not only the HTTP drain.
-        .disable_signals()
-        .run();
-    let shutdown_timeout = settings.shutdown_timeout;
-    let (stopping, mut stop_requested) = tokio::sync::oneshot::channel();
-    let server_handle = server.handle();
-    actix_web::rt::spawn(async move {
-        let signal = stop_signal().await;
-        let deadline = tokio::time::Instant::now() + shutdown_timeout;
-        tracing::info!(
-            signal,
-            timeout_ms = shutdown_timeout.as_millis() as u64,
-            "{signal} received; stopping within ORDER_ENGINE_SHUTDOWN_TIMEOUT"
-        );
-        let _ = stopping.send(deadline);
-        server_handle.stop(true).await;
-    });
-    tracing::info!(
-        backend = store.backend(),
-        database = %redact_url(&settings.database_url),
-        http = %settings.http_addr,
-        balance = if settings.balance_service_url.is_some() { "remote" } else { "embedded ledger" },
-        rabbitmq = settings.amqp_url.is_some(),
-        ready_ms = started.elapsed().as_millis() as u64,
-        "order-engine ready"
-    );
-    // Whatever the database or the broker does from here, the stop ends by
-    // this deadline: each step below gets what is left of it.
-    let deadline = tokio::select! {
-        served = &mut server => {
-            served.context("HTTP server")?;
-            tokio::time::Instant::now() + shutdown_timeout
-        }
-        Ok(deadline) = &mut stop_requested => {
-            within(deadline, shutdown_timeout, "the HTTP server (draining requests)", &mut server)
-                .await
-                .context("HTTP server")?;
-            deadline
-        }
-    };
-    tracing::info!("stopping: saving the reactor's checkpoint and passivating actors");
-    feed.abort();
-    // The projection stops alongside the rest rather than after it.
-    let _ = stop_projections.send(true);
-    if let Some(handle) = amqp {
-        // The readiness closure held the only other reference; it went with the server.
-        match Arc::try_unwrap(handle) {
-            Ok(handle) => within(deadline, shutdown_timeout, "the RabbitMQ layer", handle.shutdown()).await,
-            Err(_) => tracing::warn!("RabbitMQ layer still shared at shutdown; leaving it to the process exit"),
-        }
-    }
-    within(
-        deadline,
-        shutdown_timeout,
-        "the engine (reactor checkpoint, order actors)",
-        engine.shutdown(),
-    )
-    .await;
-    let _ = within(deadline, shutdown_timeout, "the orders projection", projection).await;
-    tracing::info!("stopped");
-    Ok(())
-}
-
-/// Waits for SIGTERM or SIGINT (Ctrl-C); returns its name.
-async fn stop_signal() -> &'static str {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => tokio::select! {
-                _ = terminate.recv() => "SIGTERM",
-                _ = tokio::signal::ctrl_c() => "SIGINT",
-            },
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the engine gracefully");
-                let _ = tokio::signal::ctrl_c().await;
-                "SIGINT"
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "Ctrl-C"
-    }
-}
-
-/// Runs one step of the stop before `deadline`. A step still running then
-/// (a database that never answers, a broker that never closes) ends the
-/// process with a non-zero status and a line naming the step: an operator's
-/// supervisor restarts it, and the log is the source of truth, so nothing
-/// acknowledged is lost.
-async fn within<F: std::future::Future>(
-    deadline: tokio::time::Instant,
-    timeout: std::time::Duration,
-    step: &str,
-    future: F,
-) -> F::Output {
-    match tokio::time::timeout_at(deadline, future).await {
-        Ok(output) => output,
-        Err(_) => {
+    let app = Application::build(settings).await?;
+    match app.run_until_stopped().await {
+        Err(AppError::ShutdownTimedOut { step, timeout }) => {
+            // A step still stopping at the deadline (a database that never
+            // answers, a broker that never closes) may hold the runtime: exit
+            // now. A supervisor restarts the process, and the log is the source
+            // of truth, so nothing acknowledged is lost.
             tracing::error!(
                 step,
                 timeout_ms = timeout.as_millis() as u64,
@@ -653,5 +416,6 @@ async fn within<F: std::future::Future>(
             );
             std::process::exit(1)
         }
+        result => Ok(result?),
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::amqp::{producer, publish, seed_submission, TestBroker};
 use common::engine::{eventually, TestEngine};
-use common::http::{spawn_app, token};
+use common::http::{spawn_app_with, token};
 use common::TestDb;
 use futures_util::future::join_all;
 use lapin::types::FieldTable;
@@ -101,7 +101,9 @@ async fn a_burst_of_one_users_market_buys_over_http_all_execute_within_seconds()
         return;
     };
     let db = db.with_group_commit();
-    let app = spawn_app(production_like(db.open(None).await));
+    // As `serve` builds it: the seed's retry ladder, group commit, metering.
+    let app = spawn_app_with(&db, EngineConfig::default(), None).await;
+    app.engine.market.set_price("AAPL", PRICE).unwrap();
     let user = Uuid::new_v4();
     let bearer = token(user);
     let started = Instant::now();

@@ -416,7 +416,7 @@ async fn append_behind_the_engines_back(
 
 async fn a_poison_order_event_stops_the_reactor_loudly_and_fails_readiness(db: TestDb) {
     // Proves an order event the reactor cannot read stops it for that order (never skipped): /health/ready answers 503 naming the event, the metric says so, the checkpoint stays below it, other orders still execute.
-    let app = spawn_app(start(db.open(None).await, None, None));
+    let app = spawn_app(&db).await;
     let order_id = Uuid::new_v4();
     let poison_id = Uuid::new_v4();
     let appended = append_behind_the_engines_back(

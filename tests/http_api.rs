@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::engine::{eventually, start};
+use common::engine::eventually;
 use common::http::{spawn_app, token, TestApp};
 use common::TestDb;
 use rust_decimal_macros::dec;
@@ -48,7 +48,7 @@ async fn get(app: &TestApp, user: Uuid, path: &str) -> reqwest::Response {
 
 async fn an_order_is_submitted_executed_and_read_back(db: TestDb) {
     // Proves POST answers 202 with the seed's fields and the order can be read at once and after it fills.
-    let app = spawn_app(start(db.open(None).await, None, None));
+    let app = spawn_app(&db).await;
     app.engine.market.set_price("AAPL", dec!(150.25)).unwrap();
     let ready = app
         .client
@@ -144,7 +144,7 @@ async fn an_order_is_submitted_executed_and_read_back(db: TestDb) {
 
 async fn a_resting_order_is_cancelled_over_http(db: TestDb) {
     // Proves PUT cancel answers 200 CANCELLED, and a second cancel is 409.
-    let app = spawn_app(start(db.open(None).await, None, None));
+    let app = spawn_app(&db).await;
     let user = Uuid::new_v4();
     let body: Value = post(
         &app,
@@ -173,7 +173,7 @@ async fn a_resting_order_is_cancelled_over_http(db: TestDb) {
 
 async fn bad_requests_get_specific_problems(db: TestDb) {
     // Proves each bad input is named: the problem says what to change.
-    let app = spawn_app(start(db.open(None).await, None, None));
+    let app = spawn_app(&db).await;
     let user = Uuid::new_v4();
     let cases = [
         (
@@ -274,7 +274,7 @@ async fn bad_requests_get_specific_problems(db: TestDb) {
 
 async fn history_pages_and_filters_a_users_orders(db: TestDb) {
     // Proves history is per user, newest first, paged by limit/offset or page, filtered by status.
-    let app = spawn_app(start(db.open(None).await, None, None));
+    let app = spawn_app(&db).await;
     let user = Uuid::new_v4();
     let mut ids = Vec::new();
     for price in ["10", "11", "12"] {
@@ -336,7 +336,7 @@ async fn history_pages_and_filters_a_users_orders(db: TestDb) {
 async fn an_idempotency_key_replays_the_first_answer(db: TestDb) {
     // Proves a repeated Idempotency-Key returns the original 202 (one order), and
     // the same key with another body is 422.
-    let app = spawn_app(start(db.open(None).await, None, None));
+    let app = spawn_app(&db).await;
     let user = Uuid::new_v4();
     let body = json!({"symbol": "AAPL", "order_type": "LIMIT", "order_side": "BUY", "quantity": 1, "price": 10});
     let bearer = token(user);
@@ -369,7 +369,7 @@ async fn an_idempotency_key_replays_the_first_answer(db: TestDb) {
 
 async fn concurrent_retries_with_one_key_get_the_first_answer(db: TestDb) {
     // Proves concurrent identical requests with one key all get the first 202 and make one order.
-    let app = spawn_app(start(db.open(None).await, None, None));
+    let app = spawn_app(&db).await;
     let user = Uuid::new_v4();
     let body = json!({"symbol": "AAPL", "order_type": "LIMIT", "order_side": "BUY", "quantity": 3, "price": 10});
     let bearer = token(user);
@@ -425,7 +425,7 @@ async fn history_bounds(app: &TestApp) -> Vec<(String, u64, u64)> {
 
 async fn history_numbers_are_checked_against_their_documented_bounds(db: TestDb) {
     // Proves each history number is accepted exactly within its documented bounds, else a 400 naming it.
-    let app = spawn_app(start(db.open(None).await, None, None));
+    let app = spawn_app(&db).await;
     let user = Uuid::new_v4();
     // The page schemathesis found: (page - 1) × limit overflowed into offset 2^64 - 1.
     let overflow = get(&app, user, "/api/v1/orders/history?page=9223372036854775808").await;
@@ -486,7 +486,7 @@ async fn history_numbers_are_checked_against_their_documented_bounds(db: TestDb)
 
 async fn the_openapi_document_matches_the_routes(db: TestDb) {
     // Proves the generated document lists exactly the served routes, and each is routed.
-    let app = spawn_app(start(db.open(None).await, None, None));
+    let app = spawn_app(&db).await;
     let doc: Value = app
         .client
         .get(format!("{}/api/v1/openapi.json", app.address))

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use common::engine::{fast_config, start, start_with};
-use common::http::{spawn_app, token, TestApp};
+use common::engine::fast_config;
+use common::http::{spawn_app, spawn_app_with, token, TestApp};
 use common::TestDb;
 use order_engine::api::BODY_BYTES_MAX;
 use serde_json::{json, Value};
@@ -105,7 +105,7 @@ async fn a_ten_megabyte_body_is_refused_before_it_is_read() {
     // Proves a 10 MB body (declared or chunked) is refused with 413 promptly, having sent almost none of it.
     let _serial = ONE_AT_A_TIME.lock().await;
     let db = TestDb::sqlite();
-    let app = spawn_app(start(db.open(None).await, None, None));
+    let app = spawn_app(&db).await;
     let bearer = token(Uuid::new_v4());
 
     // Declared: the headers promise 10 MB, the client sends 11 bytes of it and waits.
@@ -195,7 +195,7 @@ async fn a_thousand_connections_at_once_are_all_answered() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let open_files = ensure_open_files(CONNECTIONS_FDS_NEEDED);
     let db = TestDb::sqlite();
-    let app = spawn_app(start(db.open(None).await, None, None));
+    let app = spawn_app(&db).await;
     let user = Uuid::new_v4();
     let request = Arc::new(format!(
         "GET /api/v1/orders/history?limit=5 HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {}\r\n\
@@ -266,7 +266,7 @@ async fn memory_stays_flat_over_thousands_of_orders() {
     let mut config = fast_config();
     config.actors.live_actors_max = MEMORY_LIVE_ACTORS_MAX;
     config.actors.passivate_after = MEMORY_PASSIVATE_AFTER;
-    let app = Arc::new(spawn_app(start_with(config, db.open(None).await, None, None)));
+    let app = Arc::new(spawn_app_with(&db, config, None).await);
     let tokens: Arc<Vec<Vec<String>>> = Arc::new(
         (0..MEMORY_SUBMITTERS)
             .map(|_| (0..USERS_PER_SUBMITTER).map(|_| token(Uuid::new_v4())).collect())

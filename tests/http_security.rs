@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use common::engine::{eventually, start};
+use common::engine::eventually;
 use common::http::{spawn_app_with_auth, test_service, token, TestApp, TEST_SERVICE_KEY, TEST_SERVICE_SECRET};
 use common::TestDb;
 use hmac::{Hmac, Mac};
@@ -79,7 +79,7 @@ async fn spawn(db: &TestDb, jwt: &JwtConfig) -> TestApp {
         JwtVerifier::new(jwt).unwrap(),
         InternalVerifier::new(registry(), Arc::new(SystemClock)),
     );
-    let app = spawn_app_with_auth(start(db.open(None).await, None, None), auth);
+    let app = spawn_app_with_auth(db, auth).await;
     // A LIMIT buy at 100 rests below this, so a positive control settles once reserved.
     app.engine.market.set_price("AAPL", dec!(150)).unwrap();
     app

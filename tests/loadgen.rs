@@ -109,7 +109,7 @@ async fn a_max_rate_run_over_http_completes_every_order(db: TestDb) {
     let Some(broker) = TestBroker::new("a_max_rate_run_over_http_completes_every_order").await else {
         return;
     };
-    let app = spawn_app(start(db.open(None).await, None, None));
+    let app = spawn_app(&db).await;
     let handle = start_amqp(&broker, &app.engine.engine, &app.engine.store).await;
     let report = loadgen::run(config(&broker, Transport::Http, Rate::Max, app.address.clone()))
         .await

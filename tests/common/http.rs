@@ -1,75 +1,96 @@
-//! The real HTTP app on a random port, over a test engine (zero2prod's spawn_app).
+//! The real app on a random port (zero2prod's spawn_app), built through
+//! `Application::builder` as `serve` builds it: group commit and metering on
+//! the log, the embedded ledger, the orders projection, the HTTP API. The test
+//! keeps raw SQL access to the same database and a market it prices itself.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 
 use std::time::Duration;
 
-use actix_web::{web, HttpServer};
-use order_engine::api::{self, AppState};
-use order_engine::auth::{mint_dev_token, Authenticator, InternalVerifier, JwtConfig, JwtVerifier, ServiceKeys};
+use actix_web::web;
+use order_engine::app::Application;
+use order_engine::auth::{mint_dev_token, Authenticator, JwtConfig};
 use order_engine::clients::ServiceCredentials;
-use order_engine::clock::SystemClock;
-use order_engine::projections::{run_orders_projection, ProjectionHealth};
+use order_engine::config::Settings;
+use order_engine::engine::EngineConfig;
+use order_engine::projections::ProjectionHealth;
 use order_engine::telemetry::metrics::Metrics;
 use uuid::Uuid;
 
-use super::engine::TestEngine;
+use super::engine::{fast_config, TestEngine, DEMO_BALANCE};
+use super::{TestDb, TestStore};
 
 pub struct TestApp {
     pub address: String,
+    /// The app's engine, ledger and market, and its log (raw SQL beside it).
     pub engine: Arc<TestEngine>,
     pub client: reqwest::Client,
     pub orders_projection: Arc<ProjectionHealth>,
     pub metrics: web::Data<Metrics>,
-    _stop_projection: tokio::sync::watch::Sender<bool>,
 }
 
-/// Serves the API for `engine` on 127.0.0.1 with a port the OS picks, trusting
-/// development tokens and [`test_service`].
-pub fn spawn_app(engine: TestEngine) -> TestApp {
-    let auth = Authenticator::new(
-        JwtVerifier::new(&JwtConfig::development(None)).unwrap(),
-        InternalVerifier::new(ServiceKeys::new([test_service()]), Arc::new(SystemClock)),
-    );
-    spawn_app_with_auth(engine, auth)
+/// Serves the app on `db` at 127.0.0.1 with a port the OS picks, with the
+/// fast retry ladder, trusting development tokens and [`test_service`].
+pub async fn spawn_app(db: &TestDb) -> TestApp {
+    spawn_app_with(db, fast_config(), None).await
 }
 
 /// As [`spawn_app`], with another token verifier or other service keys.
-pub fn spawn_app_with_auth(engine: TestEngine, auth: Authenticator) -> TestApp {
-    let engine = Arc::new(engine);
-    let orders_projection = Arc::new(ProjectionHealth::default());
-    let metrics = web::Data::new(Metrics::new().unwrap());
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    actix_rt::spawn(run_orders_projection(
-        Arc::clone(&engine.store.store),
-        Arc::clone(&engine.store.models),
-        Arc::clone(&orders_projection),
-        Some(metrics.clone().into_inner()),
-        stopped,
-    ));
-    // The projection runs as long as the test's runtime; the sender lives in the app.
-    let state = web::Data::new(AppState {
-        engine: Arc::clone(&engine.engine),
-        models: Arc::clone(&engine.store.models),
-        orders_projection: Arc::clone(&orders_projection),
-        broker_connected: None,
+pub async fn spawn_app_with_auth(db: &TestDb, auth: Authenticator) -> TestApp {
+    spawn_app_with(db, fast_config(), Some(auth)).await
+}
+
+/// As [`spawn_app`], with the engine's bounds and ladder from `config` (the
+/// parts `serve` reads from its settings: retry ladder, market buffer, actor
+/// limits) and, when given, `auth` instead of the verifiers the settings describe.
+pub async fn spawn_app_with(db: &TestDb, config: EngineConfig, auth: Option<Authenticator>) -> TestApp {
+    // Logs go through the test writer (captured); RUST_LOG=order_engine=debug shows them.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    // The settings `serve` reads with an empty environment, then the test's own.
+    let mut settings = Settings::from_lookup(|_| None).unwrap();
+    settings.database_url = db.url().to_owned();
+    settings.http_addr = "127.0.0.1:0".parse().unwrap();
+    settings.demo_balance = DEMO_BALANCE;
+    settings.service_keys = vec![test_service()];
+    settings.retry_delays = config.saga.retry_delays.clone();
+    settings.market_buffer_bps = config.saga.market_buffer_bps;
+    settings.passivate_after = config.actors.passivate_after;
+    settings.live_actors_max = config.actors.live_actors_max;
+    // The bare backend: the application adds group commit and metering itself.
+    let opened = db.open_backend(None).await;
+    let mut builder = Application::builder(settings)
+        .log(Arc::clone(&opened.store), Arc::clone(&opened.models))
+        // Tests set prices and assert fills at them: no feed moves the market.
+        .frozen_market()
+        .http_workers(1);
+    if let Some(auth) = auth {
+        builder = builder.authenticator(auth);
+    }
+    let app = builder.build().await.unwrap();
+    let engine = Arc::new(TestEngine {
+        engine: app.engine(),
+        ledger: app.ledger().expect("the embedded ledger is the balance service"),
+        market: app.market(),
+        store: TestStore {
+            store: app.store(),
+            ..opened
+        },
     });
-    let auth = web::Data::new(auth);
-    let app_metrics = metrics.clone();
-    let server = HttpServer::new(move || api::app(state.clone(), auth.clone(), app_metrics.clone()))
-        .workers(1)
-        .bind("127.0.0.1:0")
-        .unwrap();
-    let port = server.addrs()[0].port();
-    actix_rt::spawn(server.run());
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let orders_projection = app.orders_projection();
+    let metrics = app.metrics();
+    // Serves as long as the test's runtime: nothing asks it to stop.
+    actix_rt::spawn(app.run_until(std::future::pending()));
     TestApp {
-        address: format!("http://127.0.0.1:{port}"),
+        address,
         engine,
         client: reqwest::Client::new(),
         orders_projection,
         metrics,
-        _stop_projection: stop,
     }
 }
 

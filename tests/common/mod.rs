@@ -164,6 +164,16 @@ impl TestDb {
 
     /// Opens a store on this database (another "process" when called twice).
     pub async fn open(&self, hook: Option<BeforeCommitHook>) -> TestStore {
+        let opened = self.open_backend(hook).await;
+        TestStore {
+            store: self.decorate(opened.store),
+            ..opened
+        }
+    }
+
+    /// [`open`](Self::open) without the group-commit decorator, for callers
+    /// that add the production wrappers themselves (`Application::builder().log`).
+    pub async fn open_backend(&self, hook: Option<BeforeCommitHook>) -> TestStore {
         match self {
             Self::Postgres { url, .. } => {
                 // Small pools: many tests, each with several stores, share one server.
@@ -179,7 +189,7 @@ impl TestDb {
                 let raw = Raw::Postgres(store.writer_pool().clone());
                 let models = Arc::new(PostgresReadModels::new(store.reader_pool().clone()));
                 TestStore {
-                    store: self.decorate(Arc::new(store)),
+                    store: Arc::new(store),
                     raw,
                     models,
                 }
@@ -195,7 +205,7 @@ impl TestDb {
                     store.reader_pool().clone(),
                 ));
                 TestStore {
-                    store: self.decorate(Arc::new(store)),
+                    store: Arc::new(store),
                     raw,
                     models,
                 }

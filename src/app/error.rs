@@ -1,0 +1,53 @@
+//! Why the application could not be built, served or stopped in time.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::auth::AuthConfigError;
+use crate::clients::ConfigError;
+use crate::store::StoreError;
+
+/// Everything `Application::build` and `run_until_stopped` can fail with.
+/// All of it is raised at start or at stop, never per request: a bad setting,
+/// an unreachable database, a port in use, a step of the stop that overran.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// `database` is already redacted (no password).
+    #[error("opening the event log at {database}")]
+    Store {
+        database: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("registering metrics")]
+    Metrics(#[source] prometheus::Error),
+    /// A remote service client (balance, accounts) refused its configuration.
+    #[error("{variable}={url}")]
+    RemoteClient {
+        variable: &'static str,
+        url: String,
+        #[source]
+        source: ConfigError,
+    },
+    #[error("reading ORDER_ENGINE_JWT_PUBLIC_KEY_FILE={path}")]
+    JwtKeyFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("JWT settings")]
+    Jwt(#[source] AuthConfigError),
+    #[error("binding ORDER_ENGINE_HTTP_ADDR={addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("HTTP server")]
+    Server(#[source] std::io::Error),
+    /// A step of the stop was still running at the deadline. The caller (the
+    /// binary) exits with a non-zero status: the log is the source of truth,
+    /// so nothing acknowledged is lost, and a supervisor restarts the process.
+    #[error("shutdown did not finish within ORDER_ENGINE_SHUTDOWN_TIMEOUT ({timeout:?}): {step} was still stopping")]
+    ShutdownTimedOut { step: &'static str, timeout: Duration },
+}

@@ -1,0 +1,324 @@
+//! The composition root (zero2prod's `Application`): `Application::build`
+//! wires everything `serve` runs (the engine stack, the orders projection,
+//! RabbitMQ when configured, the HTTP API) and `run_until_stopped` serves
+//! until SIGTERM or SIGINT, then stops every part against one deadline.
+//! The binary, the integration tests and the benches all build through here,
+//! so they run the production wrappers (group commit, metering). Tests inject
+//! what production lacks through the builder's typed overrides, never a second
+//! wiring. Never reads the environment and never exits the process.
+
+mod auth;
+mod error;
+mod shutdown;
+mod stack;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::dev::Server;
+use actix_web::{web, HttpServer};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use auth::jwt_config;
+pub use error::AppError;
+pub use shutdown::stop_signal;
+pub use stack::{engine_config, EngineStack, Overrides};
+
+use crate::amqp::{self, AmqpHandle};
+use crate::api::{self, AppState};
+use crate::auth::Authenticator;
+use crate::balance::BalanceService;
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::engine::{CrashPoint, Engine};
+use crate::ledger::EmbeddedLedger;
+use crate::market::MarketSimulator;
+use crate::projections::{run_orders_projection, ProjectionHealth, ReadModels};
+use crate::store::{redact_url, EventStore};
+use crate::telemetry::metrics::Metrics;
+use shutdown::within;
+
+/// The engine serving HTTP (and RabbitMQ when configured), built and bound
+/// but not yet running: `run_until_stopped` drives it.
+pub struct Application {
+    stack: EngineStack,
+    /// The port the HTTP server bound (the OS's pick when the settings say 0).
+    port: u16,
+    server: Server,
+    amqp: Option<Arc<AmqpHandle>>,
+    orders_projection: Arc<ProjectionHealth>,
+    projection: JoinHandle<()>,
+    stop_projection: watch::Sender<bool>,
+    /// What the "ready" line reports, kept from the settings.
+    settings: Settings,
+    /// When building started, for the "ready" line's start-up time.
+    started: Instant,
+}
+
+/// `Application::build` with overrides; see [`Overrides`] for what each replaces.
+pub struct ApplicationBuilder {
+    settings: Settings,
+    overrides: Overrides,
+    authenticator: Option<Authenticator>,
+    /// HTTP worker threads; actix's default (one per core) when None.
+    http_workers: Option<usize>,
+}
+
+impl ApplicationBuilder {
+    /// Serve this already open log (the bare backend) instead of opening `settings.database_url`.
+    pub fn log(mut self, store: Arc<dyn EventStore>, models: Arc<dyn ReadModels>) -> Self {
+        self.overrides.log = Some((store, models));
+        self
+    }
+
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.overrides.clock = Some(clock);
+        self
+    }
+
+    pub fn balance(mut self, balance: Arc<dyn BalanceService>) -> Self {
+        self.overrides.balance = Some(balance);
+        self
+    }
+
+    pub fn crash(mut self, crash: Arc<CrashPoint>) -> Self {
+        self.overrides.crash = Some(crash);
+        self
+    }
+
+    /// Prices move only when the caller sets them (tests that assert fills at a set price).
+    pub fn frozen_market(mut self) -> Self {
+        self.overrides.frozen_market = true;
+        self
+    }
+
+    /// Trust these token and service verifiers instead of the ones the settings describe.
+    pub fn authenticator(mut self, authenticator: Authenticator) -> Self {
+        self.authenticator = Some(authenticator);
+        self
+    }
+
+    pub fn http_workers(mut self, workers: usize) -> Self {
+        self.http_workers = Some(workers.max(1));
+        self
+    }
+
+    /// The engine stack alone, without HTTP, RabbitMQ or the projection (the engine benches).
+    pub async fn build_stack(self) -> Result<EngineStack, AppError> {
+        EngineStack::build(&self.settings, self.overrides).await
+    }
+
+    /// Opens the log, starts the engine and its followers, binds the HTTP
+    /// port. Needs an actix system (the order actors and the server run on it).
+    pub async fn build(self) -> Result<Application, AppError> {
+        let started = Instant::now();
+        let settings = self.settings;
+        let stack = EngineStack::build(&settings, self.overrides).await?;
+        let orders_projection = Arc::new(ProjectionHealth::default());
+        let (stop_projection, projection_stopped) = watch::channel(false);
+        let projection = tokio::spawn(run_orders_projection(
+            Arc::clone(&stack.store),
+            Arc::clone(&stack.models),
+            Arc::clone(&orders_projection),
+            Some(Arc::clone(&stack.metrics)),
+            projection_stopped,
+        ));
+        // RabbitMQ only when configured: the embedded default runs without a broker.
+        let amqp = settings.amqp_url.as_ref().map(|url| {
+            Arc::new(amqp::start(
+                settings.amqp_config(url),
+                Arc::clone(&stack.engine) as Arc<dyn amqp::OrderSubmitter>,
+                Arc::clone(&stack.store),
+                Arc::clone(&stack.clock),
+                Some(Arc::clone(&stack.metrics)),
+            ))
+        });
+        let broker_connected = amqp.as_ref().map(|handle| {
+            let handle = Arc::clone(handle);
+            Arc::new(move || handle.is_connected()) as Arc<dyn Fn() -> bool + Send + Sync>
+        });
+        let state = web::Data::new(AppState {
+            engine: Arc::clone(&stack.engine),
+            models: Arc::clone(&stack.models),
+            orders_projection: Arc::clone(&orders_projection),
+            broker_connected,
+        });
+        let auth = web::Data::new(match self.authenticator {
+            Some(authenticator) => authenticator,
+            None => auth::authenticator(&settings, Arc::clone(&stack.clock))?,
+        });
+        let metrics = web::Data::from(Arc::clone(&stack.metrics));
+        let mut server = HttpServer::new(move || api::app(state.clone(), auth.clone(), metrics.clone()));
+        if let Some(workers) = self.http_workers {
+            server = server.workers(workers);
+        }
+        let server = server.bind(settings.http_addr).map_err(|source| AppError::Bind {
+            addr: settings.http_addr,
+            source,
+        })?;
+        let port = server
+            .addrs()
+            .first()
+            .map_or(settings.http_addr.port(), |addr| addr.port());
+        let server = server
+            // In-flight requests may finish within this bound once stopping starts.
+            .shutdown_timeout(settings.shutdown_timeout.as_secs())
+            // The process hears SIGINT and SIGTERM itself (`run_until_stopped`),
+            // so that one deadline bounds the whole stop, not only the HTTP drain.
+            .disable_signals()
+            .run();
+        Ok(Application {
+            stack,
+            port,
+            server,
+            amqp,
+            orders_projection,
+            projection,
+            stop_projection,
+            settings,
+            started,
+        })
+    }
+}
+
+impl Application {
+    /// Builds what `serve` runs from the settings alone.
+    pub async fn build(settings: Settings) -> Result<Self, AppError> {
+        Self::builder(settings).build().await
+    }
+
+    pub fn builder(settings: Settings) -> ApplicationBuilder {
+        ApplicationBuilder {
+            settings,
+            overrides: Overrides::default(),
+            authenticator: None,
+            http_workers: None,
+        }
+    }
+
+    /// The HTTP port bound; the OS's pick when the settings asked for port 0.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn engine(&self) -> Arc<Engine> {
+        Arc::clone(&self.stack.engine)
+    }
+
+    /// The log as the engine sees it (group commit and metering included).
+    pub fn store(&self) -> Arc<dyn EventStore> {
+        Arc::clone(&self.stack.store)
+    }
+
+    pub fn models(&self) -> Arc<dyn ReadModels> {
+        Arc::clone(&self.stack.models)
+    }
+
+    pub fn metrics(&self) -> web::Data<Metrics> {
+        web::Data::from(Arc::clone(&self.stack.metrics))
+    }
+
+    pub fn market(&self) -> Arc<MarketSimulator> {
+        Arc::clone(&self.stack.market)
+    }
+
+    /// The embedded ledger when it is the balance service.
+    pub fn ledger(&self) -> Option<Arc<EmbeddedLedger>> {
+        self.stack.ledger.clone()
+    }
+
+    pub fn orders_projection(&self) -> Arc<ProjectionHealth> {
+        Arc::clone(&self.orders_projection)
+    }
+
+    /// The RabbitMQ layer when AMQP_URL is configured. A clone still held at
+    /// shutdown leaves the layer to the process exit (a warning says so).
+    pub fn amqp(&self) -> Option<Arc<AmqpHandle>> {
+        self.amqp.clone()
+    }
+
+    /// Serves until SIGTERM or SIGINT, then stops within ORDER_ENGINE_SHUTDOWN_TIMEOUT.
+    pub async fn run_until_stopped(self) -> Result<(), AppError> {
+        self.run_until(stop_signal()).await
+    }
+
+    /// Serves until `stop` resolves (to the name of what asked), then stops
+    /// every part against one deadline, ORDER_ENGINE_SHUTDOWN_TIMEOUT later.
+    /// A part still stopping at the deadline is `AppError::ShutdownTimedOut`.
+    pub async fn run_until(self, stop: impl Future<Output = &'static str> + 'static) -> Result<(), AppError> {
+        let Self {
+            stack,
+            port,
+            mut server,
+            amqp,
+            projection,
+            stop_projection,
+            settings,
+            started,
+            ..
+        } = self;
+        let timeout = settings.shutdown_timeout;
+        let (stopping, mut stop_requested) = tokio::sync::oneshot::channel();
+        let server_handle = server.handle();
+        actix_web::rt::spawn(async move {
+            let signal = stop.await;
+            let deadline = tokio::time::Instant::now() + timeout;
+            tracing::info!(
+                signal,
+                timeout_ms = timeout.as_millis() as u64,
+                "{signal} received; stopping within ORDER_ENGINE_SHUTDOWN_TIMEOUT"
+            );
+            let _ = stopping.send(deadline);
+            server_handle.stop(true).await;
+        });
+        tracing::info!(
+            backend = stack.store.backend(),
+            database = %redact_url(&settings.database_url),
+            http = %settings.http_addr,
+            port,
+            balance = if settings.balance_service_url.is_some() { "remote" } else { "embedded ledger" },
+            rabbitmq = settings.amqp_url.is_some(),
+            ready_ms = started.elapsed().as_millis() as u64,
+            "order-engine ready"
+        );
+        // Whatever the database or the broker does from here, the stop ends by
+        // this deadline: each step below gets what is left of it.
+        let deadline = tokio::select! {
+            served = &mut server => {
+                served.map_err(AppError::Server)?;
+                tokio::time::Instant::now() + timeout
+            }
+            Ok(deadline) = &mut stop_requested => {
+                within(deadline, timeout, "the HTTP server (draining requests)", &mut server)
+                    .await?
+                    .map_err(AppError::Server)?;
+                deadline
+            }
+        };
+        tracing::info!("stopping: saving the reactor's checkpoint and passivating actors");
+        if let Some(feed) = &stack.feed {
+            feed.abort();
+        }
+        // The projection stops alongside the rest rather than after it.
+        let _ = stop_projection.send(true);
+        if let Some(handle) = amqp {
+            // The readiness closure held the only other reference; it went with the server.
+            match Arc::try_unwrap(handle) {
+                Ok(handle) => within(deadline, timeout, "the RabbitMQ layer", handle.shutdown()).await?,
+                Err(_) => tracing::warn!("RabbitMQ layer still shared at shutdown; leaving it to the process exit"),
+            }
+        }
+        within(
+            deadline,
+            timeout,
+            "the engine (reactor checkpoint, order actors)",
+            stack.engine.shutdown(),
+        )
+        .await?;
+        let _ = within(deadline, timeout, "the orders projection", projection).await?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

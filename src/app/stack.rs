@@ -1,0 +1,175 @@
+//! The engine and everything it depends on, wired as `serve` runs it: the log
+//! behind group commit (when configured) and metering, the balance service
+//! (embedded ledger or remote client, metered), accounts, the market
+//! simulator, the clock. No front end and no follower: `Application` adds
+//! those; the engine benches use this alone. Must never read the environment.
+
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+
+use super::AppError;
+use crate::accounts::http::HttpAccountsClient;
+use crate::accounts::{Accounts, EmbeddedAccounts};
+use crate::balance::http::HttpBalanceClient;
+use crate::balance::BalanceService;
+use crate::clients::RemoteServiceConfig;
+use crate::clock::{Clock, SystemClock};
+use crate::config::Settings;
+use crate::engine::{CrashPoint, Engine, EngineConfig, EngineDeps};
+use crate::ledger::{EmbeddedLedger, LedgerConfig};
+use crate::market::{MarketSimulator, SimulatorConfig};
+use crate::projections::{self, ReadModels};
+use crate::store::{redact_url, EventStore, GroupCommitStore, StoreConfig};
+use crate::telemetry::metered::{MeteredBalance, MeteredStore};
+use crate::telemetry::metrics::Metrics;
+
+/// What a caller may put in place of the production parts. Each is optional;
+/// what is not given is built from the settings exactly as `serve` builds it,
+/// and the production wrappers (group commit, metering) go around whatever
+/// is given.
+#[derive(Default)]
+pub struct Overrides {
+    /// A log already open (a test's database with raw SQL access beside it),
+    /// instead of opening `settings.database_url`. Give the bare backend:
+    /// group commit and metering are added here.
+    pub log: Option<(Arc<dyn EventStore>, Arc<dyn ReadModels>)>,
+    /// Time for the engine, the ledger, the market and request signatures (a
+    /// manual clock in tests); the system clock otherwise.
+    pub clock: Option<Arc<dyn Clock>>,
+    /// A balance service in place of the embedded ledger or the remote client
+    /// (a stub, a fault-injecting wrapper); still metered.
+    pub balance: Option<Arc<dyn BalanceService>>,
+    /// Halts the saga at a chosen step, to test recovery from a crash there.
+    pub crash: Option<Arc<CrashPoint>>,
+    /// Prices move only when the caller sets them: no feed ticks the market.
+    pub frozen_market: bool,
+}
+
+/// The running engine and its dependencies. Dropping it leaves the engine's
+/// actors to the actix system; call `Engine::shutdown` to stop them first.
+pub struct EngineStack {
+    pub engine: Arc<Engine>,
+    /// The log as the engine sees it: group commit (when configured) and metering included.
+    pub store: Arc<dyn EventStore>,
+    pub models: Arc<dyn ReadModels>,
+    pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
+    pub market: Arc<MarketSimulator>,
+    /// The embedded ledger when it is the balance service; None with a remote
+    /// balance service or an override.
+    pub ledger: Option<Arc<EmbeddedLedger>>,
+    /// The task that ticks the market; None when the market is frozen.
+    pub(super) feed: Option<JoinHandle<()>>,
+}
+
+impl EngineStack {
+    /// Opens the log (unless given) and starts the engine on it. Needs an
+    /// actix system: the order actors run on it.
+    pub async fn build(settings: &Settings, overrides: Overrides) -> Result<Self, AppError> {
+        let store_error = |source| AppError::Store {
+            database: redact_url(&settings.database_url),
+            source,
+        };
+        let (store, models) = match overrides.log {
+            Some(log) => log,
+            None => projections::open(&StoreConfig::from_url(&settings.database_url).map_err(store_error)?)
+                .await
+                .map_err(store_error)?,
+        };
+        let clock = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let metrics = Arc::new(Metrics::new().map_err(AppError::Metrics)?);
+        let store: Arc<dyn EventStore> = if settings.group_commit {
+            Arc::new(GroupCommitStore::new(store))
+        } else {
+            store
+        };
+        // Every append the engine makes (orders, sagas, ledger) is timed, queueing included.
+        let store: Arc<dyn EventStore> = Arc::new(MeteredStore::new(store, Arc::clone(&metrics)));
+
+        let (balance, ledger) = match (overrides.balance, &settings.balance_service_url) {
+            (Some(balance), _) => (balance, None),
+            (None, Some(url)) => {
+                let client =
+                    HttpBalanceClient::new(&remote(settings, url)).map_err(|source| AppError::RemoteClient {
+                        variable: "BALANCE_SERVICE_URL",
+                        url: url.clone(),
+                        source,
+                    })?;
+                (Arc::new(client) as Arc<dyn BalanceService>, None)
+            }
+            (None, None) => {
+                let ledger = Arc::new(EmbeddedLedger::new(
+                    Arc::clone(&store),
+                    Arc::clone(&clock),
+                    LedgerConfig {
+                        demo_balance: settings.demo_balance,
+                        ..LedgerConfig::default()
+                    },
+                ));
+                (Arc::clone(&ledger) as Arc<dyn BalanceService>, Some(ledger))
+            }
+        };
+        let balance: Arc<dyn BalanceService> = Arc::new(MeteredBalance::new(balance, Arc::clone(&metrics)));
+        let accounts: Arc<dyn Accounts> =
+            match &settings.account_service_url {
+                Some(url) => Arc::new(HttpAccountsClient::new(&remote(settings, url)).map_err(|source| {
+                    AppError::RemoteClient {
+                        variable: "ACCOUNT_SERVICE_URL",
+                        url: url.clone(),
+                        source,
+                    }
+                })?),
+                None => Arc::new(EmbeddedAccounts),
+            };
+        let market = Arc::new(MarketSimulator::new(
+            SimulatorConfig {
+                seed: settings.simulator_seed,
+                tick_interval: settings.tick_interval,
+                ..SimulatorConfig::default()
+            },
+            Arc::clone(&clock),
+        ));
+        let feed = (!overrides.frozen_market).then(|| Arc::clone(&market).spawn());
+
+        let engine = Arc::new(Engine::start(
+            engine_config(settings),
+            EngineDeps {
+                store: Arc::clone(&store),
+                balance,
+                market: Arc::clone(&market) as _,
+                accounts,
+                clock: Arc::clone(&clock),
+            },
+            overrides.crash,
+        ));
+        Ok(Self {
+            engine,
+            store,
+            models,
+            metrics,
+            clock,
+            market,
+            ledger,
+            feed,
+        })
+    }
+}
+
+/// The engine's bounds and ladders from the settings; the rest at their defaults.
+pub fn engine_config(settings: &Settings) -> EngineConfig {
+    let mut config = EngineConfig::default();
+    config.actors.passivate_after = settings.passivate_after;
+    config.actors.live_actors_max = settings.live_actors_max;
+    config.saga.retry_delays = settings.retry_delays.clone();
+    config.saga.market_buffer_bps = settings.market_buffer_bps;
+    config
+}
+
+/// A remote service at `url`, signed with the engine's outbound credentials.
+fn remote(settings: &Settings, url: &str) -> RemoteServiceConfig {
+    RemoteServiceConfig {
+        credentials: settings.outbound_credentials.clone(),
+        ..RemoteServiceConfig::new(url.to_owned())
+    }
+}
