@@ -141,8 +141,22 @@ fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
     order_engine::config::parse_duration(text)
 }
 
-#[actix_web::main]
-async fn main() -> anyhow::Result<()> {
+/// The engine runs on every core: actix's system (the order actors, on its
+/// arbiter) sits on a multi-threaded Tokio runtime, so everything the engine
+/// spawns with `tokio::spawn` (the reactor, saga tasks, the group-commit
+/// writer, log tails, the AMQP consumer and publishers, sqlx's futures) is
+/// spread over one worker per core instead of sharing actix's one thread.
+/// The HTTP workers keep their own threads, as actix-web runs them.
+fn main() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("order-engine")
+        .build()
+        .context("starting the engine's runtime")?;
+    actix_web::rt::System::with_tokio_rt(move || runtime).block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     order_engine::telemetry::init(cli.log_json);
     match cli.command {
@@ -185,8 +199,8 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Runs the load generator on a multi-threaded runtime of its own (this
-/// binary's main runtime is actix's single thread), then writes the JSON
+/// Runs the load generator on a multi-threaded runtime of its own (apart
+/// from the engine's, should both run in one process), then writes the JSON
 /// result and a summary on stderr.
 async fn loadgen(settings: &Settings, args: LoadgenArgs) -> anyhow::Result<()> {
     let config = LoadConfig {
