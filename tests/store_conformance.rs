@@ -194,7 +194,7 @@ async fn a_linked_run_commits_all_or_nothing(db: TestDb) {
     let results = s.store.append_batch(stale).await.unwrap();
     assert_eq!(results.len(), 4);
     for result in &results[..3] {
-        let conflict = result.as_ref().err().expect("every request of the run fails");
+        let conflict = result.as_ref().expect_err("every request of the run fails");
         assert_eq!((&conflict.stream_id, conflict.actual), (&account, 1));
     }
     assert!(results[3].is_ok(), "a request outside the run commits on its own");

@@ -493,7 +493,7 @@ impl Drop for Filling<'_> {
 /// What a co-located commit came to.
 enum Colocated {
     /// Committed as staged; `Some` when the order was accepted and may be filled now.
-    Done(Option<Order>),
+    Done(Option<Box<Order>>),
     /// Nothing committed: the one-step-at-a-time path takes the input.
     Declined,
 }
@@ -671,7 +671,7 @@ impl SagaRun {
             match outcome {
                 Ok((appended, accepted)) => {
                     self.committed(ctx, turn, staged, &appended, started);
-                    return Ok(Colocated::Done(accepted));
+                    return Ok(Colocated::Done(accepted.map(Box::new)));
                 }
                 Err(conflict) => self.reload_after(ctx, turn, &conflict).await?,
             }
