@@ -275,28 +275,9 @@ impl SagaRun {
 
     async fn apply(&mut self, ctx: &SagaContext, input: SagaInput) -> Result<(), RunError> {
         self.ensure_loaded(ctx).await?;
-        let at = ctx.clock.now();
-        let (command, command_id) = match input {
-            SagaInput::Start {
-                event_id,
-                user_id,
-                side,
-                reserve_amount,
-            } => (
-                SagaCommand::Start {
-                    order_id: self.order_id,
-                    user_id,
-                    side,
-                    reserve_amount,
-                    at,
-                },
-                event_id,
-            ),
-            SagaInput::Observe { event_id, order } => (SagaCommand::Observe { event_id, order, at }, event_id),
-        };
-        // The order event's id is the command id: observing it twice records it once.
-        self.record(ctx, command, Uuid::new_v5(&ENGINE_NAMESPACE, command_id.as_bytes()))
-            .await?;
+        // The order event's id names the command: observing it twice records it once.
+        let (command, command_id) = self.command_of(&input, ctx.clock.now());
+        self.record(ctx, command, command_id).await?;
         Ok(())
     }
 

@@ -134,14 +134,16 @@ impl EmbeddedLedger {
         Ok(self.load(user_id).await?.state)
     }
 
-    async fn load(&self, user_id: Uuid) -> Result<Loaded, BalanceError> {
-        let cached = self
-            .accounts
+    fn cached(&self, user_id: Uuid) -> Option<Loaded> {
+        self.accounts
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&user_id)
-            .cloned();
-        let Loaded { mut state, mut version } = cached.unwrap_or_default();
+            .cloned()
+    }
+
+    async fn load(&self, user_id: Uuid) -> Result<Loaded, BalanceError> {
+        let Loaded { mut state, mut version } = self.cached(user_id).unwrap_or_default();
         fold_stream::<AccountAggregate>(
             self.store.as_ref(),
             &StreamId::account(user_id),
@@ -181,13 +183,7 @@ impl EmbeddedLedger {
         // The cached state as it is, without a read: the commit expects its
         // version, so if another process wrote since, the commit conflicts
         // and `reload` reads.
-        let cached = self
-            .accounts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&user_id)
-            .cloned();
-        let loaded = match cached {
+        let loaded = match self.cached(user_id) {
             Some(loaded) => loaded,
             None => self.load(user_id).await?,
         };
