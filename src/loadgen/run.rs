@@ -105,7 +105,11 @@ pub async fn run(config: LoadConfig) -> Result<Report, LoadgenError> {
                         .map_err(|_| LoadgenError::Config("the in-flight limiter closed".into()))?,
                     () = tokio::time::sleep_until(deadline.into()) => break,
                 };
-                (Instant::now().max(start), Some(slot))
+                // Nothing leaves before the start, as at a fixed rate: an order
+                // sent early but timed from the start could finish "before" it.
+                let due = Instant::now().max(start);
+                tokio::time::sleep_until(due.into()).await;
+                (due, Some(slot))
             }
         };
         if config.duration.is_some_and(|d| due >= start + d) {
