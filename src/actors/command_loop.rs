@@ -76,7 +76,7 @@ pub(crate) async fn run_command(
                 let before = core.version;
                 core.catch_up(store.as_ref(), &stream, order_id).await?;
                 reloaded = true;
-                if core.version == before && before > 0 {
+                if core.version == before {
                     return Err(rejection.into());
                 }
                 continue;

@@ -107,7 +107,9 @@ pub trait BalanceService: Send + Sync + 'static {
         None
     }
 
-    /// A money movement made through [`BalanceService::colocated`], started at
-    /// `started`, for wrappers that time every call (metrics).
-    fn observe_colocated(&self, _operation: &str, _started: std::time::Instant, _ok: bool) {}
+    /// A money movement committed through [`BalanceService::colocated`],
+    /// started at `started`, for wrappers that time every call (metrics). A
+    /// co-located step that fails is not a call: nothing is committed, and the
+    /// step-by-step path makes (and times) the call instead.
+    fn observe_colocated(&self, _operation: &str, _started: std::time::Instant) {}
 }

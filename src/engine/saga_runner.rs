@@ -405,18 +405,7 @@ impl SagaRun {
     /// good: the order moved on), an error when it must be sent again later.
     async fn send_order(&self, ctx: &SagaContext, command: OrderCommand, what: &str) -> Result<(), RunError> {
         ctx.before_effect()?;
-        let message = ExecuteCommand {
-            command,
-            command_id: derived_id(self.order_id, what),
-            metadata: EventMetadata {
-                correlation_id: Some(self.order_id),
-                causation_id: None,
-                who: Some("saga".into()),
-                source: Some("saga".into()),
-                trace: None,
-            },
-            co_write: None,
-        };
+        let message = self.order_message(command, what, None);
         let result = ctx.registry.execute(self.order_id, message).await;
         ctx.after_effect();
         match result {
@@ -676,7 +665,7 @@ impl SagaRun {
             SagaEvent::StepSucceeded(s) => Some(s.step),
             _ => None,
         }) {
-            ctx.balance.observe_colocated(step.as_str(), started, true);
+            ctx.balance.observe_colocated(step.as_str(), started);
         }
         // A deduplicated saga append was written before (a retry after an
         // unknown outcome): the state held stays a true prefix, and the next
@@ -707,15 +696,19 @@ impl SagaRun {
         }
     }
 
+    /// A command to the order under an id derived from `what`, so a resend
+    /// after a crash is the same command. A fill is the market's doing; the
+    /// rest the saga's.
     fn order_message(&self, command: OrderCommand, what: &str, co_write: Option<CoWrite>) -> ExecuteCommand {
+        let actor = if what == "execute" { "market" } else { "saga" };
         ExecuteCommand {
             command,
             command_id: derived_id(self.order_id, what),
             metadata: EventMetadata {
                 correlation_id: Some(self.order_id),
                 causation_id: None,
-                who: Some(if what == "execute" { "market" } else { "saga" }.into()),
-                source: Some(if what == "execute" { "market" } else { "saga" }.into()),
+                who: Some(actor.into()),
+                source: Some(actor.into()),
                 trace: None,
             },
             co_write,

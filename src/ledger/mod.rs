@@ -168,12 +168,6 @@ impl EmbeddedLedger {
         Ok(loaded)
     }
 
-    /// The events that open an account the first time it is used: opened, then
-    /// funded with the demo balance under a fixed key.
-    fn opening(&self, user_id: Uuid) -> Result<Vec<AccountEvent>, BalanceError> {
-        opening(user_id, self.config.demo_balance, self.clock.now())
-    }
-
     /// Takes the account's writer turn and loads it, for a commit that writes
     /// the account together with other streams (a saga step, an order). The
     /// turn is held until the planner is dropped: calls on the account through
@@ -233,7 +227,7 @@ impl EmbeddedLedger {
             // exactly one append lands, so the demo funding happens once. And a
             // refused first command writes nothing, not even the opening.
             let mut events = match state {
-                AccountState::NotOpened => self.opening(user_id)?,
+                AccountState::NotOpened => opening(user_id, self.config.demo_balance, self.clock.now())?,
                 AccountState::Open(_) => Vec::new(),
             };
             let state = AccountAggregate::fold(state, &events);
@@ -247,7 +241,7 @@ impl EmbeddedLedger {
                 stream_id: stream_id.clone(),
                 expected_version: version,
                 command_id: Some(command_id),
-                events: self.envelopes(user_id, &events, order_id, command_id, source)?,
+                events: envelopes(user_id, &events, order_id, command_id, source)?,
                 linked: false,
             };
             match append(self.store.as_ref(), request).await.map_err(store_error)? {
@@ -273,17 +267,6 @@ impl EmbeddedLedger {
                 }
             }
         }
-    }
-
-    fn envelopes(
-        &self,
-        user_id: Uuid,
-        events: &[AccountEvent],
-        order_id: Option<Uuid>,
-        command_id: Uuid,
-        source: &str,
-    ) -> Result<Vec<NewEvent>, BalanceError> {
-        envelopes(user_id, events, order_id, command_id, source)
     }
 
     fn balance(&self, user_id: Uuid, state: &AccountState) -> Balance {

@@ -114,11 +114,7 @@ pub async fn append_atomic(
             "append_batch returned the wrong number of results",
         ));
     }
-    results
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()
-        .map(Ok)
-        .or_else(|c| Ok(Err(c)))
+    Ok(results.into_iter().collect())
 }
 
 /// Reads a whole stream from `from_version`, page by page.

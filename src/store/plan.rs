@@ -95,7 +95,13 @@ pub(crate) fn plan_batch(requests: &[AppendRequest], mut log: LogSnapshot, recor
     let mut failed_run: Option<Conflict> = None;
     for (index, request) in requests.iter().enumerate() {
         if !request.linked {
-            failed_run = run_conflict(&requests[index..], &log);
+            // A lone request gets the same answer from the checks below.
+            let run_follows = requests.get(index + 1).is_some_and(|next| next.linked);
+            failed_run = if run_follows {
+                run_conflict(&requests[index..], &log)
+            } else {
+                None
+            };
         }
         let stream_id = &request.stream_id;
         if let Some(conflict) = &failed_run {

@@ -165,13 +165,8 @@ impl BalanceService for MeteredBalance {
         self.inner.colocated()
     }
 
-    fn observe_colocated(&self, operation: &str, started: Instant, ok: bool) {
-        let result: Result<(), BalanceError> = if ok {
-            Ok(())
-        } else {
-            Err(BalanceError::Rejected(String::new()))
-        };
-        self.observe(operation, started, &result, true);
+    fn observe_colocated(&self, operation: &str, started: Instant) {
+        self.observe(operation, started, &Ok::<(), BalanceError>(()), true);
     }
 }
 
