@@ -12,7 +12,7 @@ use common::TestDb;
 use order_engine::engine::SubmitRequest;
 use order_engine::events::{EventMetadata, NewEvent, StreamId};
 use order_engine::order::{OrderStatus, OrderType, Side};
-use order_engine::projections::{run_orders_projection, ProjectionHealth, ReadModels, ORDERS_PROJECTION};
+use order_engine::projections::{run_orders_projection, LogFeed, ProjectionHealth, ReadModels, ORDERS_PROJECTION};
 use order_engine::store::{append, AppendRequest, EventStore};
 use rust_decimal_macros::dec;
 use tokio::sync::watch;
@@ -30,7 +30,7 @@ fn spawn_projection(
     let health = Arc::new(ProjectionHealth::default());
     let (stop, stopped) = watch::channel(false);
     let task = actix_rt::spawn(run_orders_projection(
-        Arc::clone(store),
+        LogFeed::start(Arc::clone(store)),
         Arc::clone(models),
         Arc::clone(&health),
         None,

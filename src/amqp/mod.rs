@@ -32,6 +32,7 @@ pub use consumer::{OrderSubmitter, PERSISTENT};
 pub use publisher::{derive, Outbound, Route};
 
 use crate::clock::Clock;
+use crate::projections::LogFeed;
 use crate::store::{EventStore, StoreError};
 use crate::telemetry::metrics::Metrics;
 use consumer::SubmissionConsumer;
@@ -214,6 +215,19 @@ pub fn start(
     clock: Arc<dyn Clock>,
     metrics: Option<Arc<Metrics>>,
 ) -> AmqpHandle {
+    let feed = LogFeed::start(store);
+    start_following(config, submitter, feed, clock, metrics)
+}
+
+/// [`start`], with the publishers following a log feed the caller shares
+/// (the engine's, in `serve`: one reader of the log for the whole process).
+pub fn start_following(
+    config: AmqpConfig,
+    submitter: Arc<dyn OrderSubmitter>,
+    feed: LogFeed,
+    clock: Arc<dyn Clock>,
+    metrics: Option<Arc<Metrics>>,
+) -> AmqpHandle {
     let config = Arc::new(config);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let consumer_health = TaskHealth::new("consumer orders.submit");
@@ -232,7 +246,8 @@ pub fn start(
         let publisher = Publisher {
             route,
             config: Arc::clone(&config),
-            store: Arc::clone(&store),
+            store: Arc::clone(feed.store()),
+            feed: feed.clone(),
             health: Arc::clone(&health),
         };
         tasks.push(tokio::spawn(publisher.run(shutdown_rx.clone())));

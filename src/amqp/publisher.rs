@@ -26,7 +26,7 @@ use super::wire::{
 use super::{AmqpError, TaskHealth};
 use crate::events::{decode, RecordedEvent};
 use crate::order::{OrderEvent, OrderStatus};
-use crate::projections::LogTail;
+use crate::projections::{FeedEvent, LogFeed};
 use crate::store::{EventStore, StoreError};
 
 /// Which messages a publisher derives from the log; one checkpoint each.
@@ -113,6 +113,7 @@ pub(crate) struct Publisher {
     pub(crate) route: Route,
     pub(crate) config: Arc<AmqpConfig>,
     pub(crate) store: Arc<dyn EventStore>,
+    pub(crate) feed: LogFeed,
     pub(crate) health: Arc<TaskHealth>,
 }
 
@@ -170,7 +171,7 @@ impl Publisher {
         // Everything after the checkpoint is republished: what was sent but
         // not confirmed before a break goes again, with the same message id.
         let from = self.store.load_checkpoint(self.route.checkpoint()).await?;
-        let mut tail = LogTail::new(Arc::clone(&self.store), from);
+        let mut tail = self.feed.follow(from);
         // Wakes an idle publisher, so it reconnects before the next event rather than at it.
         let loss = super::watch_loss(&connection, Arc::clone(&self.health));
         self.health.set_connected(true);
@@ -215,7 +216,7 @@ impl Publisher {
                 if let Some(last) = chunk.last() {
                     // Saved only now: every message up to `last` is confirmed.
                     self.store
-                        .save_checkpoint(self.route.checkpoint(), last.global_position)
+                        .save_checkpoint(self.route.checkpoint(), last.recorded.global_position)
                         .await?;
                 }
                 self.health.add_processed(sent);
@@ -224,10 +225,11 @@ impl Publisher {
     }
 
     /// The messages of one event for this route; none for other streams.
-    async fn messages(&self, event: &RecordedEvent, cache: &mut DetailsCache) -> Result<Vec<Outbound>, AmqpError> {
-        if event.stream_id.category() != "order" {
+    async fn messages(&self, fed: &FeedEvent, cache: &mut DetailsCache) -> Result<Vec<Outbound>, AmqpError> {
+        let Some(order_event) = fed.order_event() else {
             return Ok(Vec::new());
-        }
+        };
+        let event = &fed.recorded;
         let poison = |reason: String| AmqpError::Poison {
             position: event.global_position,
             reason,
@@ -236,19 +238,19 @@ impl Publisher {
             .stream_id
             .uuid_in("order")
             .ok_or_else(|| poison(format!("stream {} is not order-<uuid>", event.stream_id)))?;
-        let order_event: OrderEvent = decode(event).map_err(|e| poison(e.to_string()))?;
-        if let OrderEvent::OrderSubmitted(submitted) = &order_event {
+        let order_event = order_event.map_err(|e| poison(e.to_string()))?;
+        if let OrderEvent::OrderSubmitted(submitted) = order_event {
             if self.route.needs_details() {
                 cache.insert(order_id, OrderDetails::from(submitted));
             }
         }
-        let messages = if self.route.publishes(&order_event) {
+        let messages = if self.route.publishes(order_event) {
             let details = if self.route.needs_details() {
                 Some(self.details(order_id, event, cache).await?)
             } else {
                 None
             };
-            derive(self.route, event, order_id, &order_event, details.as_ref())
+            derive(self.route, event, order_id, order_event, details.as_ref())
                 .map_err(|e| poison(format!("cannot encode its message: {e}")))?
         } else {
             Vec::new()

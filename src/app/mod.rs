@@ -119,7 +119,7 @@ impl ApplicationBuilder {
         let orders_projection = Arc::new(ProjectionHealth::default());
         let (stop_projection, projection_stopped) = watch::channel(false);
         let projection = tokio::spawn(run_orders_projection(
-            Arc::clone(&stack.store),
+            stack.engine.feed().clone(),
             Arc::clone(&stack.models),
             Arc::clone(&orders_projection),
             Some(Arc::clone(&stack.metrics)),
@@ -127,10 +127,10 @@ impl ApplicationBuilder {
         ));
         // RabbitMQ only when configured: the embedded default runs without a broker.
         let amqp = settings.amqp_url.as_ref().map(|url| {
-            Arc::new(amqp::start(
+            Arc::new(amqp::start_following(
                 settings.amqp_config(url),
                 Arc::clone(&stack.engine) as Arc<dyn amqp::OrderSubmitter>,
-                Arc::clone(&stack.store),
+                stack.engine.feed().clone(),
                 Arc::clone(&stack.clock),
                 Some(Arc::clone(&stack.metrics)),
             ))

@@ -31,6 +31,7 @@ use crate::clock::Clock;
 use crate::events::EventMetadata;
 use crate::market::{MarketData, MarketError};
 use crate::order::{CancelOrder, Order, OrderCommand, OrderEvent, OrderRejection, OrderType, Quote, Side, SubmitOrder};
+use crate::projections::LogFeed;
 use crate::store::EventStore;
 use reactor::Reactor;
 use saga_runner::SagaContext;
@@ -99,6 +100,7 @@ pub struct Engine {
     /// Submissions handed straight to the reactor, so a saga starts without
     /// waiting for the log tail.
     submissions: tokio::sync::mpsc::Sender<reactor::Submitted>,
+    feed: LogFeed,
 }
 
 impl Engine {
@@ -121,9 +123,11 @@ impl Engine {
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (submissions, submissions_rx) = tokio::sync::mpsc::channel(reactor::IN_PROCESS_STARTS_QUEUE_MAX);
+        let feed = LogFeed::start(Arc::clone(&deps.store));
         let reactor = tokio::spawn(Reactor::run(
             ctx,
             Arc::clone(&deps.market),
+            feed.clone(),
             submissions_rx,
             rematch_rx,
             shutdown_rx,
@@ -135,7 +139,13 @@ impl Engine {
             reactor: std::sync::Mutex::new(Some(reactor)),
             health,
             submissions,
+            feed,
         }
+    }
+
+    /// The process's one reader of the log; the read side follows it too.
+    pub fn feed(&self) -> &LogFeed {
+        &self.feed
     }
 
     /// The reactor stopped on an event, and sagas that ran out of local retries.

@@ -24,10 +24,10 @@ use uuid::Uuid;
 use super::matching::{on_price, MatchAction, WorkingOrder};
 use super::saga_runner::{saga_task, SagaContext, SagaInput, ENGINE_NAMESPACE};
 use crate::actors::{ActorError, ExecuteCommand};
-use crate::events::{decode, EventMetadata, RecordedEvent};
+use crate::events::EventMetadata;
 use crate::market::{MarketData, Tick};
 use crate::order::{ExecuteOrder, FailOrder, OrderCommand, OrderEvent, OrderSubmitted, TriggerOrder};
-use crate::projections::{describe_poison, LogTail};
+use crate::projections::{describe_poison, FeedEvent, LogFeed};
 use crate::saga::{reserve_amount, ObservedOrder};
 use crate::store::StoreError;
 
@@ -97,8 +97,9 @@ pub(crate) struct Reactor {
 }
 
 /// The orders whose `SagaCompleted` is in `page`.
-fn settled_in(page: &[RecordedEvent]) -> HashSet<Uuid> {
+fn settled_in(page: &[Arc<FeedEvent>]) -> HashSet<Uuid> {
     page.iter()
+        .map(|e| &e.recorded)
         .filter(|e| e.event_type == "SagaCompleted")
         .filter_map(|e| e.stream_id.uuid_in("saga"))
         .collect()
@@ -108,6 +109,7 @@ impl Reactor {
     pub(crate) async fn run(
         ctx: Arc<SagaContext>,
         market: Arc<dyn MarketData>,
+        feed: LogFeed,
         mut submissions: mpsc::Receiver<Submitted>,
         mut rematch: mpsc::Receiver<Uuid>,
         mut shutdown: watch::Receiver<bool>,
@@ -146,7 +148,7 @@ impl Reactor {
             settled_in_page: HashSet::new(),
             started_in_process: HashSet::new(),
         };
-        let mut tail = LogTail::new(Arc::clone(&ctx.store), start);
+        let mut tail = feed.follow(start);
         let mut saved = start;
         let mut save_timer = tokio::time::interval(CHECKPOINT_INTERVAL);
         loop {
@@ -193,7 +195,7 @@ impl Reactor {
                                     %reason,
                                     "reactor stopped on a poison event; its order gets no reaction until it is repaired"
                                 );
-                                reactor.first_poison.get_or_insert(event.global_position);
+                                reactor.first_poison.get_or_insert(event.recorded.global_position);
                                 ctx.health.reactor_stopped(reason);
                             }
                         }
@@ -263,7 +265,8 @@ impl Reactor {
     }
 
     /// Reacts to one event; Err names an order event that cannot be reacted to.
-    async fn route(&mut self, recorded: &RecordedEvent) -> Result<(), String> {
+    async fn route(&mut self, event: &FeedEvent) -> Result<(), String> {
+        let recorded = &event.recorded;
         match recorded.stream_id.category() {
             "order" => {}
             "saga" => {
@@ -288,9 +291,11 @@ impl Reactor {
         if self.poisoned.contains(&order_id) {
             return Ok(());
         }
-        let event: OrderEvent = match decode(recorded) {
-            Ok(event) => event,
-            Err(error) => {
+        let event = match event.order_event() {
+            Some(Ok(event)) => event,
+            // Not reachable: an order stream's event always carries its decode.
+            None => return Ok(()),
+            Some(Err(error)) => {
                 self.poisoned.insert(order_id);
                 self.forget_working(order_id);
                 return Err(describe_poison(recorded, "reacted to", &error.to_string()));
@@ -306,7 +311,7 @@ impl Reactor {
             }
             return Ok(());
         }
-        let observed = match &event {
+        let observed = match event {
             OrderEvent::OrderSubmitted(submitted) => {
                 if !self.started_in_process.remove(&order_id) {
                     self.on_submitted(order_id, recorded.event_id, recorded.global_position, submitted)

@@ -1,9 +1,11 @@
-//! Readers of the whole log: the tail, and the read models built from it
+//! Readers of the whole log: the tail, the feed that shares one reader among
+//! the process's followers, and the read models built from it
 //! (the `orders` table, history, HTTP idempotency keys) with their runner.
 //!
 //! Never writes to the log.
 
 pub mod coalesce;
+mod feed;
 mod order_rows;
 mod read_models;
 mod runner;
@@ -14,7 +16,8 @@ mod tail;
 
 use std::sync::Arc;
 
-pub use order_rows::{order_row_change, OrderRow, OrderRowChange};
+pub use feed::{FeedBatch, FeedEvent, FeedTail, LogFeed, FEED_PAGES_MAX, FEED_PAGE_MAX};
+pub use order_rows::{order_row_change, order_row_change_of, OrderRow, OrderRowChange};
 pub use read_models::{
     HistoryPage, IdempotencyClaim, IdempotencyRecord, ReadModels, HISTORY_LIMIT_MAX, IDEMPOTENCY_IN_FLIGHT,
 };

@@ -52,9 +52,13 @@ pub fn order_row_change(recorded: &RecordedEvent) -> Result<Option<OrderRowChang
         return Ok(None);
     }
     let event: OrderEvent = decode(recorded)?;
-    let Some(id) = recorded.stream_id.uuid_in("order") else {
-        return Ok(None);
-    };
+    Ok(order_row_change_of(recorded, &event))
+}
+
+/// The change an order event makes, decoded already (the log feed decodes once
+/// for every follower); None when its stream is not `order-<uuid>`.
+pub fn order_row_change_of(recorded: &RecordedEvent, event: &OrderEvent) -> Option<OrderRowChange> {
+    let id = recorded.stream_id.uuid_in("order")?;
     let update = |status: Option<OrderStatus>, updated_at: DateTime<Utc>, failure_reason: Option<String>| {
         OrderRowChange::Update {
             id,
@@ -66,7 +70,7 @@ pub fn order_row_change(recorded: &RecordedEvent) -> Result<Option<OrderRowChang
             failure_reason,
         }
     };
-    Ok(Some(match event {
+    Some(match event {
         OrderEvent::OrderSubmitted(e) => OrderRowChange::Insert(Box::new(OrderRow {
             id,
             user_id: e.user_id,
@@ -100,7 +104,7 @@ pub fn order_row_change(recorded: &RecordedEvent) -> Result<Option<OrderRowChang
             execution_value: Some(e.total_value),
             failure_reason: None,
         },
-        OrderEvent::OrderCancelled(e) => update(Some(OrderStatus::Cancelled), e.cancelled_at, Some(e.reason)),
-        OrderEvent::OrderFailed(e) => update(Some(OrderStatus::Failed), e.failed_at, Some(e.reason)),
-    }))
+        OrderEvent::OrderCancelled(e) => update(Some(OrderStatus::Cancelled), e.cancelled_at, Some(e.reason.clone())),
+        OrderEvent::OrderFailed(e) => update(Some(OrderStatus::Failed), e.failed_at, Some(e.reason.clone())),
+    })
 }

@@ -11,11 +11,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
-use super::order_rows::{order_row_change, OrderRowChange};
+use super::feed::LogFeed;
+use super::order_rows::{order_row_change_of, OrderRowChange};
 use super::read_models::ReadModels;
-use super::tail::LogTail;
 use crate::events::RecordedEvent;
-use crate::store::EventStore;
 use crate::telemetry::metrics::Metrics;
 
 /// The `orders` read model's projection name (and checkpoint name).
@@ -80,7 +79,7 @@ async fn pause_or_shutdown(shutdown: &mut watch::Receiver<bool>) -> bool {
 
 /// Runs the `orders` projection until `shutdown` or a poison event.
 pub async fn run_orders_projection(
-    store: Arc<dyn EventStore>,
+    feed: LogFeed,
     models: Arc<dyn ReadModels>,
     health: Arc<ProjectionHealth>,
     metrics: Option<Arc<Metrics>>,
@@ -103,7 +102,7 @@ pub async fn run_orders_projection(
             }
         };
         health.update(|s| s.position = from);
-        let mut tail = LogTail::new(Arc::clone(&store), from);
+        let mut tail = feed.follow(from);
         loop {
             let batch = tokio::select! {
                 _ = shutdown.changed() => return,
@@ -121,11 +120,11 @@ pub async fn run_orders_projection(
             };
             let mut changes = Vec::with_capacity(batch.len());
             for event in &batch {
-                match order_row_change(event) {
-                    Ok(Some(change)) => changes.push(change),
-                    Ok(None) => {}
-                    Err(error) => {
-                        let reason = describe_poison(event, "projected", &error.to_string());
+                match event.order_event() {
+                    Some(Ok(order_event)) => changes.extend(order_row_change_of(&event.recorded, order_event)),
+                    None => {}
+                    Some(Err(error)) => {
+                        let reason = describe_poison(&event.recorded, "projected", &error.to_string());
                         tracing::error!(projection = ORDERS_PROJECTION, %reason, "projection stopped");
                         health.update(|s| s.failed = Some(reason));
                         return;
@@ -144,8 +143,8 @@ pub async fn run_orders_projection(
                 let (first, last) = (batch.first(), batch.last());
                 let reason = format!(
                     "rows for positions {}..={} were refused by the database: {error}",
-                    first.map_or(0, |e| e.global_position),
-                    last.map_or(0, |e| e.global_position)
+                    first.map_or(0, |e| e.recorded.global_position),
+                    last.map_or(0, |e| e.recorded.global_position)
                 );
                 tracing::error!(projection = ORDERS_PROJECTION, %reason, "projection stopped");
                 health.update(|s| s.failed = Some(reason));
@@ -163,8 +162,8 @@ pub async fn run_orders_projection(
                     }
                 }
             }
-            let head = store.head_position().await.unwrap_or(tail.position());
-            let newest: Option<DateTime<Utc>> = batch.last().map(|e| e.recorded_at);
+            let head = feed.store().head_position().await.unwrap_or(tail.position());
+            let newest: Option<DateTime<Utc>> = batch.last().map(|e| e.recorded.recorded_at);
             health.update(|s| {
                 s.position = tail.position();
                 s.head = head.max(tail.position());

@@ -81,7 +81,7 @@ pub async fn live_log(db: &TestDb) -> LiveLog {
     let health = Arc::new(ProjectionHealth::default());
     let (stop, stopped) = watch::channel(false);
     let projection = actix_rt::spawn(run_orders_projection(
-        Arc::clone(&t.store.store),
+        t.engine.feed().clone(),
         Arc::clone(&t.store.models),
         Arc::clone(&health),
         None,
