@@ -250,7 +250,7 @@ async fn measure(
         accounts: Arc::new(EmbeddedAccounts),
         clock,
     };
-    let engine = Arc::new(Engine::start(config, deps, None));
+    let engine = Arc::new(Engine::start(config, deps, None)?);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = rss_kib()?;
     let started = Instant::now();

@@ -141,12 +141,13 @@ fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
     order_engine::config::parse_duration(text)
 }
 
-/// The engine runs on every core: actix's system (the order actors, on its
-/// arbiter) sits on a multi-threaded Tokio runtime, so everything the engine
-/// spawns with `tokio::spawn` (the reactor, saga tasks, the group-commit
-/// writer, log tails, the AMQP consumer and publishers, sqlx's futures) is
-/// spread over one worker per core instead of sharing actix's one thread.
-/// The HTTP workers keep their own threads, as actix-web runs them.
+/// The engine runs on every core: actix's system sits on a multi-threaded
+/// Tokio runtime, so everything the engine spawns with `tokio::spawn` (the
+/// reactor, saga tasks, the group-commit writer, log tails, the AMQP consumer
+/// and publishers) is spread over one worker per core instead of sharing
+/// actix's one thread, and the order actors are spread over arbiters of
+/// their own (ORDER_ENGINE_ACTOR_THREADS, one per core by default). The HTTP
+/// workers keep their own threads, as actix-web runs them.
 fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

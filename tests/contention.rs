@@ -61,7 +61,7 @@ fn production_like(store: common::TestStore) -> TestEngine {
         clock,
     };
     TestEngine {
-        engine: Arc::new(Engine::start(EngineConfig::default(), deps, None)),
+        engine: Arc::new(Engine::start(EngineConfig::default(), deps, None).unwrap()),
         ledger,
         market,
         store,

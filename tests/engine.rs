@@ -40,6 +40,7 @@ on_every_backend_in_actix!(
     a_saga_out_of_local_retries_is_reported_stalled_not_dropped,
     a_market_buy_with_the_embedded_ledger_is_three_commits,
     a_lost_race_on_the_account_is_retried_at_once_and_the_order_executes_within_a_second,
+    orders_on_two_actor_threads_all_execute_with_the_ledger_right,
 );
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -755,7 +756,8 @@ async fn a_saga_out_of_local_retries_is_reported_stalled_not_dropped(db: TestDb)
             clock,
         },
         None,
-    );
+    )
+    .unwrap();
     let order = engine
         .submit(request(Uuid::new_v4(), Side::Buy, OrderType::Market, None, None))
         .await
@@ -949,5 +951,43 @@ async fn a_lost_race_on_the_account_is_retried_at_once_and_the_order_executes_wi
         DEMO_BALANCE + dec!(2) - dec!(1502.5),
         "after {elapsed:?}"
     );
+    t.engine.shutdown().await;
+}
+
+async fn orders_on_two_actor_threads_all_execute_with_the_ledger_right(db: TestDb) {
+    // Proves the engine with its order actors on two threads of their own (as `serve` runs on two cores) executes concurrent orders of many users, each once, with every account right to the cent, and then stops.
+    let mut config = common::engine::fast_config();
+    config.actors.actor_threads = 2;
+    let t = common::engine::start_with(config, db.open(None).await, None, None);
+    t.market.set_price("AAPL", dec!(150.25)).unwrap();
+    // Two orders a user: both reservations fit the demo balance at once.
+    let users: Vec<Uuid> = (0..16).map(|_| Uuid::new_v4()).collect();
+    let submissions = (0..32).map(|i| {
+        t.engine.submit(request(
+            users[i % users.len()],
+            Side::Buy,
+            OrderType::Market,
+            None,
+            None,
+        ))
+    });
+    let orders: Vec<_> = futures_util::future::join_all(submissions)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let shards: std::collections::BTreeSet<usize> = orders.iter().map(|o| t.engine.registry().shard_of(o.id)).collect();
+    assert_eq!(shards.len(), 2, "32 orders land on both threads");
+    for order in &orders {
+        let done = settled(&t, order.id).await;
+        assert_eq!(done.status, OrderStatus::Executed, "{}: {:?}", order.id, done.reason);
+        assert_eq!(done.execution.unwrap().price, dec!(150.25));
+    }
+    for user in &users {
+        let account = account(&t, *user).await;
+        assert_eq!(account.available, DEMO_BALANCE - dec!(2) * dec!(1502.5), "{user}");
+        assert_eq!(account.reserved_total(), Decimal::ZERO, "{user}");
+        assert!(account.invariants_hold(), "{account:?}");
+    }
     t.engine.shutdown().await;
 }

@@ -11,7 +11,7 @@ use order_engine::config::{parse_duration, parse_duration_list, Settings, EMBEDD
 use rust_decimal::Decimal;
 
 /// Every variable `Settings::from_lookup` reads; a new one belongs here too.
-const VARIABLES: [&str; 26] = [
+const VARIABLES: [&str; 27] = [
     "DATABASE_URL",
     "ORDER_ENGINE_HTTP_ADDR",
     "ORDER_ENGINE_DEMO_BALANCE",
@@ -36,6 +36,7 @@ const VARIABLES: [&str; 26] = [
     "INTERNAL_API_KEY",
     "ORDER_ENGINE_AMQP_RETRY_DELAYS",
     "ORDER_ENGINE_AMQP_QUICK_RETRIES",
+    "ORDER_ENGINE_ACTOR_THREADS",
     // Not read by `from_lookup`: setting them must change nothing.
     "ORDER_ENGINE_UNKNOWN",
     "PATH",
@@ -126,6 +127,15 @@ fuzz_target!(|input: Input<'_>| {
         settings.live_actors_max > 0,
         "ORDER_ENGINE_LIVE_ACTORS_MAX=0 was accepted"
     );
+    // Set or not, the actor threads stay within "a whole number from 1 to 64".
+    assert!(
+        (1..=order_engine::actors::ACTOR_THREADS_MAX).contains(&settings.actor_threads),
+        "{} actor threads",
+        settings.actor_threads
+    );
+    if let Some(threads) = get("ORDER_ENGINE_ACTOR_THREADS") {
+        assert_eq!(threads.trim().parse::<usize>().ok(), Some(settings.actor_threads));
+    }
     for service in &settings.service_keys {
         // Every registered service passed the same rules serve starts with.
         assert_eq!(service.validate(), Ok(()), "{}", service.identity);

@@ -1,4 +1,5 @@
-//! What can go wrong when an order actor handles a command.
+//! What can go wrong when an order actor handles a command, and when the
+//! actors' registry starts.
 
 use crate::order::OrderRejection;
 use crate::store::StoreError;
@@ -35,4 +36,21 @@ impl ActorError {
             Self::Rejected(_) | Self::Unreadable { .. } | Self::CoWriteRefused { .. } => false,
         }
     }
+}
+
+/// Why the registry could not start where its actors run. Raised once, at
+/// start, never per command.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("order actors need an actix arbiter on the thread that starts the engine")]
+    NoArbiter,
+    #[error("order actors on {threads} threads need an actix system on the thread that starts the engine")]
+    NoSystem { threads: usize },
+    #[error("starting order actor thread {index} of {threads}")]
+    Thread {
+        index: usize,
+        threads: usize,
+        #[source]
+        source: std::io::Error,
+    },
 }

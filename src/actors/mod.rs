@@ -10,6 +10,6 @@ mod order_actor;
 mod registry;
 
 pub use command_loop::{CoWrite, Decided};
-pub use error::ActorError;
+pub use error::{ActorError, StartError};
 pub use order_actor::{CommandReply, ExecuteCommand, OrderActor};
-pub use registry::{ActorConfig, OrderRegistry};
+pub use registry::{ActorConfig, OrderRegistry, ACTOR_THREADS_MAX};

@@ -19,6 +19,9 @@ pub enum AppError {
         #[source]
         source: StoreError,
     },
+    /// The order actors' threads could not start (ORDER_ENGINE_ACTOR_THREADS).
+    #[error("starting the order actors (ORDER_ENGINE_ACTOR_THREADS)")]
+    Actors(#[source] crate::actors::StartError),
     #[error("registering metrics")]
     Metrics(#[source] prometheus::Error),
     /// A remote service client (balance, accounts) refused its configuration.

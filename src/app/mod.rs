@@ -297,7 +297,9 @@ impl Application {
                 deadline
             }
         };
-        tracing::info!("stopping: saving the reactor's checkpoint and passivating actors");
+        tracing::info!(
+            "stopping: the projection, the reactor's checkpoint, then the order actors once their queues have run"
+        );
         if let Some(feed) = &stack.feed {
             feed.abort();
         }
@@ -310,14 +312,17 @@ impl Application {
                 Err(_) => tracing::warn!("RabbitMQ layer still shared at shutdown; leaving it to the process exit"),
             }
         }
+        // The projection ends before the engine's actor threads do: a pooled
+        // connection an actor opened is served by its thread's I/O driver, and
+        // fails whoever holds it once that thread has stopped.
+        let _ = within(deadline, timeout, "the orders projection", projection).await?;
         within(
             deadline,
             timeout,
-            "the engine (reactor checkpoint, order actors)",
+            "the engine (reactor checkpoint, order actors and their threads)",
             stack.engine.shutdown(),
         )
         .await?;
-        let _ = within(deadline, timeout, "the orders projection", projection).await?;
         tracing::info!("stopped");
         Ok(())
     }

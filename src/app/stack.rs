@@ -65,7 +65,8 @@ pub struct EngineStack {
 
 impl EngineStack {
     /// Opens the log (unless given) and starts the engine on it. Needs an
-    /// actix system: the order actors run on it.
+    /// actix system: the order actors run on it (on arbiters of their own
+    /// with more than one actor thread).
     pub async fn build(settings: &Settings, overrides: Overrides) -> Result<Self, AppError> {
         let store_error = |source| AppError::Store {
             database: redact_url(&settings.database_url),
@@ -132,17 +133,20 @@ impl EngineStack {
         ));
         let feed = (!overrides.frozen_market).then(|| Arc::clone(&market).spawn());
 
-        let engine = Arc::new(Engine::start(
-            engine_config(settings),
-            EngineDeps {
-                store: Arc::clone(&store),
-                balance,
-                market: Arc::clone(&market) as _,
-                accounts,
-                clock: Arc::clone(&clock),
-            },
-            overrides.crash,
-        ));
+        let engine = Arc::new(
+            Engine::start(
+                engine_config(settings),
+                EngineDeps {
+                    store: Arc::clone(&store),
+                    balance,
+                    market: Arc::clone(&market) as _,
+                    accounts,
+                    clock: Arc::clone(&clock),
+                },
+                overrides.crash,
+            )
+            .map_err(AppError::Actors)?,
+        );
         Ok(Self {
             engine,
             store,
@@ -161,6 +165,7 @@ pub fn engine_config(settings: &Settings) -> EngineConfig {
     let mut config = EngineConfig::default();
     config.actors.passivate_after = settings.passivate_after;
     config.actors.live_actors_max = settings.live_actors_max;
+    config.actors.actor_threads = settings.actor_threads;
     config.saga.retry_delays = settings.retry_delays.clone();
     config.saga.market_buffer_bps = settings.market_buffer_bps;
     config

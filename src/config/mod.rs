@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use rust_decimal::Decimal;
 
+use crate::actors::ACTOR_THREADS_MAX;
 use crate::amqp::{
     AmqpConfig, DEFAULT_PREFETCH, DEFAULT_QUICK_RETRIES, DEFAULT_QUICK_RETRY_MAX, DEFAULT_QUICK_RETRY_MIN,
     PREFETCH_MAX, QUICK_RETRIES_MAX, RETRY_DELAY_MAX, RETRY_RUNGS_MAX, SEED_RETRY_LADDER,
@@ -48,6 +49,8 @@ pub struct Settings {
     pub retry_delays: Vec<Duration>,
     pub passivate_after: Duration,
     pub live_actors_max: usize,
+    /// Threads the order actors are spread over (one actix arbiter each).
+    pub actor_threads: usize,
     /// Merge appends that arrive together into one transaction (group commit).
     pub group_commit: bool,
     /// A remote balance service; the embedded ledger when unset.
@@ -204,6 +207,20 @@ impl Settings {
                 expected: "an amount of zero or more".into(),
             });
         }
+        let actor_threads_expected = format!("a whole number from 1 to {ACTOR_THREADS_MAX}");
+        let actor_threads: usize = parse(
+            &lookup,
+            "ORDER_ENGINE_ACTOR_THREADS",
+            default_actor_threads(),
+            &actor_threads_expected,
+        )?;
+        if !(1..=ACTOR_THREADS_MAX).contains(&actor_threads) {
+            return Err(ConfigError {
+                variable: "ORDER_ENGINE_ACTOR_THREADS",
+                value: actor_threads.to_string(),
+                expected: actor_threads_expected,
+            });
+        }
         Ok(Self {
             database_url: lookup("DATABASE_URL").unwrap_or_else(|| EMBEDDED_DATABASE_URL.to_owned()),
             http_addr: parse(
@@ -233,6 +250,7 @@ impl Settings {
                 "a whole number above zero",
             )?
             .get(),
+            actor_threads,
             group_commit: parse(&lookup, "ORDER_ENGINE_GROUP_COMMIT", true, "true or false")?,
             balance_service_url: lookup("BALANCE_SERVICE_URL"),
             account_service_url: lookup("ACCOUNT_SERVICE_URL"),
@@ -253,6 +271,14 @@ impl Settings {
             outbound_credentials: outbound_credentials(&lookup)?,
         })
     }
+}
+
+/// One actor thread per core the process may use (at least one, at most
+/// [`ACTOR_THREADS_MAX`]); one when the machine cannot say.
+fn default_actor_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, NonZeroUsize::get)
+        .clamp(1, ACTOR_THREADS_MAX)
 }
 
 /// What an error shows instead of a variable that holds keys or secrets.
@@ -592,6 +618,21 @@ mod tests {
                     "{text}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn actor_threads_default_to_the_cores_and_are_bounded() {
+        // Proves `serve` spreads order actors over one thread per core unless ORDER_ENGINE_ACTOR_THREADS says otherwise, and refuses 0 or more than ACTOR_THREADS_MAX.
+        let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+        assert_eq!(settings(&[]).unwrap().actor_threads, cores.clamp(1, ACTOR_THREADS_MAX));
+        let s = settings(&[("ORDER_ENGINE_ACTOR_THREADS", " 3 ")]).unwrap();
+        assert_eq!(s.actor_threads, 3);
+        assert_eq!(crate::app::engine_config(&s).actors.actor_threads, 3);
+        for value in ["0", "65", "-1", "many"] {
+            let error = settings(&[("ORDER_ENGINE_ACTOR_THREADS", value)]).unwrap_err();
+            assert_eq!(error.variable, "ORDER_ENGINE_ACTOR_THREADS", "{value}: {error}");
+            assert!(error.to_string().contains("from 1 to 64"), "{error}");
         }
     }
 

@@ -1,7 +1,8 @@
 //! The engine: order actors, the balance saga and the matcher, wired to a
 //! store and the outside services, behind a small facade (submit, cancel, get).
 //!
-//! Must be started inside an actix system (order actors live on its arbiter).
+//! Must be started inside an actix system: the order actors live on the
+//! calling arbiter, or on arbiters of their own (`ActorConfig::actor_threads`).
 
 mod attempts;
 mod colocated;
@@ -25,7 +26,7 @@ pub use reactor::REACTOR_CHECKPOINT;
 pub use saga_runner::{SagaConfig, ENGINE_NAMESPACE, LOCAL_RETRIES_MAX};
 
 use crate::accounts::{AccountError, Accounts};
-use crate::actors::{ActorConfig, ActorError, ExecuteCommand, OrderRegistry};
+use crate::actors::{ActorConfig, ActorError, ExecuteCommand, OrderRegistry, StartError};
 use crate::balance::BalanceService;
 use crate::clock::Clock;
 use crate::events::EventMetadata;
@@ -104,9 +105,9 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Starts the actors' registry and the reactor; returns at once.
-    pub fn start(config: EngineConfig, deps: EngineDeps, crash: Option<Arc<CrashPoint>>) -> Self {
-        let registry = OrderRegistry::new(Arc::clone(&deps.store), config.actors.clone());
+    /// Starts the actors' registry (and its threads) and the reactor; returns at once.
+    pub fn start(config: EngineConfig, deps: EngineDeps, crash: Option<Arc<CrashPoint>>) -> Result<Self, StartError> {
+        let registry = OrderRegistry::new(Arc::clone(&deps.store), config.actors.clone())?;
         let health = Arc::new(EngineHealth::default());
         let (rematch_tx, rematch_rx) = tokio::sync::mpsc::channel(reactor::REMATCH_QUEUE_MAX);
         let ctx = Arc::new(SagaContext {
@@ -132,7 +133,7 @@ impl Engine {
             rematch_rx,
             shutdown_rx,
         ));
-        Self {
+        Ok(Self {
             deps,
             registry,
             shutdown,
@@ -140,7 +141,7 @@ impl Engine {
             health,
             submissions,
             feed,
-        }
+        })
     }
 
     /// The process's one reader of the log; the read side follows it too.
@@ -277,7 +278,8 @@ impl Engine {
         Ok(self.registry.get(order_id).await?)
     }
 
-    /// Stops the reactor (saving its checkpoint); in-flight commands finish.
+    /// Stops the reactor (saving its checkpoint), then the order actors once
+    /// the commands queued to them have run, then the actors' threads.
     pub async fn shutdown(&self) {
         let _ = self.shutdown.send(true);
         let reactor = self
@@ -290,6 +292,6 @@ impl Engine {
                 tracing::warn!(%error, "reactor ended abnormally");
             }
         }
-        self.registry.stop_all();
+        self.registry.stop_all().await;
     }
 }

@@ -77,7 +77,7 @@ pub fn start_with(
         clock,
     };
     TestEngine {
-        engine: Arc::new(Engine::start(config, deps, crash)),
+        engine: Arc::new(Engine::start(config, deps, crash).unwrap()),
         ledger,
         market,
         store,

@@ -44,6 +44,8 @@ pub async fn spawn_app_with_auth(db: &TestDb, auth: Authenticator) -> TestApp {
 /// As [`spawn_app`], with the engine's bounds and ladder from `config` (the
 /// parts `serve` reads from its settings: retry ladder, market buffer, actor
 /// limits) and, when given, `auth` instead of the verifiers the settings describe.
+/// The actor threads stay `serve`'s default, one per core, so the HTTP tests
+/// run the order actors spread over threads as production does.
 pub async fn spawn_app_with(db: &TestDb, config: EngineConfig, auth: Option<Authenticator>) -> TestApp {
     // Logs go through the test writer (captured); RUST_LOG=order_engine=debug shows them.
     let _ = tracing_subscriber::fmt()

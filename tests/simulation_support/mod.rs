@@ -360,7 +360,7 @@ impl Simulation {
             accounts: Arc::new(EmbeddedAccounts),
             clock,
         };
-        Arc::new(Engine::start(config, deps, None))
+        Arc::new(Engine::start(config, deps, None).unwrap())
     }
 
     async fn drive(&mut self, faults: Arc<SimFaults>) -> Result<Ended, String> {
