@@ -17,11 +17,11 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
+use crate::account::AccountCommand;
 use crate::aggregate::Aggregate;
+use crate::balance::embedded::{AccountPlan, AccountPlanner};
 use crate::balance::BalanceError;
 use crate::events::{encode, EventMetadata, NewEvent, StreamId};
-use crate::ledger::account::AccountCommand;
-use crate::ledger::{AccountPlan, AccountPlanner};
 use crate::saga::{next_actions, Action, SagaAggregate, SagaCommand, SagaEvent, SagaState, Step, StepOutcome};
 use crate::store::AppendRequest;
 
@@ -229,7 +229,7 @@ mod tests {
     use rust_decimal_macros::dec;
 
     use super::*;
-    use crate::ledger::account::AccountState;
+    use crate::account::AccountState;
     use crate::order::Side;
     use crate::saga::ObservedOrder;
 

@@ -22,10 +22,10 @@ use super::health::EngineHealth;
 use super::matching::{on_price, MatchAction, WorkingOrder};
 use crate::actors::{ActorError, CoWrite, Decided, ExecuteCommand, OrderRegistry};
 use crate::aggregate::Aggregate;
+use crate::balance::embedded::{AccountTurn, EmbeddedLedger};
 use crate::balance::{BalanceError, BalanceOp, BalanceReceipt, BalanceService, ReleaseOp};
 use crate::clock::Clock;
 use crate::events::{encode, EventMetadata, StreamId};
-use crate::ledger::{AccountTurn, EmbeddedLedger};
 use crate::market::MarketData;
 use crate::order::{AcceptOrder, ExecuteOrder, FailOrder, Order, OrderCommand, OrderEvent, OrderStatus};
 use crate::saga::{

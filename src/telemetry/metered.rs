@@ -161,7 +161,7 @@ impl BalanceService for MeteredBalance {
         result
     }
 
-    fn colocated(&self) -> Option<&crate::ledger::EmbeddedLedger> {
+    fn colocated(&self) -> Option<&crate::balance::embedded::EmbeddedLedger> {
         self.inner.colocated()
     }
 
@@ -175,9 +175,9 @@ mod tests {
     use rust_decimal_macros::dec;
 
     use super::*;
+    use crate::balance::embedded::{EmbeddedLedger, LedgerConfig};
     use crate::clock::SystemClock;
     use crate::events::{EventMetadata, NewEvent};
-    use crate::ledger::{EmbeddedLedger, LedgerConfig};
     use crate::store::{append, SqliteConfig, SqliteStore};
 
     async fn sqlite(dir: &tempfile::TempDir) -> Arc<dyn EventStore> {

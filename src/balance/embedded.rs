@@ -1,11 +1,9 @@
 //! The embedded ledger: [`BalanceService`] over account streams
 //! (`account-<user id>`) in the same event log as orders. The pure rules live
-//! in `account/`; this file is their shell (load, decide, append, retry).
+//! in `crate::account`; this file is their shell (load, decide, append, retry).
 //!
 //! Never writes to an account except through `decide` with an expected
 //! version, and never writes when reading.
-
-pub mod account;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -16,9 +14,9 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use rust_decimal::Decimal;
 use uuid::{uuid, Uuid};
 
-use self::account::{AccountAggregate, AccountCommand, AccountEvent, AccountRejection, AccountState, Receipt};
+use super::{Balance, BalanceError, BalanceOp, BalanceReceipt, BalanceService, ReleaseOp};
+use crate::account::{AccountAggregate, AccountCommand, AccountEvent, AccountRejection, AccountState, Receipt};
 use crate::aggregate::Aggregate;
-use crate::balance::{Balance, BalanceError, BalanceOp, BalanceReceipt, BalanceService, ReleaseOp};
 use crate::clock::Clock;
 use crate::events::{encode, DecodeError, EventMetadata, NewEvent, StreamId};
 use crate::order::check_positive_amount;

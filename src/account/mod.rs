@@ -1,5 +1,6 @@
-//! The account aggregate: the pure core of the embedded ledger. An account is
-//! the stream `account-<user id>`; its state is a fold of money movements.
+//! The account aggregate: the pure core of the embedded ledger, whose shell is
+//! `balance::embedded`. An account is the stream `account-<user id>`; its
+//! state is a fold of money movements.
 //!
 //! Must never import sqlx, actix, lapin or tokio, read the clock or make ids:
 //! `tests/pure_core_boundary.rs` fails the build's tests if it does.
