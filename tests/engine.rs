@@ -66,7 +66,7 @@ fn request(
 
 async fn account(t: &TestEngine, user: Uuid) -> Account {
     match t.ledger.account_state(user).await.unwrap() {
-        AccountState::Open(account) => *account,
+        AccountState::Open(account) => Arc::unwrap_or_clone(account),
         AccountState::NotOpened => panic!("account {user} was never opened"),
     }
 }
@@ -846,6 +846,9 @@ impl EventStore for Spy {
     }
     async fn stream_version(&self, s: &StreamId) -> Result<u64, StoreError> {
         self.inner.stream_version(s).await
+    }
+    async fn command_record(&self, s: &StreamId, command_id: Uuid) -> Result<Option<Appended>, StoreError> {
+        self.inner.command_record(s, command_id).await
     }
     async fn head_position(&self) -> Result<u64, StoreError> {
         self.inner.head_position().await

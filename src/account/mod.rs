@@ -17,12 +17,12 @@ mod properties;
 mod tests;
 
 pub use command::AccountCommand;
-pub use decide::decide;
+pub use decide::{answers, decide};
 pub use event::{
     AccountEvent, AccountOpened, FundsCredited, FundsDeposited, FundsReserved, ReservationDeducted, ReservationReleased,
 };
 pub use rejection::{AccountRejection, IDEMPOTENCY_KEY_LEN_MAX};
-pub use state::{evolve, try_evolve, Account, AccountState, Operation, Receipt};
+pub use state::{evolve, try_evolve, Account, AccountState, Operation, Receipt, RECEIPTS_MAX};
 
 /// The account as an [`Aggregate`](crate::aggregate::Aggregate).
 #[derive(Debug, Clone, Copy, Default)]

@@ -15,12 +15,16 @@ use rust_decimal::Decimal;
 use uuid::{uuid, Uuid};
 
 use super::{Balance, BalanceError, BalanceOp, BalanceReceipt, BalanceService, ReleaseOp};
-use crate::account::{AccountAggregate, AccountCommand, AccountEvent, AccountRejection, AccountState, Receipt};
+use crate::account::{
+    answers, AccountAggregate, AccountCommand, AccountEvent, AccountRejection, AccountState, Receipt,
+};
 use crate::aggregate::Aggregate;
 use crate::clock::Clock;
 use crate::events::{encode, DecodeError, EventMetadata, NewEvent, StreamId};
 use crate::order::check_positive_amount;
-use crate::store::{append, fold_stream, AppendRequest, EventStore, FoldError, StoreError};
+use crate::store::{
+    append, fold_stream, fold_stream_until, AppendRequest, Appended, EventStore, FoldError, StoreError,
+};
 
 /// Command ids of ledger appends are UUIDv5 of the idempotency key in this
 /// namespace, so every process derives the same id for the same request and
@@ -149,21 +153,69 @@ impl EmbeddedLedger {
             &mut version,
         )
         .await
-        .map_err(|error| match error {
-            FoldError::Store(error) => store_error(error),
-            other => BalanceError::Rejected(format!("account stream unreadable: {other}")),
-        })?;
+        .map_err(fold_error)?;
         let loaded = Loaded { state, version };
+        self.cache(user_id, &loaded);
+        Ok(loaded)
+    }
+
+    /// Keeps `loaded` as the account's cached state, unless a concurrent call
+    /// cached a newer version. A copy of the state is a reference count.
+    fn cache(&self, user_id: Uuid, loaded: &Loaded) {
         let mut accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
         if accounts.len() >= ACCOUNT_CACHE_MAX {
             accounts.clear();
         }
-        // A concurrent call may have cached a newer version; keep the newest.
         let newer = accounts.get(&user_id).is_some_and(|c| c.version > loaded.version);
         if !newer {
             accounts.insert(user_id, loaded.clone());
         }
-        Ok(loaded)
+    }
+
+    /// The answer a request got when its append landed at `original`: the
+    /// account folded from its start up to that append holds the key's
+    /// receipt (it is the newest there). For a repeat older than the receipts
+    /// an account keeps (`RECEIPTS_MAX`); it reads the stream that far, which
+    /// only such a repeat pays.
+    async fn answer_from_log(
+        &self,
+        user_id: Uuid,
+        key: &str,
+        command: &AccountCommand,
+        original: &Appended,
+    ) -> Result<BalanceReceipt, BalanceError> {
+        let (mut state, mut version) = (AccountState::default(), 0);
+        fold_stream_until::<AccountAggregate>(
+            self.store.as_ref(),
+            &StreamId::account(user_id),
+            &mut state,
+            &mut version,
+            original.last_version,
+        )
+        .await
+        .map_err(fold_error)?;
+        // The same key for another request is refused, as `decide` refuses it
+        // while the receipt is held.
+        if let Some(receipt) = state.account().and_then(|a| a.receipt(key)) {
+            if !answers(receipt, command) {
+                return Err(rejection(AccountRejection::KeyReused {
+                    key: key.to_owned(),
+                    original: receipt.operation,
+                }));
+            }
+        }
+        answer(user_id, &state, key)
+    }
+
+    /// Where the request named `command_id` was appended to the account, if
+    /// it was. Asked only when `decide` refused a key the account holds no
+    /// receipt for: a refusal of a request applied long ago (a deduction
+    /// repeated after its reservation was used up) must get the first answer.
+    async fn applied_before(&self, user_id: Uuid, command_id: Uuid) -> Result<Option<Appended>, BalanceError> {
+        self.store
+            .command_record(&StreamId::account(user_id), command_id)
+            .await
+            .map_err(store_error)
     }
 
     /// Takes the account's writer turn and loads it, for a commit that writes
@@ -229,11 +281,26 @@ impl EmbeddedLedger {
                 AccountState::Open(_) => Vec::new(),
             };
             let state = AccountAggregate::fold(state, &events);
-            let (state, decided) = AccountAggregate::handle(&state, &command).map_err(rejection)?;
+            let decided = match AccountAggregate::decide(&state, &command) {
+                Ok(decided) => decided,
+                Err(refused) => {
+                    // A key the account holds no receipt for may still have
+                    // been applied, before the latest `RECEIPTS_MAX` keys.
+                    let held = state.account().is_some_and(|a| a.receipt(&key).is_some());
+                    if !held && may_refuse_a_repeat(&refused) {
+                        if let Some(original) = self.applied_before(user_id, command_id).await? {
+                            return self.answer_from_log(user_id, &key, &command, &original).await;
+                        }
+                    }
+                    return Err(rejection(refused));
+                }
+            };
             if decided.is_empty() {
                 // The key was applied before: answer with what it did then.
                 return answer(user_id, &state, &key);
             }
+            // The cached state shares this account: folding copies it once.
+            let state = AccountAggregate::fold(state, &decided);
             events.extend(decided);
             let request = AppendRequest {
                 stream_id: stream_id.clone(),
@@ -243,12 +310,27 @@ impl EmbeddedLedger {
                 linked: false,
             };
             match append(self.store.as_ref(), request).await.map_err(store_error)? {
-                Ok(appended) if !appended.deduplicated => return answer(user_id, &state, &key),
-                // Another process applied this very request since we read: its
-                // receipt is in the log now.
-                Ok(_) => {
+                Ok(appended) if !appended.deduplicated => {
+                    let receipt = answer(user_id, &state, &key);
+                    // The next call starts here instead of reading these events back.
+                    self.cache(
+                        user_id,
+                        &Loaded {
+                            state,
+                            version: appended.last_version,
+                        },
+                    );
+                    return receipt;
+                }
+                // Applied before: by another process since we read (its
+                // receipt is in the log now), or longer ago than the receipts
+                // the account keeps (the store remembers the command for good).
+                Ok(original) => {
                     let reloaded = self.load(user_id).await?;
-                    return answer(user_id, &reloaded.state, &key);
+                    return match reloaded.state.account().and_then(|a| a.receipt(&key)) {
+                        Some(_) => answer(user_id, &reloaded.state, &key),
+                        None => self.answer_from_log(user_id, &key, &command, &original).await,
+                    };
                 }
                 Err(conflict) => {
                     conflicts += 1;
@@ -444,19 +526,24 @@ impl AccountPlanner {
             | AccountCommand::Credit { at, .. }
             | AccountCommand::Release { at, .. } => *at,
         };
-        let mut opened = Vec::new();
-        if matches!(plan.state, AccountState::NotOpened) {
-            opened = opening(self.user_id, self.demo_balance, at)?;
+        // Decided on the plan's state in place; a copy of the account is made
+        // only by folding, once per plan (the planner and the cache share it).
+        let opened = match plan.state {
+            AccountState::NotOpened => opening(self.user_id, self.demo_balance, at)?,
+            AccountState::Open(_) => Vec::new(),
+        };
+        let fresh = (!opened.is_empty()).then(|| AccountAggregate::fold(AccountState::NotOpened, &opened));
+        let base = fresh.as_ref().unwrap_or(&plan.state);
+        let decided = AccountAggregate::decide(base, command).map_err(rejection)?;
+        if decided.is_empty() {
+            // Applied before: the plan moves nothing and answers from the receipt.
+            return answer(self.user_id, base, &key);
         }
-        let state = AccountAggregate::fold(plan.state.clone(), &opened);
-        let (state, decided) = AccountAggregate::handle(&state, command).map_err(rejection)?;
-        let receipt = answer(self.user_id, &state, &key)?;
-        if !decided.is_empty() {
-            plan.events.extend(opened);
-            plan.events.extend(decided);
-            plan.state = state;
-        }
-        Ok(receipt)
+        let base = fresh.unwrap_or_else(|| std::mem::take(&mut plan.state));
+        plan.state = AccountAggregate::fold(base, &decided);
+        plan.events.extend(opened);
+        plan.events.extend(decided);
+        answer(self.user_id, &plan.state, &key)
     }
 
     /// An empty plan over the loaded state.
@@ -509,20 +596,13 @@ impl AccountTurn<'_> {
     pub fn committed(&mut self, plan: AccountPlan, version: u64) {
         self.planner.state = plan.state;
         self.planner.version = version;
-        let mut accounts = self.ledger.accounts.lock().unwrap_or_else(PoisonError::into_inner);
-        if accounts.len() >= ACCOUNT_CACHE_MAX {
-            accounts.clear();
-        }
-        let newer = accounts.get(&self.planner.user_id).is_some_and(|c| c.version > version);
-        if !newer {
-            accounts.insert(
-                self.planner.user_id,
-                Loaded {
-                    state: self.planner.state.clone(),
-                    version,
-                },
-            );
-        }
+        self.ledger.cache(
+            self.planner.user_id,
+            &Loaded {
+                state: self.planner.state.clone(),
+                version,
+            },
+        );
     }
 }
 
@@ -566,6 +646,26 @@ fn rejection(rejection: AccountRejection) -> BalanceError {
         | AccountRejection::InvalidAmount { .. }
         | AccountRejection::InvalidIdempotencyKey { .. }
         | AccountRejection::KeyReused { .. }) => BalanceError::Rejected(other.to_string()),
+    }
+}
+
+/// Whether `decide` may refuse a request that was applied before its receipt
+/// left the account: a reservation repeated after the money moved on, a
+/// deduction repeated after the reservation was used up. Other refusals
+/// (amounts, keys) refuse the first request alike, and nothing else refuses.
+fn may_refuse_a_repeat(refused: &AccountRejection) -> bool {
+    matches!(
+        refused,
+        AccountRejection::InsufficientFunds { .. }
+            | AccountRejection::NoReservation { .. }
+            | AccountRejection::ExceedsReservation { .. }
+    )
+}
+
+fn fold_error(error: FoldError) -> BalanceError {
+    match error {
+        FoldError::Store(error) => store_error(error),
+        other => BalanceError::Rejected(format!("account stream unreadable: {other}")),
     }
 }
 

@@ -73,6 +73,8 @@ pub(crate) fn stage(
     for input in inputs {
         record(&mut staged, &input);
     }
+    // Steps whose first attempt this run records: their key is new.
+    let mut attempted_here: Vec<Step> = Vec::new();
     for _ in 0..STAGED_STEPS_MAX {
         let Some(action) = next_actions(&staged.state, now).into_iter().next() else {
             return Ok(staged);
@@ -82,14 +84,32 @@ pub(crate) fn stage(
                 if !record(&mut staged, &SagaCommand::Attempt { step, amount, at: now }) {
                     return Ok(staged);
                 }
+                attempted_here.push(step);
             }
             Action::Call {
                 step,
+                attempt,
                 amount,
                 idempotency_key,
-                ..
             } => {
                 let saga = staged.state.saga().ok_or("a call before the saga started")?;
+                // A call that may have been made before (an attempt left in
+                // flight, or a later attempt under the same key) is answered
+                // from the account's receipt; with none held, it may predate
+                // the receipts the account keeps, and only the ledger's own
+                // path asks the log (planned anew, it could move money twice
+                // in the plan or refuse what once succeeded).
+                let new_key = attempt == 1 && attempted_here.contains(&step);
+                let held = staged
+                    .account
+                    .state
+                    .account()
+                    .is_some_and(|a| a.receipt(&idempotency_key).is_some());
+                if !new_key && !held {
+                    return Err(format!(
+                        "step {step} may have been called before under {idempotency_key:?} and the account holds no receipt for it"
+                    ));
+                }
                 let command = account_command(step, saga.order_id, amount, idempotency_key.clone(), now)?;
                 let outcome = match planner.apply(&mut staged.account, &command) {
                     Ok(receipt) => {

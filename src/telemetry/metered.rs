@@ -58,6 +58,10 @@ impl EventStore for MeteredStore {
         self.inner.import_chained(events).await
     }
 
+    async fn command_record(&self, stream_id: &StreamId, command_id: Uuid) -> Result<Option<Appended>, StoreError> {
+        self.inner.command_record(stream_id, command_id).await
+    }
+
     async fn stream_version(&self, stream_id: &StreamId) -> Result<u64, StoreError> {
         self.inner.stream_version(stream_id).await
     }
