@@ -23,7 +23,7 @@ use crate::balance::embedded::{AccountPlan, AccountPlanner};
 use crate::balance::BalanceError;
 use crate::events::{encode, EventMetadata, NewEvent, StreamId};
 use crate::saga::{next_actions, Action, SagaAggregate, SagaCommand, SagaEvent, SagaState, Step, StepOutcome};
-use crate::store::AppendRequest;
+use crate::store::{event_id, AppendRequest};
 
 /// Where a staged run stopped.
 #[derive(Debug, Clone, PartialEq)]
@@ -215,17 +215,18 @@ pub(crate) fn requests(
         source: Some("saga".into()),
         trace: None,
     };
+    let stream = StreamId::saga(order_id);
     let events = staged
         .events
         .iter()
         .enumerate()
-        .map(|(i, e)| encode(e, Uuid::new_v5(&command_id, &i.to_le_bytes()), metadata.clone()))
+        .map(|(i, e)| encode(e, event_id(command_id, &stream, i), metadata.clone()))
         .collect::<Result<Vec<NewEvent>, _>>()
         .map_err(|e| e.to_string())?;
     let mut requests = Vec::with_capacity(2);
     if !events.is_empty() {
         requests.push(AppendRequest {
-            stream_id: StreamId::saga(order_id),
+            stream_id: stream,
             expected_version: saga_version,
             command_id: Some(command_id),
             events,

@@ -6,6 +6,7 @@
 
 pub mod chain;
 mod error;
+mod execute;
 mod fault;
 mod fold;
 mod group_commit;
@@ -25,6 +26,7 @@ use uuid::Uuid;
 
 pub use chain::{ChainSummary, ChainVerifier, ChainViolation, ChainedEvent, EventHash};
 pub use error::StoreError;
+pub use execute::{event_id, execute, Around, ExecuteError, Executed, Freshness, Hydrated, Plain, Policy};
 pub use fault::{BeforeCommitHook, FaultInjected};
 pub use fold::{fold_stream, fold_stream_until, FoldError};
 pub use group_commit::{GroupCommitStore, GROUP_COMMIT_QUEUE_MAX};
