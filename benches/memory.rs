@@ -21,10 +21,10 @@ use chrono::Utc;
 use futures_util::StreamExt;
 use order_engine::accounts::EmbeddedAccounts;
 use order_engine::aggregate::Aggregate;
+use order_engine::balance::embedded::{EmbeddedLedger, LedgerConfig};
 use order_engine::clock::SystemClock;
 use order_engine::engine::{Engine, EngineConfig, EngineDeps, REACTOR_CHECKPOINT};
 use order_engine::events::{encode, EventMetadata, NewEvent, StreamId};
-use order_engine::ledger::{EmbeddedLedger, LedgerConfig};
 use order_engine::loadgen::sample_memory;
 use order_engine::market::{MarketSimulator, SimulatorConfig};
 use order_engine::order::{

@@ -1,8 +1,9 @@
 //! order-engine: an event-sourced order engine for trading platforms.
 //!
-//! See ARCHITECTURE.md for the map. The pure cores (`order`, `aggregate`) never
-//! do I/O; `store` and `projections` are the shell around the log.
+//! See ARCHITECTURE.md for the map. The pure cores (`aggregate`, `order`, `saga`,
+//! `account`) never do I/O; `store` and `projections` are the shell around the log.
 
+pub mod account;
 pub mod accounts;
 pub mod actors;
 pub mod aggregate;
@@ -17,7 +18,6 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod events;
-pub mod ledger;
 pub mod loadgen;
 pub mod market;
 pub mod ops;

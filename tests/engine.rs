@@ -12,12 +12,12 @@ use std::time::Duration;
 use common::engine::{eventually, ledger, saga_completed, start, stream_types, FlakyBalance, TestEngine, DEMO_BALANCE};
 use common::http::spawn_app;
 use common::TestDb;
+use order_engine::account::{Account, AccountState};
+use order_engine::balance::embedded::EmbeddedLedger;
 use order_engine::balance::{Balance, BalanceError, BalanceOp, BalanceReceipt, BalanceService, ReleaseOp};
 use order_engine::engine::{CrashPoint, Engine, EngineDeps, EngineError, SubmitRequest, REACTOR_CHECKPOINT};
 use order_engine::events::RecordedEvent;
 use order_engine::events::{EventMetadata, NewEvent, StreamId};
-use order_engine::ledger::account::{Account, AccountState};
-use order_engine::ledger::EmbeddedLedger;
 use order_engine::order::{OrderRejection, OrderStatus, OrderType, Side};
 use order_engine::store::{
     append, read_stream_all, AppendRequest, Appended, ChainedEvent, Conflict, EventStore, StoreError,
@@ -67,7 +67,7 @@ fn request(
 
 async fn account(t: &TestEngine, user: Uuid) -> Account {
     match t.ledger.account_state(user).await.unwrap() {
-        AccountState::Open(account) => *account,
+        AccountState::Open(account) => Arc::unwrap_or_clone(account),
         AccountState::NotOpened => panic!("account {user} was never opened"),
     }
 }
@@ -650,13 +650,13 @@ async fn shutdown_ends_within_its_timeout_when_the_database_is_gone() {
 /// A balance service in front of the ledger whose account loses every race
 /// for its first `contended` mutating calls (as another busy process would make it).
 struct ContendedBalance {
-    inner: Arc<order_engine::ledger::EmbeddedLedger>,
+    inner: Arc<order_engine::balance::embedded::EmbeddedLedger>,
     contended: std::sync::atomic::AtomicU32,
     calls: std::sync::atomic::AtomicU32,
 }
 
 impl ContendedBalance {
-    fn new(inner: Arc<order_engine::ledger::EmbeddedLedger>, contended: u32) -> Self {
+    fn new(inner: Arc<order_engine::balance::embedded::EmbeddedLedger>, contended: u32) -> Self {
         Self {
             inner,
             contended: std::sync::atomic::AtomicU32::new(contended),
@@ -848,6 +848,9 @@ impl EventStore for Spy {
     }
     async fn stream_version(&self, s: &StreamId) -> Result<u64, StoreError> {
         self.inner.stream_version(s).await
+    }
+    async fn command_record(&self, s: &StreamId, command_id: Uuid) -> Result<Option<Appended>, StoreError> {
+        self.inner.command_record(s, command_id).await
     }
     async fn head_position(&self) -> Result<u64, StoreError> {
         self.inner.head_position().await

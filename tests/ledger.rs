@@ -10,12 +10,12 @@ use std::sync::Arc;
 use chrono::{TimeZone, Utc};
 use common::TestDb;
 use futures_util::future::join_all;
+use order_engine::account::{Account, AccountAggregate, AccountEvent, AccountState, RECEIPTS_MAX};
 use order_engine::aggregate::Aggregate;
+use order_engine::balance::embedded::{EmbeddedLedger, LedgerConfig};
 use order_engine::balance::{Balance, BalanceError, BalanceOp, BalanceReceipt, BalanceService, ReleaseOp};
 use order_engine::clock::ManualClock;
 use order_engine::events::{decode, StreamId};
-use order_engine::ledger::account::{Account, AccountAggregate, AccountEvent, AccountState};
-use order_engine::ledger::{EmbeddedLedger, LedgerConfig};
 use order_engine::store::{read_stream_all, EventStore};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
@@ -25,6 +25,7 @@ on_every_backend!(
     a_new_account_is_funded_once_under_concurrent_first_use,
     money_moves_to_the_cent,
     a_repeated_key_moves_money_once_and_returns_the_same_receipt,
+    a_repeat_after_many_later_orders_gets_the_first_answer,
     concurrent_reserves_never_overdraw,
     insufficient_funds_is_typed_and_writes_nothing,
     reading_an_unknown_account_writes_nothing,
@@ -84,7 +85,7 @@ async fn account_events(store: &dyn EventStore, user_id: Uuid) -> Vec<AccountEve
 
 async fn open_account(ledger: &EmbeddedLedger, user_id: Uuid) -> Account {
     match ledger.account_state(user_id).await.unwrap() {
-        AccountState::Open(account) => *account,
+        AccountState::Open(account) => Arc::unwrap_or_clone(account),
         AccountState::NotOpened => panic!("account {user_id} is not open"),
     }
 }
@@ -430,4 +431,48 @@ async fn a_burst_on_one_account_from_two_processes_is_served_with_the_default_bo
     let account = assert_conserved(&a, store.as_ref(), user).await;
     assert_eq!(account.reserved_total(), amount * Decimal::from(50));
     eprintln!("LEDGER 50 reservations on one account from two processes in {took:.2?}");
+}
+
+async fn a_repeat_after_many_later_orders_gets_the_first_answer(db: TestDb) {
+    // Proves idempotency outlives the receipts an account keeps in memory:
+    // after more later orders than RECEIPTS_MAX, every repeated call (one that
+    // would now be refused included) answers as the first did and writes
+    // nothing, from either process, and a reused key is still refused.
+    let (a, b, store) = two_processes(&db).await;
+    let user = Uuid::new_v4();
+    let stream = StreamId::account(user);
+    let old = Uuid::new_v4();
+    let reserve = a.reserve(op(user, old, dec!(100), "reserve")).await.unwrap();
+    let deduct = a.deduct(op(user, old, dec!(100), "deduct")).await.unwrap();
+    let release = a.release(release_op(user, old)).await.unwrap();
+    for _ in 0..RECEIPTS_MAX {
+        let order = Uuid::new_v4();
+        a.reserve(op(user, order, dec!(1), "reserve")).await.unwrap();
+        a.deduct(op(user, order, dec!(1), "deduct")).await.unwrap();
+    }
+    let held = open_account(&a, user).await;
+    assert!(
+        held.receipt(&format!("{old}:reserve")).is_none(),
+        "the old keys should have left the receipts"
+    );
+    let version = store.stream_version(&stream).await.unwrap();
+    for ledger in [&a, &b] {
+        // Decided as new, then recognised by the store's record of the command.
+        assert_eq!(
+            ledger.reserve(op(user, old, dec!(100), "reserve")).await.unwrap(),
+            reserve
+        );
+        // Refused now (the reservation is gone), yet answered as the first time.
+        assert_eq!(ledger.deduct(op(user, old, dec!(100), "deduct")).await.unwrap(), deduct);
+        assert_eq!(ledger.release(release_op(user, old)).await.unwrap(), release);
+        // The same key for another request is refused, as while it was held.
+        let reused = ledger.reserve(op(user, old, dec!(5), "reserve")).await;
+        assert!(matches!(reused, Err(BalanceError::Rejected(_))), "{reused:?}");
+    }
+    assert_eq!(
+        store.stream_version(&stream).await.unwrap(),
+        version,
+        "a repeat wrote events"
+    );
+    assert_conserved(&a, store.as_ref(), user).await;
 }

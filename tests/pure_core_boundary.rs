@@ -13,13 +13,13 @@ use std::path::{Path, PathBuf};
 /// Files and folders that must stay pure.
 const PURE: &[&str] = &[
     "src/aggregate.rs",
+    "src/account",
     "src/order",
     "src/saga",
     "src/store/plan.rs",
     "src/store/chain.rs",
     "src/projections/coalesce.rs",
     "src/events/codec.rs",
-    "src/ledger/account",
     "src/submission",
 ];
 

@@ -244,7 +244,8 @@ async fn a_linked_run_commits_all_or_nothing(db: TestDb) {
 }
 
 async fn a_repeated_command_returns_the_original_result(db: TestDb) {
-    // Proves a retried command (same id, e.g. after an unknown COMMIT outcome) is written once.
+    // Proves a retried command (same id, e.g. after an unknown COMMIT outcome) is written once,
+    // and its record is found by stream and command id.
     let s = db.open_log(None).await;
     let id = stream("order");
     let command_id = Uuid::new_v4();
@@ -267,12 +268,16 @@ async fn a_repeated_command_returns_the_original_result(db: TestDb) {
     assert_eq!(must_append(&s.store, stale).await, retried);
     assert_eq!(s.store.stream_version(&id).await.unwrap(), 2);
     assert_eq!(s.store.head_position().await.unwrap(), 2);
+    // The record a retry is answered from can be asked for without appending.
+    assert_eq!(s.store.command_record(&id, command_id).await.unwrap(), Some(retried));
 
     // The same command id on another stream is another command.
     let other = stream("order");
+    assert_eq!(s.store.command_record(&other, command_id).await.unwrap(), None);
     let mut elsewhere = request(&other, 0, 1);
     elsewhere.command_id = Some(command_id);
     assert!(!must_append(&s.store, elsewhere).await.deduplicated);
+    assert_eq!(s.store.command_record(&id, Uuid::new_v4()).await.unwrap(), None);
 }
 
 async fn the_whole_log_reads_in_dense_pages(db: TestDb) {

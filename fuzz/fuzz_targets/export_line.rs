@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use order_engine::ledger::account::AccountEvent;
+use order_engine::account::AccountEvent;
 use order_engine::order::OrderEvent;
 use order_engine::saga::SagaEvent;
 use order_engine::store::chain::stream_link;

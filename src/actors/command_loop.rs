@@ -1,5 +1,7 @@
-//! Load, decide, append, evolve: one command against one order stream, with
-//! a bounded reload-and-retry when another writer got there first.
+//! One command against one order stream, through the store's `execute`:
+//! decide on the order as the actor holds it, append with the expected
+//! version (and the command's co-writes, all or nothing), and on a lost race
+//! reload and decide again, a bounded number of times.
 
 use std::sync::Arc;
 
@@ -7,36 +9,35 @@ use uuid::Uuid;
 
 use super::error::ActorError;
 use super::order_actor::ExecuteCommand;
-use crate::aggregate::Aggregate;
-use crate::events::{encode, StreamId};
-use crate::order::{OrderAggregate, OrderEvent, OrderState};
-use crate::store::{append_atomic, fold_stream, AppendRequest, Appended, EventStore, FoldError, StoreError};
+use crate::events::StreamId;
+use crate::order::{OrderAggregate, OrderEvent};
+use crate::store::{
+    execute, AppendRequest, Appended, EventStore, ExecuteError, Executed, FoldError, Freshness, Hydrated, Policy,
+};
 
 /// The order as the actor holds it between commands.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct OrderCore {
-    pub state: OrderState,
-    /// The stream version `state` was folded up to.
-    pub version: u64,
+pub(crate) type OrderCore = Hydrated<OrderAggregate>;
+
+/// Folds whatever the stream holds past the order's version (a new actor, or
+/// a writer elsewhere).
+pub(crate) async fn catch_up(
+    core: &mut OrderCore,
+    store: &dyn EventStore,
+    stream: &StreamId,
+    order_id: Uuid,
+) -> Result<(), ActorError> {
+    core.catch_up(store, stream)
+        .await
+        .map_err(|error| fold_error(order_id, error))
 }
 
-impl OrderCore {
-    /// Folds whatever the stream holds past `version` (a new actor, or a writer elsewhere).
-    pub(crate) async fn catch_up(
-        &mut self,
-        store: &dyn EventStore,
-        stream: &StreamId,
-        order_id: Uuid,
-    ) -> Result<(), ActorError> {
-        fold_stream::<OrderAggregate>(store, stream, &mut self.state, &mut self.version)
-            .await
-            .map_err(|error| match error {
-                FoldError::Store(error) => ActorError::Store(error),
-                other => ActorError::Unreadable {
-                    order_id,
-                    reason: other.to_string(),
-                },
-            })
+fn fold_error(order_id: Uuid, error: FoldError) -> ActorError {
+    match error {
+        FoldError::Store(error) => ActorError::Store(error),
+        other => ActorError::Unreadable {
+            order_id,
+            reason: other.to_string(),
+        },
     }
 }
 
@@ -46,6 +47,27 @@ pub(crate) struct Handled {
     pub co_written: Vec<Appended>,
     /// The events this call wrote, with their ids; empty when it wrote none.
     pub written: Vec<(Uuid, OrderEvent)>,
+}
+
+/// The command's co-write, asked for its streams after each decision.
+struct CoWriting<'a> {
+    order_id: Uuid,
+    co_write: Option<&'a CoWrite>,
+}
+
+impl crate::store::Around<OrderAggregate> for CoWriting<'_> {
+    type Halt = std::convert::Infallible;
+
+    fn co_write(&mut self, events: &[OrderEvent], event_ids: &[Uuid]) -> Result<Vec<AppendRequest>, String> {
+        match self.co_write {
+            Some(co_write) => (co_write.0)(&Decided {
+                order_id: self.order_id,
+                events,
+                event_ids,
+            }),
+            None => Ok(Vec::new()),
+        }
+    }
 }
 
 /// Runs one command to completion. The caller guarantees no other command for
@@ -63,92 +85,56 @@ pub(crate) async fn run_command(
     conflict_retries_max: u32,
 ) -> Result<Handled, ActorError> {
     let stream = StreamId::order(order_id);
-    let command_id = message.command_id;
-    let mut attempts = 0;
-    let mut reloaded = false;
-    loop {
-        attempts += 1;
-        let events = match OrderAggregate::decide(&core.state, &message.command) {
-            Ok(events) => events,
-            Err(rejection) if !reloaded => {
-                // Maybe decided on a stale or unloaded order: read it, then decide again.
-                tracing::trace!(%order_id, %rejection, "refused before reloading; reloading");
-                let before = core.version;
-                core.catch_up(store.as_ref(), &stream, order_id).await?;
-                reloaded = true;
-                if core.version == before {
-                    return Err(rejection.into());
-                }
-                continue;
-            }
-            Err(rejection) => return Err(rejection.into()),
-        };
-        let event_ids: Vec<Uuid> = (0..events.len())
-            // Event ids from the command id: a retried command carries the same events.
-            .map(|i| Uuid::new_v5(&command_id, &i.to_le_bytes()))
-            .collect();
-        let new_events = events
-            .iter()
-            .zip(&event_ids)
-            .map(|(event, event_id)| encode(event, *event_id, message.metadata.clone()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ActorError::Unreadable {
-                order_id,
-                reason: e.to_string(),
-            })?;
-        let request = AppendRequest {
-            stream_id: stream.clone(),
-            expected_version: core.version,
-            command_id: Some(command_id),
-            events: new_events,
-            linked: false,
-        };
-        let mut requests = vec![request];
-        if let Some(co_write) = &message.co_write {
-            let decided = Decided {
-                order_id,
-                events: &events,
-                event_ids: &event_ids,
-            };
-            requests.extend((co_write.0)(&decided).map_err(|reason| ActorError::CoWriteRefused { order_id, reason })?);
-        }
-        match append_atomic(store.as_ref(), requests).await? {
-            Ok(mut appended) => {
-                let co_written = appended.split_off(1);
-                let Some(own) = appended.pop() else {
-                    return Err(ActorError::Store(StoreError::Internal(
-                        "an atomic append lost its first result",
-                    )));
-                };
-                let mut written = Vec::new();
-                if own.deduplicated {
-                    // Applied before (a retry after an unknown outcome): catch up and answer.
-                    core.catch_up(store.as_ref(), &stream, order_id).await?;
-                } else {
-                    core.state = OrderAggregate::fold(std::mem::take(&mut core.state), &events);
-                    core.version = own.last_version;
-                    written = event_ids.into_iter().zip(events).collect();
-                }
-                return Ok(Handled {
-                    appended: Some(own),
-                    co_written,
-                    written,
-                });
-            }
-            Err(conflict) if conflict.stream_id != stream => {
-                // Another stream of the commit moved: its owner reloads, not the order.
-                return Err(ActorError::CoWriteConflict { order_id, conflict });
-            }
-            Err(conflict) => {
-                // Another process appended: reload and decide again on fresh state.
-                if attempts > conflict_retries_max {
-                    return Err(ActorError::Contended { order_id, attempts });
-                }
-                tracing::debug!(%order_id, expected = conflict.expected, actual = conflict.actual, "order stream moved; reloading");
-                core.catch_up(store.as_ref(), &stream, order_id).await?;
-                reloaded = true;
-            }
-        }
+    let policy = Policy {
+        freshness: Freshness::Held {
+            reload_on_refusal: true,
+        },
+        conflict_retries_max,
+    };
+    let mut around = CoWriting {
+        order_id,
+        co_write: message.co_write.as_ref(),
+    };
+    let executed = execute(
+        store.as_ref(),
+        &stream,
+        core,
+        &message.command,
+        message.command_id,
+        &message.metadata,
+        policy,
+        &mut around,
+    )
+    .await;
+    match executed {
+        Ok(Executed::Unchanged) => Ok(Handled {
+            appended: None,
+            co_written: Vec::new(),
+            written: Vec::new(),
+        }),
+        Ok(Executed::Written {
+            appended,
+            co_written,
+            events,
+        }) => Ok(Handled {
+            appended: Some(appended),
+            co_written,
+            written: events,
+        }),
+        // Applied before (a retry after an unknown outcome): caught up, answered.
+        Ok(Executed::Repeated { appended, co_written }) => Ok(Handled {
+            appended: Some(appended),
+            co_written,
+            written: Vec::new(),
+        }),
+        Err(ExecuteError::Rejected(rejection)) => Err(rejection.into()),
+        Err(ExecuteError::Fold(error)) => Err(fold_error(order_id, error)),
+        Err(ExecuteError::Store(error)) => Err(ActorError::Store(error)),
+        Err(ExecuteError::Encode(reason)) => Err(ActorError::Unreadable { order_id, reason }),
+        Err(ExecuteError::Contended { attempts, .. }) => Err(ActorError::Contended { order_id, attempts }),
+        Err(ExecuteError::CoWriteConflict(conflict)) => Err(ActorError::CoWriteConflict { order_id, conflict }),
+        Err(ExecuteError::CoWriteRefused(reason)) => Err(ActorError::CoWriteRefused { order_id, reason }),
+        Err(ExecuteError::Halted(never)) => match never {},
     }
 }
 

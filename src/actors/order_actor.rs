@@ -6,7 +6,7 @@ use std::time::Instant;
 use actix::prelude::*;
 use uuid::Uuid;
 
-use super::command_loop::{run_command, CoWrite, OrderCore};
+use super::command_loop::{catch_up, run_command, CoWrite, OrderCore};
 use super::error::ActorError;
 use super::registry::{ActorConfig, RegistryLink};
 use crate::events::{EventMetadata, StreamId};
@@ -145,8 +145,7 @@ impl Handler<GetOrder> for OrderActor {
         let store = Arc::clone(&self.store);
         let order_id = self.order_id;
         let work = async move {
-            let result = core
-                .catch_up(store.as_ref(), &StreamId::order(order_id), order_id)
+            let result = catch_up(&mut core, store.as_ref(), &StreamId::order(order_id), order_id)
                 .await
                 .map(|()| core.state.order().cloned());
             (core, result)

@@ -1,10 +1,12 @@
 //! The balance service as the saga sees it (seed 004 section 1.4): get balance,
 //! reserve, deduct, credit, release, sufficient funds.
 //!
-//! Implementations: the embedded ledger (`crate::ledger`) and the HTTP client
-//! (`http.rs`). Every mutating call carries an idempotency key: calling twice
-//! with the same key has the effect of calling once and returns the same answer.
+//! Implementations: the embedded ledger (`embedded.rs`, over `account-<user
+//! id>` streams in the engine's own log) and the HTTP client (`http.rs`).
+//! Every mutating call carries an idempotency key: calling twice with the same
+//! key has the effect of calling once and returns the same answer.
 
+pub mod embedded;
 pub mod http;
 
 use async_trait::async_trait;
@@ -103,7 +105,7 @@ pub trait BalanceService: Send + Sync + 'static {
     /// the engine's own log: a saga step and its ledger entry can then be one
     /// commit with the order command they lead to. None for a remote service
     /// (and for wrappers that must see every call, such as fault injectors).
-    fn colocated(&self) -> Option<&crate::ledger::EmbeddedLedger> {
+    fn colocated(&self) -> Option<&embedded::EmbeddedLedger> {
         None
     }
 

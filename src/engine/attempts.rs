@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::saga_runner::ENGINE_NAMESPACE;
 use super::{Engine, EngineError};
 use crate::events::{encode, StreamId};
-use crate::store::{append, AppendRequest, Conflict, StoreError};
+use crate::store::{append, event_id, AppendRequest, Conflict, StoreError};
 use crate::submission::FailedAttempt;
 
 /// How long a record may take before it is given up: short, because a log
@@ -57,10 +57,10 @@ impl Engine {
         let store = self.deps.store.as_ref();
         let stream = StreamId::submission(attempt.order_id);
         let command_id = Uuid::new_v5(&ENGINE_NAMESPACE, attempt.key().as_bytes());
-        // The event id from the command id, as the actors make theirs: a retried record carries the same event.
+        // The event id from the command id, as every stream's are: a retried record carries the same event.
         let event = encode(
             &attempt.event(self.deps.clock.now()),
-            Uuid::new_v5(&command_id, &0_usize.to_le_bytes()),
+            event_id(command_id, &stream, 0),
             attempt.metadata.clone(),
         )
         .map_err(|e| EngineError::Internal(e.to_string()))?;

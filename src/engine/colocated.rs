@@ -17,13 +17,13 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
+use crate::account::AccountCommand;
 use crate::aggregate::Aggregate;
+use crate::balance::embedded::{AccountPlan, AccountPlanner};
 use crate::balance::BalanceError;
 use crate::events::{encode, EventMetadata, NewEvent, StreamId};
-use crate::ledger::account::AccountCommand;
-use crate::ledger::{AccountPlan, AccountPlanner};
 use crate::saga::{next_actions, Action, SagaAggregate, SagaCommand, SagaEvent, SagaState, Step, StepOutcome};
-use crate::store::AppendRequest;
+use crate::store::{event_id, AppendRequest};
 
 /// Where a staged run stopped.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,6 +73,8 @@ pub(crate) fn stage(
     for input in inputs {
         record(&mut staged, &input);
     }
+    // Steps whose first attempt this run records: their key is new.
+    let mut attempted_here: Vec<Step> = Vec::new();
     for _ in 0..STAGED_STEPS_MAX {
         let Some(action) = next_actions(&staged.state, now).into_iter().next() else {
             return Ok(staged);
@@ -82,14 +84,32 @@ pub(crate) fn stage(
                 if !record(&mut staged, &SagaCommand::Attempt { step, amount, at: now }) {
                     return Ok(staged);
                 }
+                attempted_here.push(step);
             }
             Action::Call {
                 step,
+                attempt,
                 amount,
                 idempotency_key,
-                ..
             } => {
                 let saga = staged.state.saga().ok_or("a call before the saga started")?;
+                // A call that may have been made before (an attempt left in
+                // flight, or a later attempt under the same key) is answered
+                // from the account's receipt; with none held, it may predate
+                // the receipts the account keeps, and only the ledger's own
+                // path asks the log (planned anew, it could move money twice
+                // in the plan or refuse what once succeeded).
+                let new_key = attempt == 1 && attempted_here.contains(&step);
+                let held = staged
+                    .account
+                    .state
+                    .account()
+                    .is_some_and(|a| a.receipt(&idempotency_key).is_some());
+                if !new_key && !held {
+                    return Err(format!(
+                        "step {step} may have been called before under {idempotency_key:?} and the account holds no receipt for it"
+                    ));
+                }
                 let command = account_command(step, saga.order_id, amount, idempotency_key.clone(), now)?;
                 let outcome = match planner.apply(&mut staged.account, &command) {
                     Ok(receipt) => {
@@ -195,17 +215,18 @@ pub(crate) fn requests(
         source: Some("saga".into()),
         trace: None,
     };
+    let stream = StreamId::saga(order_id);
     let events = staged
         .events
         .iter()
         .enumerate()
-        .map(|(i, e)| encode(e, Uuid::new_v5(&command_id, &i.to_le_bytes()), metadata.clone()))
+        .map(|(i, e)| encode(e, event_id(command_id, &stream, i), metadata.clone()))
         .collect::<Result<Vec<NewEvent>, _>>()
         .map_err(|e| e.to_string())?;
     let mut requests = Vec::with_capacity(2);
     if !events.is_empty() {
         requests.push(AppendRequest {
-            stream_id: StreamId::saga(order_id),
+            stream_id: stream,
             expected_version: saga_version,
             command_id: Some(command_id),
             events,
@@ -229,7 +250,7 @@ mod tests {
     use rust_decimal_macros::dec;
 
     use super::*;
-    use crate::ledger::account::AccountState;
+    use crate::account::AccountState;
     use crate::order::Side;
     use crate::saga::ObservedOrder;
 

@@ -21,18 +21,19 @@ use super::crash::{CrashPoint, Halted};
 use super::health::EngineHealth;
 use super::matching::{on_price, MatchAction, WorkingOrder};
 use crate::actors::{ActorError, CoWrite, Decided, ExecuteCommand, OrderRegistry};
-use crate::aggregate::Aggregate;
+use crate::balance::embedded::{AccountTurn, EmbeddedLedger};
 use crate::balance::{BalanceError, BalanceOp, BalanceReceipt, BalanceService, ReleaseOp};
 use crate::clock::Clock;
-use crate::events::{encode, EventMetadata, StreamId};
-use crate::ledger::{AccountTurn, EmbeddedLedger};
+use crate::events::{EventMetadata, StreamId};
 use crate::market::MarketData;
 use crate::order::{AcceptOrder, ExecuteOrder, FailOrder, Order, OrderCommand, OrderEvent, OrderStatus};
 use crate::saga::{
-    next_actions, Action, ObservedOrder, SagaAggregate, SagaCommand, SagaEvent, SagaRejection, SagaState, Step,
-    StepOutcome,
+    next_actions, Action, ObservedOrder, SagaAggregate, SagaCommand, SagaEvent, SagaRejection, Step, StepOutcome,
 };
-use crate::store::{append, append_atomic, fold_stream, AppendRequest, Conflict, EventStore, FoldError, StoreError};
+use crate::store::{
+    append_atomic, execute, Around, Conflict, EventStore, ExecuteError, Executed, FoldError, Freshness, Hydrated,
+    Policy, StoreError,
+};
 
 /// Namespace of every id the engine derives from a name (command ids, event ids).
 pub const ENGINE_NAMESPACE: Uuid = Uuid::from_u128(0x6f72_6465_722d_656e_6769_6e65_0000_0001);
@@ -124,6 +125,21 @@ impl SagaContext {
     }
 }
 
+/// The test crash points around each append of the saga's own stream.
+struct Effects<'a>(&'a SagaContext);
+
+impl Around<SagaAggregate> for Effects<'_> {
+    type Halt = RunError;
+
+    fn before_append(&mut self) -> Result<(), RunError> {
+        self.0.before_effect()
+    }
+
+    fn after_append(&mut self) {
+        self.0.after_effect();
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RunError {
     #[error(transparent)]
@@ -161,12 +177,12 @@ enum Idle {
 struct SagaRun {
     order_id: Uuid,
     stream: StreamId,
-    state: SagaState,
-    version: u64,
+    /// The saga as folded from its stream, or as this task's appends left it.
+    saga: Hydrated<SagaAggregate>,
     /// Order commands sent by this task; re-sent by a task after a restart (they are idempotent).
     accept_sent: bool,
     fail_sent: bool,
-    /// Whether `state` was folded from the stream (a fresh start with the
+    /// Whether `saga` was folded from the stream (a fresh start with the
     /// embedded ledger skips the read: its commit expects an empty stream).
     loaded: bool,
 }
@@ -181,8 +197,7 @@ impl SagaRun {
         Self {
             order_id,
             stream: StreamId::saga(order_id),
-            state: SagaState::default(),
-            version: 0,
+            saga: Hydrated::default(),
             accept_sent: false,
             fail_sent: false,
             loaded: false,
@@ -196,7 +211,8 @@ impl SagaRun {
     }
 
     async fn catch_up(&mut self, ctx: &SagaContext) -> Result<(), RunError> {
-        fold_stream::<SagaAggregate>(ctx.store.as_ref(), &self.stream, &mut self.state, &mut self.version)
+        self.saga
+            .catch_up(ctx.store.as_ref(), &self.stream)
             .await
             .map_err(|error| match error {
                 FoldError::Store(error) => RunError::Store(error),
@@ -219,58 +235,59 @@ impl SagaRun {
 
     /// Decides and appends; Ok(false) when the command changes nothing.
     async fn record(&mut self, ctx: &SagaContext, command: SagaCommand, command_id: Uuid) -> Result<bool, RunError> {
-        for _ in 0..=ctx.config.conflict_retries_max {
-            let events = match SagaAggregate::decide(&self.state, &command) {
-                Ok(events) if events.is_empty() => return Ok(false),
-                Ok(events) => events,
-                // A late or duplicate outcome, or work another process finished: nothing to record.
-                Err(SagaRejection::NothingInFlight(_) | SagaRejection::StepNotDue { .. }) => return Ok(false),
-                Err(rejection) => {
+        let metadata = EventMetadata {
+            correlation_id: Some(self.order_id),
+            causation_id: Some(command_id),
+            who: Some("saga".into()),
+            source: Some("saga".into()),
+            trace: None,
+        };
+        // A refusal is not reloaded for: a late or duplicate outcome, or work
+        // another process finished, has nothing to record either way.
+        let policy = Policy {
+            freshness: Freshness::Held {
+                reload_on_refusal: false,
+            },
+            conflict_retries_max: ctx.config.conflict_retries_max,
+        };
+        let executed = execute(
+            ctx.store.as_ref(),
+            &self.stream,
+            &mut self.saga,
+            &command,
+            command_id,
+            &metadata,
+            policy,
+            &mut Effects(ctx),
+        )
+        .await;
+        match executed {
+            Ok(Executed::Unchanged) => Ok(false),
+            Ok(Executed::Written { .. } | Executed::Repeated { .. }) => Ok(true),
+            Err(ExecuteError::Rejected(rejection)) => {
+                if !matches!(
+                    rejection,
+                    SagaRejection::NothingInFlight(_) | SagaRejection::StepNotDue { .. }
+                ) {
                     tracing::debug!(order_id = %self.order_id, %rejection, "saga command not applicable");
-                    return Ok(false);
                 }
-            };
-            let metadata = EventMetadata {
-                correlation_id: Some(self.order_id),
-                causation_id: Some(command_id),
-                who: Some("saga".into()),
-                source: Some("saga".into()),
-                trace: None,
-            };
-            let new_events = events
-                .iter()
-                .enumerate()
-                .map(|(i, e)| encode(e, Uuid::new_v5(&command_id, &i.to_le_bytes()), metadata.clone()))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| RunError::Unreadable {
-                    order_id: self.order_id,
-                    reason: e.to_string(),
-                })?;
-            ctx.before_effect()?;
-            let request = AppendRequest {
-                stream_id: self.stream.clone(),
-                expected_version: self.version,
-                command_id: Some(command_id),
-                events: new_events,
-                linked: false,
-            };
-            match append(ctx.store.as_ref(), request).await? {
-                Ok(appended) if appended.deduplicated => {
-                    ctx.after_effect();
-                    self.catch_up(ctx).await?;
-                    return Ok(true);
-                }
-                Ok(appended) => {
-                    ctx.after_effect();
-                    self.state = SagaAggregate::fold(std::mem::take(&mut self.state), &events);
-                    self.version = appended.last_version;
-                    return Ok(true);
-                }
-                // Another engine process drives this saga too: catch up and decide again.
-                Err(_conflict) => self.catch_up(ctx).await?,
+                Ok(false)
             }
+            Err(ExecuteError::Halted(error)) => Err(error),
+            Err(ExecuteError::Store(error) | ExecuteError::Fold(FoldError::Store(error))) => {
+                Err(RunError::Store(error))
+            }
+            Err(ExecuteError::Contended { .. }) => Err(RunError::Contended(self.order_id)),
+            Err(
+                error @ (ExecuteError::Fold(_)
+                | ExecuteError::Encode(_)
+                | ExecuteError::CoWriteConflict(_)
+                | ExecuteError::CoWriteRefused(_)),
+            ) => Err(RunError::Unreadable {
+                order_id: self.order_id,
+                reason: error.to_string(),
+            }),
         }
-        Err(RunError::Contended(self.order_id))
     }
 
     async fn apply(&mut self, ctx: &SagaContext, input: SagaInput) -> Result<(), RunError> {
@@ -288,10 +305,10 @@ impl SagaRun {
             let now = ctx.clock.now();
             let mut progressed = false;
             let mut wake: Option<chrono::DateTime<chrono::Utc>> = None;
-            for action in next_actions(&self.state, now) {
+            for action in next_actions(&self.saga.state, now) {
                 match action {
                     Action::Attempt { step, amount } => {
-                        let attempt = self.state.saga().map_or(0, |s| s.step(step).attempts) + 1;
+                        let attempt = self.saga.state.saga().map_or(0, |s| s.step(step).attempts) + 1;
                         let id = derived_id(self.order_id, &format!("{step}:attempt:{attempt}"));
                         progressed |= self
                             .record(ctx, SagaCommand::Attempt { step, amount, at: now }, id)
@@ -356,7 +373,7 @@ impl SagaRun {
                     }
                 }
             }
-            if self.state.saga().is_some_and(|s| s.completed) {
+            if self.saga.state.saga().is_some_and(|s| s.completed) {
                 return Ok(Idle::Completed);
             }
             if !progressed {
@@ -372,7 +389,7 @@ impl SagaRun {
         amount: Option<rust_decimal::Decimal>,
         idempotency_key: String,
     ) -> Result<BalanceReceipt, BalanceError> {
-        let Some(saga) = self.state.saga() else {
+        let Some(saga) = self.saga.state.saga() else {
             return Err(BalanceError::Rejected("saga not started".into()));
         };
         let op = |amount: rust_decimal::Decimal| BalanceOp {
@@ -509,7 +526,7 @@ impl SagaRun {
         ledger: &EmbeddedLedger,
         input: &SagaInput,
     ) -> Result<bool, RunError> {
-        let user_id = match (input, self.state.saga()) {
+        let user_id = match (input, self.saga.state.saga()) {
             (SagaInput::Start { user_id, .. }, None) => *user_id,
             (SagaInput::Observe { .. }, Some(saga)) if !saga.completed => saga.user_id,
             _ => return Ok(false),
@@ -525,7 +542,7 @@ impl SagaRun {
         if let Some(order) = accepted {
             self.fill_now(ctx, &mut turn, &order).await?;
         }
-        filling.settled = self.state.saga().is_some_and(|s| s.completed);
+        filling.settled = self.saga.state.saga().is_some_and(|s| s.completed);
         Ok(true)
     }
 
@@ -553,7 +570,7 @@ impl SagaRun {
             let now = ctx.clock.now();
             let (command, command_id) = self.command_of(input, now);
             let staged = stage(
-                self.state.clone(),
+                self.saga.state.clone(),
                 vec![command],
                 &turn.planner,
                 &ctx.config.retry_delays,
@@ -567,7 +584,7 @@ impl SagaRun {
                 return Ok(Colocated::Declined);
             }
             let requests =
-                requests(&staged, self.order_id, self.version, command_id, &turn.planner).map_err(|reason| {
+                requests(&staged, self.order_id, self.saga.version, command_id, &turn.planner).map_err(|reason| {
                     RunError::Unreadable {
                         order_id: self.order_id,
                         reason,
@@ -671,8 +688,8 @@ impl SagaRun {
         // unknown outcome): the state held stays a true prefix, and the next
         // append conflicts, reloads and finds it.
         if let Some(saga) = appended.iter().find(|a| a.stream_id == saga_stream && !a.deduplicated) {
-            self.state = staged.state;
-            self.version = saga.last_version;
+            self.saga.state = staged.state;
+            self.saga.version = saga.last_version;
         }
         if let Some(account) = appended
             .iter()
@@ -742,7 +759,7 @@ impl SagaRun {
             let now = ctx.clock.now();
             let slot: Arc<Mutex<Option<Staged>>> = Arc::new(Mutex::new(None));
             let co_write = {
-                let (state, version, planner) = (self.state.clone(), self.version, turn.planner.clone());
+                let (state, version, planner) = (self.saga.state.clone(), self.saga.version, turn.planner.clone());
                 let (order_id, delays, slot) = (self.order_id, ctx.config.retry_delays.clone(), Arc::clone(&slot));
                 CoWrite(Arc::new(move |decided: &Decided<'_>| {
                     let (event_id, total_value) = decided

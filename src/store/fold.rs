@@ -5,7 +5,7 @@
 use crate::aggregate::{Aggregate, InvariantViolation};
 use crate::events::{decode, DecodeError, EventFamily, StreamId};
 
-use super::{read_stream_all, EventStore, StoreError};
+use super::{EventStore, StoreError, READ_PAGE_MAX};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FoldError {
@@ -43,28 +43,52 @@ where
     A: Aggregate,
     A::Event: EventFamily,
 {
-    for recorded in read_stream_all(store, stream, *version + 1).await? {
-        if recorded.stream_version != *version + 1 {
-            return Err(FoldError::Gap {
-                stream: stream.clone(),
-                after: *version,
-                found: recorded.stream_version,
-            });
-        }
-        let event: A::Event = decode(&recorded)?;
-        match A::try_evolve(std::mem::take(state), &event) {
-            Ok(next) => *state = next,
-            Err(violation) => {
-                *version = 0;
-                return Err(FoldError::Invariant {
+    fold_stream_until::<A>(store, stream, state, version, u64::MAX).await
+}
+
+/// [`fold_stream`] that stops after version `until`: the state as it was
+/// right after an earlier append (to answer a repeated request as it was
+/// answered then).
+pub async fn fold_stream_until<A>(
+    store: &dyn EventStore,
+    stream: &StreamId,
+    state: &mut A::State,
+    version: &mut u64,
+    until: u64,
+) -> Result<(), FoldError>
+where
+    A: Aggregate,
+    A::Event: EventFamily,
+{
+    while *version < until {
+        let page = store.read_stream(stream, *version + 1, READ_PAGE_MAX).await?;
+        let last_page = page.len() < READ_PAGE_MAX;
+        for recorded in page.iter().take_while(|r| r.stream_version <= until) {
+            if recorded.stream_version != *version + 1 {
+                return Err(FoldError::Gap {
                     stream: stream.clone(),
-                    version: recorded.stream_version,
-                    position: recorded.global_position,
-                    violation,
+                    after: *version,
+                    found: recorded.stream_version,
                 });
             }
+            let event: A::Event = decode(recorded)?;
+            match A::try_evolve(std::mem::take(state), &event) {
+                Ok(next) => *state = next,
+                Err(violation) => {
+                    *version = 0;
+                    return Err(FoldError::Invariant {
+                        stream: stream.clone(),
+                        version: recorded.stream_version,
+                        position: recorded.global_position,
+                        violation,
+                    });
+                }
+            }
+            *version = recorded.stream_version;
         }
-        *version = recorded.stream_version;
+        if last_page {
+            break;
+        }
     }
     Ok(())
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
 
 use super::error::validate_batch;
 use super::{AppendRequest, Appended, ChainedEvent, Conflict, EventStore, StoreError, BATCH_STREAMS_MAX};
@@ -155,6 +156,10 @@ impl EventStore for GroupCommitStore {
 
     async fn import_chained(&self, events: Vec<ChainedEvent>) -> Result<(), StoreError> {
         self.inner.import_chained(events).await
+    }
+
+    async fn command_record(&self, stream_id: &StreamId, command_id: Uuid) -> Result<Option<Appended>, StoreError> {
+        self.inner.command_record(stream_id, command_id).await
     }
 
     async fn stream_version(&self, stream_id: &StreamId) -> Result<u64, StoreError> {

@@ -329,6 +329,19 @@ impl EventStore for MemoryStore {
         Ok(self.state().streams.get(stream_id).map_or(0, |s| s.head.version))
     }
 
+    async fn command_record(&self, stream_id: &StreamId, command_id: Uuid) -> Result<Option<Appended>, StoreError> {
+        self.check_read()?;
+        Ok(self
+            .state()
+            .commands
+            .get(&(stream_id.clone(), command_id))
+            .cloned()
+            .map(|appended| Appended {
+                deduplicated: true,
+                ..appended
+            }))
+    }
+
     async fn head_position(&self) -> Result<u64, StoreError> {
         self.check_read()?;
         Ok(self.state().events.len() as u64)

@@ -6,6 +6,7 @@
 
 pub mod chain;
 mod error;
+mod execute;
 mod fault;
 mod fold;
 mod group_commit;
@@ -21,11 +22,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use uuid::Uuid;
 
 pub use chain::{ChainSummary, ChainVerifier, ChainViolation, ChainedEvent, EventHash};
 pub use error::StoreError;
+pub use execute::{event_id, execute, Around, ExecuteError, Executed, Freshness, Hydrated, Plain, Policy};
 pub use fault::{BeforeCommitHook, FaultInjected};
-pub use fold::{fold_stream, FoldError};
+pub use fold::{fold_stream, fold_stream_until, FoldError};
 pub use group_commit::{GroupCommitStore, GROUP_COMMIT_QUEUE_MAX};
 pub use memory::{AppendFault, FaultPlan, MemoryStore};
 pub use postgres::{PostgresConfig, PostgresStore};
@@ -69,6 +72,12 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// The current version of a stream; 0 when it has no events.
     async fn stream_version(&self, stream_id: &StreamId) -> Result<u64, StoreError>;
+
+    /// Where the append named `command_id` landed on `stream_id`, if one did:
+    /// the record a retry of it is deduplicated against, kept for good. For a
+    /// shell that answers a repeated request from the log rather than from
+    /// memory (the embedded ledger's older idempotency keys).
+    async fn command_record(&self, stream_id: &StreamId, command_id: Uuid) -> Result<Option<Appended>, StoreError>;
 
     /// The position of the last committed event; 0 for an empty log.
     async fn head_position(&self) -> Result<u64, StoreError>;

@@ -20,7 +20,7 @@ use super::chain::ChainedEvent;
 use super::error::validate_batch;
 use super::head::HeadWatch;
 use super::plan::{plan_batch, plan_import, EventRow, Keys, LogSnapshot, StreamHead};
-use super::rows::{chained, hash_of};
+use super::rows::{chained, command_record, hash_of};
 use super::{AppendRequest, Appended, BeforeCommitHook, Conflict, EventStore, StoreError, READ_PAGE_MAX};
 use crate::clock::{Clock, SystemClock};
 use crate::events::{EventMetadata, RecordedEvent, StreamId};
@@ -270,14 +270,7 @@ impl PostgresStore {
                 .await?;
             for row in rows {
                 let stream_id = stream_id_of(&row)?;
-                let appended = Appended {
-                    stream_id: stream_id.clone(),
-                    first_version: to_u64(row.try_get("first_version")?),
-                    last_version: to_u64(row.try_get("last_version")?),
-                    first_position: to_u64(row.try_get("first_position")?),
-                    last_position: to_u64(row.try_get("last_position")?),
-                    deduplicated: true,
-                };
+                let appended = command_record(&row, &stream_id)?;
                 commands.insert((stream_id, row.try_get::<Uuid, _>("command_id")?), appended);
             }
         }
@@ -471,6 +464,16 @@ impl EventStore for PostgresStore {
         tx.commit().await?;
         self.head.advance(last);
         Ok(())
+    }
+
+    async fn command_record(&self, stream_id: &StreamId, command_id: Uuid) -> Result<Option<Appended>, StoreError> {
+        // The append path's own statement, for one pair: a primary-key lookup.
+        let row = sqlx::query(COMMAND_RECORDS)
+            .bind([stream_id.as_str()].as_slice())
+            .bind([command_id].as_slice())
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(|row| command_record(&row, stream_id)).transpose()
     }
 
     async fn stream_version(&self, stream_id: &StreamId) -> Result<u64, StoreError> {

@@ -58,6 +58,10 @@ impl EventStore for MeteredStore {
         self.inner.import_chained(events).await
     }
 
+    async fn command_record(&self, stream_id: &StreamId, command_id: Uuid) -> Result<Option<Appended>, StoreError> {
+        self.inner.command_record(stream_id, command_id).await
+    }
+
     async fn stream_version(&self, stream_id: &StreamId) -> Result<u64, StoreError> {
         self.inner.stream_version(stream_id).await
     }
@@ -161,7 +165,7 @@ impl BalanceService for MeteredBalance {
         result
     }
 
-    fn colocated(&self) -> Option<&crate::ledger::EmbeddedLedger> {
+    fn colocated(&self) -> Option<&crate::balance::embedded::EmbeddedLedger> {
         self.inner.colocated()
     }
 
@@ -175,9 +179,9 @@ mod tests {
     use rust_decimal_macros::dec;
 
     use super::*;
+    use crate::balance::embedded::{EmbeddedLedger, LedgerConfig};
     use crate::clock::SystemClock;
     use crate::events::{EventMetadata, NewEvent};
-    use crate::ledger::{EmbeddedLedger, LedgerConfig};
     use crate::store::{append, SqliteConfig, SqliteStore};
 
     async fn sqlite(dir: &tempfile::TempDir) -> Arc<dyn EventStore> {

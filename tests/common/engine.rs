@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use order_engine::accounts::EmbeddedAccounts;
+use order_engine::balance::embedded::{EmbeddedLedger, LedgerConfig};
 use order_engine::balance::{Balance, BalanceError, BalanceOp, BalanceReceipt, BalanceService, ReleaseOp};
 use order_engine::clock::SystemClock;
 use order_engine::engine::{CrashPoint, Engine, EngineConfig, EngineDeps};
 use order_engine::events::StreamId;
-use order_engine::ledger::{EmbeddedLedger, LedgerConfig};
 use order_engine::market::{MarketSimulator, SimulatorConfig};
 use order_engine::store::read_stream_all;
 use rust_decimal::Decimal;

@@ -6,10 +6,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use order_engine::account::{evolve, AccountEvent, AccountState};
 use order_engine::amqp::wire::OrderDetails;
 use order_engine::amqp::{derive, Route};
 use order_engine::events::{decode, RecordedEvent};
-use order_engine::ledger::account::{evolve, AccountEvent, AccountState};
 use order_engine::ops::verify::LogChecks;
 use order_engine::order::{evolve as order_evolve, OrderEvent, OrderState, OrderStatus, Side};
 use order_engine::store::{ChainVerifier, EventStore, MemoryStore, READ_PAGE_MAX};

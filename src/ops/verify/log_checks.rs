@@ -13,8 +13,8 @@ use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use super::Violation;
+use crate::account::{try_evolve, AccountEvent, AccountState};
 use crate::events::{decode, RecordedEvent};
-use crate::ledger::account::{try_evolve, AccountEvent, AccountState};
 use crate::order::{OrderEvent, OrderStatus, Side};
 use crate::saga::SagaEvent;
 use crate::submission::SubmissionEvent;

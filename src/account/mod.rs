@@ -1,5 +1,6 @@
-//! The account aggregate: the pure core of the embedded ledger. An account is
-//! the stream `account-<user id>`; its state is a fold of money movements.
+//! The account aggregate: the pure core of the embedded ledger, whose shell is
+//! `balance::embedded`. An account is the stream `account-<user id>`; its
+//! state is a fold of money movements.
 //!
 //! Must never import sqlx, actix, lapin or tokio, read the clock or make ids:
 //! `tests/pure_core_boundary.rs` fails the build's tests if it does.
@@ -16,12 +17,12 @@ mod properties;
 mod tests;
 
 pub use command::AccountCommand;
-pub use decide::decide;
+pub use decide::{answers, decide};
 pub use event::{
     AccountEvent, AccountOpened, FundsCredited, FundsDeposited, FundsReserved, ReservationDeducted, ReservationReleased,
 };
 pub use rejection::{AccountRejection, IDEMPOTENCY_KEY_LEN_MAX};
-pub use state::{evolve, try_evolve, Account, AccountState, Operation, Receipt};
+pub use state::{evolve, try_evolve, Account, AccountState, Operation, Receipt, RECEIPTS_MAX};
 
 /// The account as an [`Aggregate`](crate::aggregate::Aggregate).
 #[derive(Debug, Clone, Copy, Default)]

@@ -1,28 +1,31 @@
 //! The embedded ledger: [`BalanceService`] over account streams
 //! (`account-<user id>`) in the same event log as orders. The pure rules live
-//! in `account/`; this file is their shell (load, decide, append, retry).
+//! in `crate::account`; this file is their shell (load, decide, append, retry).
 //!
 //! Never writes to an account except through `decide` with an expected
 //! version, and never writes when reading.
-
-pub mod account;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use backon::{BackoffBuilder, ExponentialBuilder};
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use rust_decimal::Decimal;
 use uuid::{uuid, Uuid};
 
-use self::account::{AccountAggregate, AccountCommand, AccountEvent, AccountRejection, AccountState, Receipt};
-use crate::aggregate::Aggregate;
-use crate::balance::{Balance, BalanceError, BalanceOp, BalanceReceipt, BalanceService, ReleaseOp};
+use super::{Balance, BalanceError, BalanceOp, BalanceReceipt, BalanceService, ReleaseOp};
+use crate::account::{
+    answers, AccountAggregate, AccountCommand, AccountEvent, AccountRejection, AccountState, Receipt,
+};
+use crate::aggregate::{Aggregate, InvariantViolation};
 use crate::clock::Clock;
 use crate::events::{encode, DecodeError, EventMetadata, NewEvent, StreamId};
 use crate::order::check_positive_amount;
-use crate::store::{append, fold_stream, AppendRequest, EventStore, FoldError, StoreError};
+use crate::store::{
+    event_id, execute, fold_stream_until, AppendRequest, Appended, Around, EventStore, ExecuteError, Executed,
+    FoldError, Freshness, Hydrated, Policy, StoreError,
+};
 
 /// Command ids of ledger appends are UUIDv5 of the idempotency key in this
 /// namespace, so every process derives the same id for the same request and
@@ -84,10 +87,55 @@ pub struct EmbeddedLedger {
 }
 
 /// An account as folded from its stream, with the version it was read at.
-#[derive(Clone, Default)]
-struct Loaded {
-    state: AccountState,
-    version: u64,
+type Loaded = Hydrated<FundedAccount>;
+
+/// The account as the embedded ledger writes it: a money movement on an
+/// account never used opens it and funds it with the demo balance in the same
+/// append, at expected version 0, so of two processes opening one account at
+/// once exactly one append lands and the demo funding happens once; and a
+/// refused first command writes nothing, not even the opening. Pure: the rest
+/// is the account's own core.
+pub struct FundedAccount;
+
+/// A command to an account, with what opening it would need.
+#[derive(Debug, Clone)]
+pub struct FundedCommand {
+    pub user_id: Uuid,
+    /// Deposited when the command opens the account; zero opens it empty.
+    pub demo_balance: Decimal,
+    pub command: AccountCommand,
+}
+
+impl Aggregate for FundedAccount {
+    type State = AccountState;
+    type Command = FundedCommand;
+    type Event = AccountEvent;
+    type Rejection = AccountRejection;
+
+    fn decide(state: &AccountState, command: &FundedCommand) -> Result<Vec<AccountEvent>, AccountRejection> {
+        decide_funded(state, command.user_id, command.demo_balance, &command.command)
+    }
+
+    fn try_evolve(state: AccountState, event: &AccountEvent) -> Result<AccountState, InvariantViolation> {
+        AccountAggregate::try_evolve(state, event)
+    }
+}
+
+/// [`FundedAccount`]'s rule, for callers that hold the command by reference
+/// (a planner answering a saga's call).
+fn decide_funded(
+    state: &AccountState,
+    user_id: Uuid,
+    demo_balance: Decimal,
+    command: &AccountCommand,
+) -> Result<Vec<AccountEvent>, AccountRejection> {
+    if let AccountState::Open(_) = state {
+        return AccountAggregate::decide(state, command);
+    }
+    let mut events = opening(user_id, demo_balance, command.at())?;
+    let opened = AccountAggregate::fold(AccountState::NotOpened, &events);
+    events.extend(AccountAggregate::decide(&opened, command)?);
+    Ok(events)
 }
 
 impl EmbeddedLedger {
@@ -143,29 +191,72 @@ impl EmbeddedLedger {
     }
 
     async fn load(&self, user_id: Uuid) -> Result<Loaded, BalanceError> {
-        let Loaded { mut state, mut version } = self.cached(user_id).unwrap_or_default();
-        fold_stream::<AccountAggregate>(
-            self.store.as_ref(),
-            &StreamId::account(user_id),
-            &mut state,
-            &mut version,
-        )
-        .await
-        .map_err(|error| match error {
-            FoldError::Store(error) => store_error(error),
-            other => BalanceError::Rejected(format!("account stream unreadable: {other}")),
-        })?;
-        let loaded = Loaded { state, version };
+        let mut loaded = self.cached(user_id).unwrap_or_default();
+        loaded
+            .catch_up(self.store.as_ref(), &StreamId::account(user_id))
+            .await
+            .map_err(fold_error)?;
+        self.cache(user_id, &loaded);
+        Ok(loaded)
+    }
+
+    /// Keeps `loaded` as the account's cached state, unless a concurrent call
+    /// cached a newer version. A copy of the state is a reference count.
+    fn cache(&self, user_id: Uuid, loaded: &Loaded) {
         let mut accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
         if accounts.len() >= ACCOUNT_CACHE_MAX {
             accounts.clear();
         }
-        // A concurrent call may have cached a newer version; keep the newest.
         let newer = accounts.get(&user_id).is_some_and(|c| c.version > loaded.version);
         if !newer {
             accounts.insert(user_id, loaded.clone());
         }
-        Ok(loaded)
+    }
+
+    /// The answer a request got when its append landed at `original`: the
+    /// account folded from its start up to that append holds the key's
+    /// receipt (it is the newest there). For a repeat older than the receipts
+    /// an account keeps (`RECEIPTS_MAX`); it reads the stream that far, which
+    /// only such a repeat pays.
+    async fn answer_from_log(
+        &self,
+        user_id: Uuid,
+        key: &str,
+        command: &AccountCommand,
+        original: &Appended,
+    ) -> Result<BalanceReceipt, BalanceError> {
+        let (mut state, mut version) = (AccountState::default(), 0);
+        fold_stream_until::<AccountAggregate>(
+            self.store.as_ref(),
+            &StreamId::account(user_id),
+            &mut state,
+            &mut version,
+            original.last_version,
+        )
+        .await
+        .map_err(fold_error)?;
+        // The same key for another request is refused, as `decide` refuses it
+        // while the receipt is held.
+        if let Some(receipt) = state.account().and_then(|a| a.receipt(key)) {
+            if !answers(receipt, command) {
+                return Err(rejection(AccountRejection::KeyReused {
+                    key: key.to_owned(),
+                    original: receipt.operation,
+                }));
+            }
+        }
+        answer(user_id, &state, key)
+    }
+
+    /// Where the request named `command_id` was appended to the account, if
+    /// it was. Asked only when `decide` refused a key the account holds no
+    /// receipt for: a refusal of a request applied long ago (a deduction
+    /// repeated after its reservation was used up) must get the first answer.
+    async fn applied_before(&self, user_id: Uuid, command_id: Uuid) -> Result<Option<Appended>, BalanceError> {
+        self.store
+            .command_record(&StreamId::account(user_id), command_id)
+            .await
+            .map_err(store_error)
     }
 
     /// Takes the account's writer turn and loads it, for a commit that writes
@@ -193,10 +284,12 @@ impl EmbeddedLedger {
         })
     }
 
-    /// Load, decide, append at the loaded version; reload and decide again when
-    /// another process got there first, after a jittered pause, a bounded
-    /// number of times. Answers from the key's receipt. A lost race is never
-    /// reported as the service being unavailable: it is `Contended`.
+    /// Runs the command through the store's `execute`: catch up with the
+    /// account (from the cached version), decide, append at that version; when
+    /// another process got there first, reload and decide again after a
+    /// jittered pause, a bounded number of times. Answers from the key's
+    /// receipt, or from the log for a key older than the receipts held. A lost
+    /// race is never reported as the service being unavailable: it is `Contended`.
     async fn execute(
         &self,
         user_id: Uuid,
@@ -208,64 +301,79 @@ impl EmbeddedLedger {
             .idempotency_key()
             .ok_or_else(|| BalanceError::Rejected("a money movement needs an idempotency key".into()))?
             .to_owned();
-        let stream_id = StreamId::account(user_id);
-        let command_id = Uuid::new_v5(&LEDGER_NAMESPACE, key.as_bytes());
+        let stream = StreamId::account(user_id);
+        let command_id = ledger_command_id(&key);
+        let metadata = EventMetadata {
+            correlation_id: order_id,
+            causation_id: Some(command_id),
+            who: None,
+            source: Some(source.to_owned()),
+            trace: None,
+        };
+        let policy = Policy {
+            // The cache may be behind another process: read what it missed first.
+            freshness: Freshness::CatchUp,
+            conflict_retries_max: self.config.conflict_retries_max,
+        };
+        let funded = FundedCommand {
+            user_id,
+            demo_balance: self.config.demo_balance,
+            command,
+        };
         let _turn = self.writer(user_id).lock().await;
-        let mut pauses = ExponentialBuilder::new()
-            .with_min_delay(CONFLICT_BACKOFF_MIN)
-            .with_max_delay(CONFLICT_BACKOFF_MAX)
-            .with_factor(2.0)
-            .with_jitter()
-            .with_jitter_seed(crate::clock::jitter_seed(command_id))
-            .without_max_times()
-            .build();
-        let mut conflicts = 0_u32;
-        loop {
-            let Loaded { state, version } = self.load(user_id).await?;
-            // Opening travels in the same append as the first command, at
-            // expected version 0: of two processes opening one account at once,
-            // exactly one append lands, so the demo funding happens once. And a
-            // refused first command writes nothing, not even the opening.
-            let mut events = match state {
-                AccountState::NotOpened => opening(user_id, self.config.demo_balance, self.clock.now())?,
-                AccountState::Open(_) => Vec::new(),
-            };
-            let state = AccountAggregate::fold(state, &events);
-            let (state, decided) = AccountAggregate::handle(&state, &command).map_err(rejection)?;
-            if decided.is_empty() {
-                // The key was applied before: answer with what it did then.
-                return answer(user_id, &state, &key);
+        let mut account = self.cached(user_id).unwrap_or_default();
+        let mut backoff = Backoff::new(user_id, command_id);
+        let executed = execute(
+            self.store.as_ref(),
+            &stream,
+            &mut account,
+            &funded,
+            command_id,
+            &metadata,
+            policy,
+            &mut backoff,
+        )
+        .await;
+        let command = funded.command;
+        let held = |account: &Loaded| account.state.account().is_some_and(|a| a.receipt(&key).is_some());
+        match executed {
+            // Written now, or absorbed by a receipt held: the receipt answers.
+            Ok(Executed::Written { .. } | Executed::Unchanged) => {
+                self.cache(user_id, &account);
+                answer(user_id, &account.state, &key)
             }
-            events.extend(decided);
-            let request = AppendRequest {
-                stream_id: stream_id.clone(),
-                expected_version: version,
-                command_id: Some(command_id),
-                events: envelopes(user_id, &events, order_id, command_id, source)?,
-                linked: false,
-            };
-            match append(self.store.as_ref(), request).await.map_err(store_error)? {
-                Ok(appended) if !appended.deduplicated => return answer(user_id, &state, &key),
-                // Another process applied this very request since we read: its
-                // receipt is in the log now.
-                Ok(_) => {
-                    let reloaded = self.load(user_id).await?;
-                    return answer(user_id, &reloaded.state, &key);
+            // Applied before: by another process since we read (its receipt is
+            // in the log now), or longer ago than the receipts the account
+            // keeps (the store remembers the command for good).
+            Ok(Executed::Repeated { appended, .. }) => {
+                self.cache(user_id, &account);
+                if held(&account) {
+                    answer(user_id, &account.state, &key)
+                } else {
+                    self.answer_from_log(user_id, &key, &command, &appended).await
                 }
-                Err(conflict) => {
-                    conflicts += 1;
-                    if conflicts > self.config.conflict_retries_max {
-                        tracing::warn!(%user_id, %key, conflicts, %conflict, "ledger gave up on a contended account");
-                        return Err(BalanceError::Contended {
-                            user_id,
-                            attempts: conflicts,
-                        });
+            }
+            Err(ExecuteError::Rejected(refused)) => {
+                self.cache(user_id, &account);
+                // A key the account holds no receipt for may still have been
+                // applied, before the latest `RECEIPTS_MAX` keys.
+                if !held(&account) && may_refuse_a_repeat(&refused) {
+                    if let Some(original) = self.applied_before(user_id, command_id).await? {
+                        return self.answer_from_log(user_id, &key, &command, &original).await;
                     }
-                    let pause = pauses.next().unwrap_or(CONFLICT_BACKOFF_MAX);
-                    tracing::debug!(%user_id, %key, conflicts, pause_ms = pause.as_millis() as u64, "ledger append lost a race; reloading");
-                    tokio::time::sleep(pause).await;
                 }
+                Err(rejection(refused))
             }
+            Err(ExecuteError::Contended { attempts, .. }) => {
+                tracing::warn!(%user_id, %key, attempts, "ledger gave up on a contended account");
+                Err(BalanceError::Contended { user_id, attempts })
+            }
+            Err(ExecuteError::Fold(error)) => Err(fold_error(error)),
+            Err(ExecuteError::Store(error)) => Err(store_error(error)),
+            Err(
+                error @ (ExecuteError::Encode(_) | ExecuteError::CoWriteConflict(_) | ExecuteError::CoWriteRefused(_)),
+            ) => Err(BalanceError::Rejected(format!("account {user_id}: {error}"))),
+            Err(ExecuteError::Halted(never)) => match never {},
         }
     }
 
@@ -346,13 +454,52 @@ impl BalanceService for EmbeddedLedger {
     }
 }
 
+/// The command id of the ledger append a key names (see [`LEDGER_NAMESPACE`]).
+fn ledger_command_id(key: &str) -> Uuid {
+    Uuid::new_v5(&LEDGER_NAMESPACE, key.as_bytes())
+}
+
+/// The pauses between lost races on an account: doubling, jittered (seeded
+/// from the command, so a run replays the same) so that two processes that
+/// collided do not collide again in step.
+struct Backoff {
+    user_id: Uuid,
+    pauses: ExponentialBackoff,
+}
+
+impl Backoff {
+    fn new(user_id: Uuid, command_id: Uuid) -> Self {
+        Self {
+            user_id,
+            pauses: ExponentialBuilder::new()
+                .with_min_delay(CONFLICT_BACKOFF_MIN)
+                .with_max_delay(CONFLICT_BACKOFF_MAX)
+                .with_factor(2.0)
+                .with_jitter()
+                .with_jitter_seed(crate::clock::jitter_seed(command_id))
+                .without_max_times()
+                .build(),
+        }
+    }
+}
+
+impl Around<FundedAccount> for Backoff {
+    type Halt = std::convert::Infallible;
+
+    fn pause_after_conflict(&mut self, conflicts: u32) -> Duration {
+        let pause = self.pauses.next().unwrap_or(CONFLICT_BACKOFF_MAX);
+        tracing::debug!(user_id = %self.user_id, conflicts, pause_ms = pause.as_millis() as u64, "ledger append lost a race; reloading");
+        pause
+    }
+}
+
 /// The events that open an account the first time it is used: opened, then
 /// funded with the demo balance under a fixed key.
 fn opening(
     user_id: Uuid,
     demo_balance: Decimal,
     at: chrono::DateTime<chrono::Utc>,
-) -> Result<Vec<AccountEvent>, BalanceError> {
+) -> Result<Vec<AccountEvent>, AccountRejection> {
     let mut commands = vec![AccountCommand::Open { user_id, at }];
     if demo_balance > Decimal::ZERO {
         commands.push(AccountCommand::Deposit {
@@ -364,8 +511,7 @@ fn opening(
     let mut state = AccountState::default();
     let mut events = Vec::new();
     for command in &commands {
-        let (next, new) = AccountAggregate::handle(&state, command)
-            .map_err(|r| BalanceError::Rejected(format!("the configured demo balance cannot open an account: {r}")))?;
+        let (next, new) = AccountAggregate::handle(&state, command)?;
         state = next;
         events.extend(new);
     }
@@ -386,17 +532,12 @@ fn envelopes(
         source: Some(source.to_owned()),
         trace: None,
     };
-    // Event ids from the command id and the account, as every other stream
-    // derives them: a retried request carries the same events, and a run
-    // replays to the same log. The account is in the name because one
-    // operator key (so one command id) may fund several accounts.
+    // Event ids from the command id, as `execute` derives them for every stream.
+    let stream = StreamId::account(user_id);
     events
         .iter()
         .enumerate()
-        .map(|(i, event)| {
-            let event_id = Uuid::new_v5(&command_id, format!("{user_id}:{i}").as_bytes());
-            encode(event, event_id, metadata.clone()).map_err(decode_error)
-        })
+        .map(|(i, event)| encode(event, event_id(command_id, &stream, i), metadata.clone()).map_err(decode_error))
         .collect()
 }
 
@@ -436,29 +577,18 @@ impl AccountPlanner {
     pub fn apply(&self, plan: &mut AccountPlan, command: &AccountCommand) -> Result<BalanceReceipt, BalanceError> {
         let key = command
             .idempotency_key()
-            .ok_or_else(|| BalanceError::Rejected("a money movement needs an idempotency key".into()))?
-            .to_owned();
-        let at = match command {
-            AccountCommand::Open { at, .. }
-            | AccountCommand::Deposit { at, .. }
-            | AccountCommand::Reserve { at, .. }
-            | AccountCommand::Deduct { at, .. }
-            | AccountCommand::Credit { at, .. }
-            | AccountCommand::Release { at, .. } => *at,
-        };
-        let mut opened = Vec::new();
-        if matches!(plan.state, AccountState::NotOpened) {
-            opened = opening(self.user_id, self.demo_balance, at)?;
+            .ok_or_else(|| BalanceError::Rejected("a money movement needs an idempotency key".into()))?;
+        // The ledger's own rule (`FundedAccount`), decided on the plan's state
+        // in place; folding copies the account at most once per plan (the
+        // planner and the cache share it until then).
+        let decided = decide_funded(&plan.state, self.user_id, self.demo_balance, command).map_err(rejection)?;
+        if decided.is_empty() {
+            // Applied before: the plan moves nothing and answers from the receipt.
+            return answer(self.user_id, &plan.state, key);
         }
-        let state = AccountAggregate::fold(plan.state.clone(), &opened);
-        let (state, decided) = AccountAggregate::handle(&state, command).map_err(rejection)?;
-        let receipt = answer(self.user_id, &state, &key)?;
-        if !decided.is_empty() {
-            plan.events.extend(opened);
-            plan.events.extend(decided);
-            plan.state = state;
-        }
-        Ok(receipt)
+        plan.state = AccountAggregate::fold(std::mem::take(&mut plan.state), &decided);
+        plan.events.extend(decided);
+        answer(self.user_id, &plan.state, key)
     }
 
     /// An empty plan over the loaded state.
@@ -479,7 +609,7 @@ impl AccountPlanner {
         if plan.events.is_empty() {
             return Ok(None);
         }
-        let command_id = Uuid::new_v5(&LEDGER_NAMESPACE, key.as_bytes());
+        let command_id = ledger_command_id(key);
         Ok(Some(AppendRequest {
             stream_id: StreamId::account(self.user_id),
             expected_version: self.version,
@@ -511,20 +641,13 @@ impl AccountTurn<'_> {
     pub fn committed(&mut self, plan: AccountPlan, version: u64) {
         self.planner.state = plan.state;
         self.planner.version = version;
-        let mut accounts = self.ledger.accounts.lock().unwrap_or_else(PoisonError::into_inner);
-        if accounts.len() >= ACCOUNT_CACHE_MAX {
-            accounts.clear();
-        }
-        let newer = accounts.get(&self.planner.user_id).is_some_and(|c| c.version > version);
-        if !newer {
-            accounts.insert(
-                self.planner.user_id,
-                Loaded {
-                    state: self.planner.state.clone(),
-                    version,
-                },
-            );
-        }
+        self.ledger.cache(
+            self.planner.user_id,
+            &Loaded {
+                state: self.planner.state.clone(),
+                version,
+            },
+        );
     }
 }
 
@@ -568,6 +691,26 @@ fn rejection(rejection: AccountRejection) -> BalanceError {
         | AccountRejection::InvalidAmount { .. }
         | AccountRejection::InvalidIdempotencyKey { .. }
         | AccountRejection::KeyReused { .. }) => BalanceError::Rejected(other.to_string()),
+    }
+}
+
+/// Whether `decide` may refuse a request that was applied before its receipt
+/// left the account: a reservation repeated after the money moved on, a
+/// deduction repeated after the reservation was used up. Other refusals
+/// (amounts, keys) refuse the first request alike, and nothing else refuses.
+fn may_refuse_a_repeat(refused: &AccountRejection) -> bool {
+    matches!(
+        refused,
+        AccountRejection::InsufficientFunds { .. }
+            | AccountRejection::NoReservation { .. }
+            | AccountRejection::ExceedsReservation { .. }
+    )
+}
+
+fn fold_error(error: FoldError) -> BalanceError {
+    match error {
+        FoldError::Store(error) => store_error(error),
+        other => BalanceError::Rejected(format!("account stream unreadable: {other}")),
     }
 }
 

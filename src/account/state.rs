@@ -4,8 +4,9 @@
 //! after each event and names the broken one; `evolve` (for events `decide`
 //! just produced) panics on one, as a bug in this core.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -56,6 +57,23 @@ pub struct Receipt {
     pub reserved_after: Decimal,
 }
 
+/// Receipts an account holds: the latest this many idempotency keys it applied.
+///
+/// Why a bound: an account lives as long as its user and applies about three
+/// keys per order, so receipts kept for every key grow with every order for
+/// ever, and the state (cached per account, copied when a commit is planned)
+/// grows with them. Why this is still idempotent: the receipts are only the
+/// fast answer to a repeat. Every money movement the saga can repeat is
+/// appended under the command id derived from its key (`balance::embedded`),
+/// which the store remembers for good, so the shell answers a repeat older
+/// than the window from the log (the append is deduplicated, or a refusal is
+/// checked against the store's command record, and the account is folded up to
+/// the original append for its receipt). See `balance::embedded::EmbeddedLedger`.
+/// Sized so that repeats within moments (a second process, a quick retry)
+/// never touch the log: a busy account applies far fewer keys than this
+/// between a call and its retry.
+pub const RECEIPTS_MAX: usize = 64;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
     pub user_id: Uuid,
@@ -68,8 +86,10 @@ pub struct Account {
     pub deposited: Decimal,
     pub credited: Decimal,
     pub deducted: Decimal,
-    /// Every applied idempotency key and what it did.
-    pub receipts: BTreeMap<String, Receipt>,
+    /// The latest applied idempotency keys (at most [`RECEIPTS_MAX`]) and what
+    /// each did, oldest first. A short list searched from the newest: cheaper
+    /// to copy and to look up than a map at this size.
+    pub receipts: VecDeque<(String, Receipt)>,
 }
 
 impl Account {
@@ -82,7 +102,7 @@ impl Account {
             deposited: Decimal::ZERO,
             credited: Decimal::ZERO,
             deducted: Decimal::ZERO,
-            receipts: BTreeMap::new(),
+            receipts: VecDeque::with_capacity(RECEIPTS_MAX),
         }
     }
 
@@ -96,8 +116,14 @@ impl Account {
         self.reserved.get(&order_id).copied().unwrap_or(Decimal::ZERO)
     }
 
+    /// What `idempotency_key` did, if it is among the latest [`RECEIPTS_MAX`]
+    /// keys applied; None for a new key or an older one (the shell asks the log).
     pub fn receipt(&self, idempotency_key: &str) -> Option<&Receipt> {
-        self.receipts.get(idempotency_key)
+        self.receipts
+            .iter()
+            .rev()
+            .find(|(key, _)| key == idempotency_key)
+            .map(|(_, receipt)| receipt)
     }
 
     /// Money is neither made nor lost inside the account: what it holds
@@ -124,7 +150,10 @@ impl Account {
 pub enum AccountState {
     #[default]
     NotOpened,
-    Open(Box<Account>),
+    /// Shared, copied on write (`Arc::make_mut` in `try_evolve`): the shell
+    /// keeps an account in its cache, in a planner and in a plan at once, and
+    /// a copy of the state is then a count, not a copy of the account.
+    Open(Arc<Account>),
 }
 
 impl AccountState {
@@ -142,11 +171,12 @@ pub fn evolve(state: AccountState, event: &AccountEvent) -> AccountState {
 }
 
 /// Applies one event, or names the invariant it breaks (checked in every
-/// build: money is never negative, a key applies once, the books balance).
+/// build: money is never negative, a key held in the receipts is not applied
+/// again, the books balance).
 pub fn try_evolve(state: AccountState, event: &AccountEvent) -> Result<AccountState, InvariantViolation> {
-    let mut account = match (state, event) {
+    let mut shared = match (state, event) {
         (AccountState::NotOpened, AccountEvent::AccountOpened(e)) => {
-            return Ok(AccountState::Open(Box::new(Account::new(e.user_id, e.opened_at))))
+            return Ok(AccountState::Open(Arc::new(Account::new(e.user_id, e.opened_at))))
         }
         (AccountState::Open(account), _) => account,
         (AccountState::NotOpened, other) => {
@@ -156,6 +186,8 @@ pub fn try_evolve(state: AccountState, event: &AccountEvent) -> Result<AccountSt
             )));
         }
     };
+    // Copies the account only if another holder shares it (a cache, a planner).
+    let account = Arc::make_mut(&mut shared);
     let (operation, order_id, amount, key) = match event {
         AccountEvent::AccountOpened(_) => {
             return Err(InvariantViolation(format!(
@@ -197,7 +229,7 @@ pub fn try_evolve(state: AccountState, event: &AccountEvent) -> Result<AccountSt
             (Operation::Credit, Some(e.order_id), e.amount, &e.idempotency_key)
         }
     };
-    ensure(!account.receipts.contains_key(key), || {
+    ensure(account.receipt(key).is_none(), || {
         format!("idempotency key {key:?} applied twice to account {}", account.user_id)
     })?;
     let receipt = Receipt {
@@ -207,7 +239,10 @@ pub fn try_evolve(state: AccountState, event: &AccountEvent) -> Result<AccountSt
         available_after: account.available,
         reserved_after: account.reserved_total(),
     };
-    account.receipts.insert(key.clone(), receipt);
+    if account.receipts.len() == RECEIPTS_MAX {
+        account.receipts.pop_front();
+    }
+    account.receipts.push_back((key.clone(), receipt));
     ensure(account.available >= Decimal::ZERO, || {
         format!("available {} < 0 on account {}", account.available, account.user_id)
     })?;
@@ -228,5 +263,5 @@ pub fn try_evolve(state: AccountState, event: &AccountEvent) -> Result<AccountSt
             account.deducted
         )
     })?;
-    Ok(AccountState::Open(account))
+    Ok(AccountState::Open(shared))
 }

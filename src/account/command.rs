@@ -45,6 +45,18 @@ pub enum AccountCommand {
 }
 
 impl AccountCommand {
+    /// When the command was made (the shell's clock, carried in).
+    pub fn at(&self) -> DateTime<Utc> {
+        match self {
+            AccountCommand::Open { at, .. }
+            | AccountCommand::Deposit { at, .. }
+            | AccountCommand::Reserve { at, .. }
+            | AccountCommand::Deduct { at, .. }
+            | AccountCommand::Release { at, .. }
+            | AccountCommand::Credit { at, .. } => *at,
+        }
+    }
+
     /// The key that makes this command idempotent; `Open` needs none (it is
     /// idempotent by itself).
     pub fn idempotency_key(&self) -> Option<&str> {

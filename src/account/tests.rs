@@ -490,3 +490,20 @@ fn try_evolve_refuses_an_overdraft_in_every_build() {
         "{overdraft:?}"
     );
 }
+
+#[test]
+fn an_account_holds_the_latest_receipts_only() {
+    // Proves the receipts are bounded: after RECEIPTS_MAX later keys the
+    // oldest is no longer held (the shell answers its repeat from the log),
+    // the newest are, and the books still balance.
+    let mut events = funded(dec!(1000));
+    events.extend((0..RECEIPTS_MAX).map(|i| deposited(dec!(1), &format!("d{i}"))));
+    let state = given(&events);
+    let account = account(&state);
+    assert_eq!(account.receipts.len(), RECEIPTS_MAX);
+    assert!(account.receipt("funding").is_none());
+    assert!(account.receipt("d0").is_some());
+    assert!(account.receipt(&format!("d{}", RECEIPTS_MAX - 1)).is_some());
+    assert_eq!(account.available, dec!(1000) + Decimal::from(RECEIPTS_MAX));
+    assert!(account.invariants_hold());
+}

@@ -1,5 +1,8 @@
 //! `decide` for accounts: the money rules. A repeated idempotency key is
 //! absorbed (no events), because callers retry after timeouts and crashes.
+//! Only the latest keys' receipts are held (`RECEIPTS_MAX`): a key older than
+//! that decides as new here, and the shell recognises it from the log, where
+//! the append it names is recorded for good (`balance::embedded`).
 
 use rust_decimal::Decimal;
 use uuid::Uuid;
@@ -115,7 +118,7 @@ pub fn decide(state: &AccountState, command: &AccountCommand) -> Result<Vec<Acco
 /// Whether a stored receipt is the answer to this command: same operation, same
 /// order, same amount (a release names no amount). Time is not compared: a
 /// retry is made later than the original by definition.
-fn answers(receipt: &Receipt, command: &AccountCommand) -> bool {
+pub fn answers(receipt: &Receipt, command: &AccountCommand) -> bool {
     let (operation, order_id, amount): (Operation, Option<Uuid>, Option<Decimal>) = match command {
         AccountCommand::Open { .. } => return false,
         AccountCommand::Deposit { amount, .. } => (Operation::Deposit, None, Some(*amount)),
