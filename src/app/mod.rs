@@ -32,7 +32,7 @@ use crate::auth::Authenticator;
 use crate::balance::BalanceService;
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::engine::{CrashPoint, Engine};
+use crate::engine::{CrashPoint, Engine, EngineConfig};
 use crate::ledger::EmbeddedLedger;
 use crate::market::MarketSimulator;
 use crate::projections::{run_orders_projection, ProjectionHealth, ReadModels};
@@ -91,6 +91,12 @@ impl ApplicationBuilder {
     /// Prices move only when the caller sets them (tests that assert fills at a set price).
     pub fn frozen_market(mut self) -> Self {
         self.overrides.frozen_market = true;
+        self
+    }
+
+    /// The engine's bounds in place of those the settings give; see [`Overrides::engine`].
+    pub fn engine_config(mut self, config: EngineConfig) -> Self {
+        self.overrides.engine = Some(config);
         self
     }
 

@@ -30,9 +30,10 @@ use crate::telemetry::metrics::Metrics;
 /// is given.
 #[derive(Default)]
 pub struct Overrides {
-    /// A log already open (a test's database with raw SQL access beside it),
-    /// instead of opening `settings.database_url`. Give the bare backend:
-    /// group commit and metering are added here.
+    /// A log already open (a test's database with raw SQL access beside it,
+    /// or a store that spies on or hooks its commits), instead of opening
+    /// `settings.database_url`. Give the bare backend: group commit and
+    /// metering are added here, around it.
     pub log: Option<(Arc<dyn EventStore>, Arc<dyn ReadModels>)>,
     /// Time for the engine, the ledger, the market and request signatures (a
     /// manual clock in tests); the system clock otherwise.
@@ -44,6 +45,11 @@ pub struct Overrides {
     pub crash: Option<Arc<CrashPoint>>,
     /// Prices move only when the caller sets them: no feed ticks the market.
     pub frozen_market: bool,
+    /// The engine's bounds and ladders in place of [`engine_config`] of the
+    /// settings, for a bound `serve` does not read from its environment (a
+    /// test that runs a saga out of its local retries). A shorter ladder is a
+    /// setting (`retry_delays`), not this.
+    pub engine: Option<EngineConfig>,
 }
 
 /// The running engine and its dependencies. Dropping it leaves the engine's
@@ -133,7 +139,7 @@ impl EngineStack {
         let feed = (!overrides.frozen_market).then(|| Arc::clone(&market).spawn());
 
         let engine = Arc::new(Engine::start(
-            engine_config(settings),
+            overrides.engine.unwrap_or_else(|| engine_config(settings)),
             EngineDeps {
                 store: Arc::clone(&store),
                 balance,
