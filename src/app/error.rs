@@ -19,6 +19,10 @@ pub enum AppError {
         #[source]
         source: StoreError,
     },
+    /// The log was given without read models (`ApplicationBuilder::engine_log`),
+    /// which the HTTP API and the orders projection read.
+    #[error("the log was given without the read models the HTTP API needs")]
+    NoReadModels,
     #[error("registering metrics")]
     Metrics(#[source] prometheus::Error),
     /// A remote service client (balance, accounts) refused its configuration.
