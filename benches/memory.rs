@@ -3,7 +3,9 @@
 //! then touches each through `Engine::get`, which starts and hydrates its
 //! actor, and reads this process's VmRSS every 10,000 orders. Once the
 //! live-actor cap is reached the registry passivates the least recently used
-//! tenth, so resident memory should flatten.
+//! tenth, so resident memory should flatten. The engine is built by
+//! `Application::builder(..).build_stack()`, the wiring `serve` runs (group
+//! commit and metering on the log), on the log the orders were written to.
 //!
 //! `cargo bench --bench memory`. DATABASE_URL=postgres://… runs on a fresh
 //! database of its own (created, then dropped); sqlite:path on that file;
@@ -19,14 +21,12 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures_util::StreamExt;
-use order_engine::accounts::EmbeddedAccounts;
 use order_engine::aggregate::Aggregate;
-use order_engine::balance::embedded::{EmbeddedLedger, LedgerConfig};
-use order_engine::clock::SystemClock;
-use order_engine::engine::{Engine, EngineConfig, EngineDeps, REACTOR_CHECKPOINT};
+use order_engine::app::{Application, EngineStack};
+use order_engine::config::Settings;
+use order_engine::engine::REACTOR_CHECKPOINT;
 use order_engine::events::{encode, EventMetadata, NewEvent, StreamId};
 use order_engine::loadgen::sample_memory;
-use order_engine::market::{MarketSimulator, SimulatorConfig};
 use order_engine::order::{
     AcceptOrder, ExecuteOrder, OrderAggregate, OrderCommand, OrderState, OrderType, Quote, Side, SubmitOrder,
 };
@@ -221,7 +221,7 @@ async fn measure(
     every: usize,
     rss_at_start: u64,
 ) -> Result<(), BoxError> {
-    let store = StoreConfig::from_url(database.url())?.open().await?;
+    let (store, models) = order_engine::projections::open(&StoreConfig::from_url(database.url())?).await?;
     let created = Instant::now();
     let ids = create_orders(store.as_ref(), orders).await?;
     let create_s = created.elapsed().as_secs_f64();
@@ -234,23 +234,17 @@ async fn measure(
     let head = store.head_position().await?;
     store.save_checkpoint(REACTOR_CHECKPOINT, head).await?;
 
-    let clock = Arc::new(SystemClock);
-    let mut config = EngineConfig::default();
-    config.actors.live_actors_max = cap;
+    let mut settings = Settings::from_lookup(|_| None)?;
+    settings.database_url = database.url().to_owned();
+    settings.live_actors_max = cap;
     // Only the cap passivates here, not idleness: the run is what it measures.
-    config.actors.passivate_after = Duration::from_secs(3_600);
-    let deps = EngineDeps {
-        store: Arc::clone(&store),
-        balance: Arc::new(EmbeddedLedger::new(
-            Arc::clone(&store),
-            clock.clone(),
-            LedgerConfig::default(),
-        )),
-        market: Arc::new(MarketSimulator::new(SimulatorConfig::default(), clock.clone())),
-        accounts: Arc::new(EmbeddedAccounts),
-        clock,
-    };
-    let engine = Arc::new(Engine::start(config, deps, None)?);
+    settings.passivate_after = Duration::from_secs(3_600);
+    let EngineStack { engine, .. } = Application::builder(settings)
+        // The log the orders were written to: one pool, as before the engine started.
+        .log(store, models)
+        .frozen_market()
+        .build_stack()
+        .await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = rss_kib()?;
     let started = Instant::now();

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use common::amqp::{producer, publish, seed_submission, Collector, TestBroker};
-use common::engine::{eventually, start, TestEngine};
+use common::engine::{eventually, start, start_on, TestEngine};
 use common::TestDb;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use order_engine::amqp::wire::wire_uuid;
@@ -214,7 +214,7 @@ impl Harness {
         let broker = TestBroker::new(test).await?;
         let TestEngine {
             engine, market, store, ..
-        } = start(db.open(hook).await, None, None);
+        } = start_on(db, db.open_backend(hook).await, |app| app).await;
         market.set_price("AAPL", dec!(150.25)).unwrap();
         let metrics = Arc::new(Metrics::new().unwrap());
         let handle = amqp::start(
@@ -953,7 +953,7 @@ async fn engine_restarts_never_dead_letter_a_valid_order(db: TestDb) {
     };
     let TestEngine {
         engine, market, store, ..
-    } = start(db.open(None).await, None, None);
+    } = start(&db).await;
     market.set_price("AAPL", dec!(150.25)).unwrap();
     let config = AmqpConfig {
         delivery_limit: amqp::DEFAULT_DELIVERY_LIMIT,

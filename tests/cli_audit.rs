@@ -30,7 +30,7 @@ async fn audit_tells_an_orders_story_and_names_an_unknown_one() {
     // Proves the command prints order, saga and ledger entries in log order (table and JSON),
     // and fails with a clear message for an unknown id.
     let db = TestDb::sqlite();
-    let t = start(db.open(None).await, None, None);
+    let t = start(&db).await;
     t.market.set_price("AAPL", dec!(150.25)).unwrap();
     let order = t
         .engine

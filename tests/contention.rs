@@ -11,18 +11,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::amqp::{producer, publish, seed_submission, TestBroker};
-use common::engine::{eventually, TestEngine};
+use common::engine::{eventually, start_with, TestEngine};
 use common::http::{spawn_app_with, token};
 use common::TestDb;
 use futures_util::future::join_all;
 use lapin::types::FieldTable;
-use order_engine::accounts::EmbeddedAccounts;
 use order_engine::amqp::{self, OrderSubmitter};
-use order_engine::balance::embedded::{EmbeddedLedger, LedgerConfig};
 use order_engine::clock::SystemClock;
-use order_engine::engine::{Engine, EngineConfig, EngineDeps};
+use order_engine::engine::EngineConfig;
 use order_engine::events::StreamId;
-use order_engine::market::{MarketSimulator, SimulatorConfig};
 use order_engine::order::OrderStatus;
 use order_engine::store::read_stream_all;
 use rust_decimal_macros::dec;
@@ -34,39 +31,6 @@ const BURST: usize = 50;
 /// Every order of the burst executes within this long of the first submission.
 const BURST_DEADLINE: Duration = Duration::from_secs(15);
 const PRICE: rust_decimal::Decimal = dec!(150.25);
-
-/// An engine as `serve` builds it: the embedded ledger with its default
-/// bounds and the seed's retry ladder (5 min, 15 min, 1 h, 6 h).
-fn production_like(store: common::TestStore) -> TestEngine {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    let clock = Arc::new(SystemClock);
-    let ledger = Arc::new(EmbeddedLedger::new(
-        Arc::clone(&store.store),
-        clock.clone(),
-        LedgerConfig {
-            demo_balance: dec!(10000),
-            ..LedgerConfig::default()
-        },
-    ));
-    let market = Arc::new(MarketSimulator::new(SimulatorConfig::default(), clock.clone()));
-    market.set_price("AAPL", PRICE).unwrap();
-    let deps = EngineDeps {
-        store: Arc::clone(&store.store),
-        balance: ledger.clone(),
-        market: market.clone(),
-        accounts: Arc::new(EmbeddedAccounts),
-        clock,
-    };
-    TestEngine {
-        engine: Arc::new(Engine::start(EngineConfig::default(), deps, None).unwrap()),
-        ledger,
-        market,
-        store,
-    }
-}
 
 /// Waits until every order is EXECUTED (or the deadline passes), then checks
 /// that none of their sagas recorded a failed step (a lost race on the ladder).
@@ -100,7 +64,6 @@ async fn a_burst_of_one_users_market_buys_over_http_all_execute_within_seconds()
     let Some(db) = TestDb::postgres(test).await else {
         return;
     };
-    let db = db.with_group_commit();
     // As `serve` builds it: the seed's retry ladder, group commit, metering.
     let app = spawn_app_with(&db, EngineConfig::default(), None).await;
     app.engine.market.set_price("AAPL", PRICE).unwrap();
@@ -134,8 +97,9 @@ async fn a_burst_of_one_users_market_buys_over_amqp_all_execute_within_seconds()
     let Some(broker) = TestBroker::new(test).await else {
         return;
     };
-    let db = db.with_group_commit();
-    let t = production_like(db.open(None).await);
+    // As `serve` builds it: the seed's retry ladder, group commit, metering.
+    let t = start_with(&db, db.open_backend(None).await, EngineConfig::default(), |app| app).await;
+    t.market.set_price("AAPL", PRICE).unwrap();
     let handle = amqp::start(
         broker.config(),
         Arc::clone(&t.engine) as Arc<dyn OrderSubmitter>,

@@ -9,13 +9,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::engine::{eventually, ledger, saga_completed, start, stream_types, FlakyBalance, TestEngine, DEMO_BALANCE};
+use common::engine::{
+    eventually, ledger, saga_completed, start, start_on, stream_types, FlakyBalance, TestEngine, DEMO_BALANCE,
+};
 use common::http::spawn_app;
 use common::TestDb;
 use order_engine::account::{Account, AccountState};
 use order_engine::balance::embedded::EmbeddedLedger;
 use order_engine::balance::{Balance, BalanceError, BalanceOp, BalanceReceipt, BalanceService, ReleaseOp};
-use order_engine::engine::{CrashPoint, Engine, EngineDeps, EngineError, SubmitRequest, REACTOR_CHECKPOINT};
+use order_engine::engine::{CrashPoint, EngineError, SubmitRequest, REACTOR_CHECKPOINT};
 use order_engine::events::RecordedEvent;
 use order_engine::events::{EventMetadata, NewEvent, StreamId};
 use order_engine::order::{OrderRejection, OrderStatus, OrderType, Side};
@@ -91,7 +93,7 @@ async fn processing(t: &TestEngine, order_id: Uuid) {
 
 async fn every_order_type_on_both_sides_ends_with_the_ledger_right(db: TestDb) {
     // Proves each type and side reaches EXECUTED at the right price and moves exactly its value.
-    let t = start(db.open(None).await, None, None);
+    let t = start(&db).await;
     t.market.set_price("AAPL", dec!(150.25)).unwrap();
     // (side, type, limit, stop, price that fills or triggers, expected execution price)
     let cases = [
@@ -181,7 +183,7 @@ async fn every_order_type_on_both_sides_ends_with_the_ledger_right(db: TestDb) {
 
 async fn cancelling_a_resting_limit_releases_its_reservation(db: TestDb) {
     // Proves a cancel of a working BUY returns every cent it held.
-    let t = start(db.open(None).await, None, None);
+    let t = start(&db).await;
     t.market.set_price("AAPL", dec!(150.25)).unwrap();
     let user = Uuid::new_v4();
     let order = t
@@ -209,7 +211,7 @@ async fn cancelling_a_resting_limit_releases_its_reservation(db: TestDb) {
 
 async fn insufficient_funds_fails_the_order_and_reserves_nothing(db: TestDb) {
     // Proves a BUY the account cannot cover ends FAILED with the reason and holds nothing.
-    let t = start(db.open(None).await, None, None);
+    let t = start(&db).await;
     let user = Uuid::new_v4();
     let mut big = request(user, Side::Buy, OrderType::Limit, Some(dec!(200)), None);
     big.quantity = dec!(100);
@@ -228,10 +230,10 @@ async fn insufficient_funds_fails_the_order_and_reserves_nothing(db: TestDb) {
 async fn a_balance_service_down_through_every_retry_fails_the_order_and_releases(db: TestDb) {
     // Proves the ladder: 5 attempts, then FAILED with the reason, and the release
     // runs once the service is back, so nothing stays reserved.
-    let store = db.open(None).await;
+    let store = db.open_backend(None).await;
     let flaky = Arc::new(FlakyBalance::new(ledger(&store)));
     flaky.down.store(true, Ordering::SeqCst);
-    let t = start(store, Some(flaky.clone() as Arc<dyn BalanceService>), None);
+    let t = start_on(&db, store, |app| app.balance(flaky.clone())).await;
     let user = Uuid::new_v4();
     let order = t
         .engine
@@ -263,10 +265,10 @@ async fn a_balance_service_down_through_every_retry_fails_the_order_and_releases
 async fn lost_replies_never_move_money_twice(db: TestDb) {
     // Proves idempotent calls: every reply lost after the money moved, through the
     // whole ladder, still ends with the order failed and every cent back.
-    let store = db.open(None).await;
+    let store = db.open_backend(None).await;
     let flaky = Arc::new(FlakyBalance::new(ledger(&store)));
     flaky.lose_replies.store(true, Ordering::SeqCst);
-    let t = start(store, Some(flaky.clone() as Arc<dyn BalanceService>), None);
+    let t = start_on(&db, store, |app| app.balance(flaky.clone())).await;
     let user = Uuid::new_v4();
     let order = t
         .engine
@@ -311,10 +313,17 @@ async fn crash_sweep(db: &TestDb, step_by_step: bool, effects_min: u32) {
     let mut k = 1;
     loop {
         let crash = Arc::new(CrashPoint::after(k));
-        let store = db.open(None).await;
+        let store = db.open_backend(None).await;
         let balance: Option<Arc<dyn BalanceService>> =
             step_by_step.then(|| Arc::new(FlakyBalance::new(ledger(&store))) as Arc<dyn BalanceService>);
-        let first = start(store, balance, Some(Arc::clone(&crash)));
+        let first = start_on(db, store, |app| {
+            let app = app.crash(Arc::clone(&crash));
+            match balance {
+                Some(balance) => app.balance(balance),
+                None => app,
+            }
+        })
+        .await;
         first.market.set_price("AAPL", dec!(150.25)).unwrap();
         let user = Uuid::new_v4();
         let order = first
@@ -326,7 +335,7 @@ async fn crash_sweep(db: &TestDb, step_by_step: bool, effects_min: u32) {
             .await
             .is_ok();
         first.engine.shutdown().await;
-        let second = start(db.open(None).await, None, None);
+        let second = start(db).await;
         second.market.set_price("AAPL", dec!(150.25)).unwrap();
         let done = settled(&second, order.id).await;
         assert_eq!(done.status, OrderStatus::Executed, "k={k}: {:?}", done.reason);
@@ -350,8 +359,8 @@ async fn crash_sweep(db: &TestDb, step_by_step: bool, effects_min: u32) {
 
 async fn two_engines_on_one_database_execute_each_order_once(db: TestDb) {
     // Proves two engine processes on one log: no lost or doubled events, one execution per order.
-    let a = start(db.open(None).await, None, None);
-    let b = start(db.open(None).await, None, None);
+    let a = start(&db).await;
+    let b = start(&db).await;
     for t in [&a, &b] {
         t.market.set_price("AAPL", dec!(150.25)).unwrap();
     }
@@ -487,7 +496,7 @@ async fn a_poison_order_event_stops_the_reactor_loudly_and_fails_readiness(db: T
 
 async fn a_stream_that_breaks_an_invariant_stops_its_order_with_a_typed_error(db: TestDb) {
     // Proves a stream whose events break evolve's invariants (a second OrderSubmitted) is refused by name when folded, in every build, and the engine keeps serving other orders.
-    let first = start(db.open(None).await, None, None);
+    let first = start(&db).await;
     first.market.set_price("AAPL", dec!(150.25)).unwrap();
     let user = Uuid::new_v4();
     let order = first
@@ -499,7 +508,7 @@ async fn a_stream_that_breaks_an_invariant_stops_its_order_with_a_typed_error(db
     processing(&first, order.id).await;
     first.engine.shutdown().await;
     // Someone copies the submission onto the end of the stream behind the engine's back.
-    let store = db.open(None).await;
+    let store = db.open_backend(None).await;
     let stream = StreamId::order(order.id);
     let events = read_stream_all(store.store.as_ref(), &stream, 1).await.unwrap();
     let submitted = events.iter().find(|e| e.event_type == "OrderSubmitted").unwrap();
@@ -516,7 +525,7 @@ async fn a_stream_that_breaks_an_invariant_stops_its_order_with_a_typed_error(db
         },
     )
     .await;
-    let second = start(store, None, None);
+    let second = start_on(&db, store, |app| app).await;
     second.market.set_price("AAPL", dec!(150.25)).unwrap();
     for _ in 0..2 {
         // Folding again meets the same event again: it never folds past it.
@@ -711,9 +720,9 @@ async fn saga_failures(t: &TestEngine, order_id: Uuid) -> Vec<String> {
 
 async fn a_contended_account_is_retried_at_once_never_on_the_ladder(db: TestDb) {
     // Proves a balance call that lost its races (Contended) is made again within moments with its key and never recorded as a failed step.
-    let store = db.open(None).await;
+    let store = db.open_backend(None).await;
     let contended = Arc::new(ContendedBalance::new(ledger(&store), 4));
-    let t = start(store, Some(contended.clone()), None);
+    let t = start_on(&db, store, |app| app.balance(contended.clone())).await;
     t.market.set_price("AAPL", dec!(150.25)).unwrap();
     let started = std::time::Instant::now();
     let order = t
@@ -736,28 +745,15 @@ async fn a_contended_account_is_retried_at_once_never_on_the_ladder(db: TestDb) 
 
 async fn a_saga_out_of_local_retries_is_reported_stalled_not_dropped(db: TestDb) {
     // Proves a saga whose local retries run out (an account contended without end) is named in the engine's health, its order left PENDING and nothing recorded as a balance failure.
-    let store = db.open(None).await;
+    let store = db.open_backend(None).await;
     let contended = Arc::new(ContendedBalance::new(ledger(&store), u32::MAX));
+    // The saga's local retries are not a setting of `serve`: the whole engine config is replaced.
     let mut config = common::engine::fast_config();
     config.saga.local_retries_max = 3;
-    let clock = Arc::new(order_engine::clock::SystemClock);
-    let market = Arc::new(order_engine::market::MarketSimulator::new(
-        order_engine::market::SimulatorConfig::default(),
-        clock.clone(),
-    ));
+    let TestEngine {
+        engine, market, store, ..
+    } = start_on(&db, store, |app| app.balance(contended.clone()).engine_config(config)).await;
     market.set_price("AAPL", dec!(150.25)).unwrap();
-    let engine = Engine::start(
-        config,
-        EngineDeps {
-            store: Arc::clone(&store.store),
-            balance: contended.clone(),
-            market,
-            accounts: Arc::new(order_engine::accounts::EmbeddedAccounts),
-            clock,
-        },
-        None,
-    )
-    .unwrap();
     let order = engine
         .submit(request(Uuid::new_v4(), Side::Buy, OrderType::Market, None, None))
         .await
@@ -874,10 +870,11 @@ async fn a_market_buy_with_the_embedded_ledger_is_three_commits(db: TestDb) {
     // MARKET BUY is three commits (the submission; reserve and accept; execute,
     // deduct, release and complete), each all or nothing, and its log still
     // shows every money movement.
-    let mut store = db.open(None).await;
+    // The spy sees what reaches the database: the root puts group commit around it.
+    let mut store = db.open_backend(None).await;
     let spy = Arc::new(Spy::new(Arc::clone(&store.store), None));
     store.store = spy.clone();
-    let t = start(store, None, None);
+    let t = start_on(&db, store, |app| app).await;
     t.market.set_price("AAPL", dec!(150.25)).unwrap();
     let user = Uuid::new_v4();
     let order = t
@@ -923,13 +920,13 @@ async fn a_lost_race_on_the_account_is_retried_at_once_and_the_order_executes_wi
     // Proves a lost optimistic race on the account stream is reloaded and
     // retried at once, never put on the retry ladder (here 5 minutes a rung).
     let user = Uuid::new_v4();
-    let mut store = db.open(None).await;
+    let mut store = db.open_backend(None).await;
     let rival = ledger(&store);
     let spy = Arc::new(Spy::new(Arc::clone(&store.store), Some((rival, user))));
     store.store = spy.clone();
     let mut config = common::engine::fast_config();
     config.saga.retry_delays = vec![Duration::from_secs(300); 4];
-    let t = common::engine::start_with(config, store, None, None);
+    let t = common::engine::start_with(&db, store, config, |app| app).await;
     t.market.set_price("AAPL", dec!(150.25)).unwrap();
     // The account exists first, so the rival's deposit moves its version.
     t.ledger.deposit(user, dec!(1), "opening").await.unwrap();
@@ -961,7 +958,7 @@ async fn orders_on_two_actor_threads_all_execute_with_the_ledger_right(db: TestD
     // Proves the engine with its order actors on two threads of their own (as `serve` runs on two cores) executes concurrent orders of many users, each once, with every account right to the cent, and then stops.
     let mut config = common::engine::fast_config();
     config.actors.actor_threads = 2;
-    let t = common::engine::start_with(config, db.open(None).await, None, None);
+    let t = common::engine::start_with(&db, db.open_backend(None).await, config, |app| app).await;
     t.market.set_price("AAPL", dec!(150.25)).unwrap();
     // Two orders a user: both reservations fit the demo balance at once.
     let users: Vec<Uuid> = (0..16).map(|_| Uuid::new_v4()).collect();

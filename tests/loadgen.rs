@@ -91,7 +91,7 @@ async fn a_fixed_rate_run_over_amqp_completes_every_order(db: TestDb) {
     let Some(broker) = TestBroker::new("a_fixed_rate_run_over_amqp_completes_every_order").await else {
         return;
     };
-    let engine = start(db.open(None).await, None, None);
+    let engine = start(&db).await;
     let handle = start_amqp(&broker, &engine.engine, &engine.store).await;
     let report = loadgen::run(config(&broker, Transport::Amqp, Rate::PerSecond(100.0), String::new()))
         .await

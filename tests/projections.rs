@@ -56,7 +56,7 @@ fn order(user: Uuid, side: Side, order_type: OrderType, limit: Option<rust_decim
 async fn the_orders_table_follows_the_log_and_resumes_without_duplicates(db: TestDb) {
     // Proves every order's row equals its folded state, and a restarted projection
     // resumes from its checkpoint (a duplicate insert would stop it).
-    let t = start(db.open(None).await, None, None);
+    let t = start(&db).await;
     t.market.set_price("AAPL", dec!(150.25)).unwrap();
     let (health, stop, task) = spawn_projection(&t.store.store, &t.store.models);
     let user = Uuid::new_v4();
@@ -124,7 +124,7 @@ async fn the_orders_table_follows_the_log_and_resumes_without_duplicates(db: Tes
 async fn a_poison_event_stops_only_the_projection_and_names_itself(db: TestDb) {
     // Proves an unreadable order event stops the projection with its id and position,
     // while the engine goes on taking and executing orders.
-    let t = start(db.open(None).await, None, None);
+    let t = start(&db).await;
     t.market.set_price("AAPL", dec!(150.25)).unwrap();
     let (health, _stop, _task) = spawn_projection(&t.store.store, &t.store.models);
     let poison_id = Uuid::new_v4();

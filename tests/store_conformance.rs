@@ -47,6 +47,7 @@ on_every_backend!(
     a_log_imports_verbatim_and_still_verifies,
     an_import_that_does_not_continue_the_log_writes_nothing,
     group_commit_merges_concurrent_appends_and_isolates_conflicts,
+    an_append_its_caller_gave_up_on_holds_up_no_other,
 );
 
 on_memory_backend!(
@@ -68,6 +69,7 @@ on_memory_backend!(
     a_log_imports_verbatim_and_still_verifies,
     an_import_that_does_not_continue_the_log_writes_nothing,
     group_commit_merges_concurrent_appends_and_isolates_conflicts,
+    an_append_its_caller_gave_up_on_holds_up_no_other,
 );
 
 fn stream(name: &str) -> StreamId {
@@ -477,6 +479,32 @@ fn holding_hook(held: StreamId, release: oneshot::Receiver<bool>, parked: onesho
             .boxed()
         },
     )
+}
+
+async fn an_append_its_caller_gave_up_on_holds_up_no_other(db: TestDb) {
+    // Proves an append whose caller gave up while its commit hung writes
+    // nothing and holds up no later append: with group commit too, where the
+    // writer drops a commit nobody waits for instead of waiting it out.
+    let held = stream("held");
+    // Never sent while the test runs: the held commit hangs until its caller gives up.
+    let (_release, release_rx) = oneshot::channel();
+    let (parked_tx, parked_rx) = oneshot::channel();
+    let s = db
+        .open_log(Some(holding_hook(held.clone(), release_rx, parked_tx)))
+        .await;
+    let hold_store = Arc::clone(&s.store);
+    let held_req = request(&held, 0, 1);
+    let caller = tokio::spawn(async move { append(hold_store.as_ref(), held_req).await });
+    parked_rx.await.unwrap();
+    caller.abort();
+    let next = stream("next");
+    let appended = tokio::time::timeout(Duration::from_secs(5), append(s.store.as_ref(), request(&next, 0, 1)))
+        .await
+        .expect("an append queued behind a commit nobody waits for was held up")
+        .unwrap()
+        .unwrap();
+    assert_eq!(appended.first_version, 1);
+    assert_eq!(s.store.stream_version(&held).await.unwrap(), 0);
 }
 
 const OTHERS: usize = 200;

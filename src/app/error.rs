@@ -22,6 +22,10 @@ pub enum AppError {
     /// The order actors' threads could not start (ORDER_ENGINE_ACTOR_THREADS).
     #[error("starting the order actors (ORDER_ENGINE_ACTOR_THREADS)")]
     Actors(#[source] crate::actors::StartError),
+    /// The log was given without read models (`ApplicationBuilder::engine_log`),
+    /// which the HTTP API and the orders projection read.
+    #[error("the log was given without the read models the HTTP API needs")]
+    NoReadModels,
     #[error("registering metrics")]
     Metrics(#[source] prometheus::Error),
     /// A remote service client (balance, accounts) refused its configuration.

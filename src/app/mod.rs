@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 pub use auth::jwt_config;
 pub use error::AppError;
 pub use shutdown::stop_signal;
-pub use stack::{engine_config, EngineStack, Overrides};
+pub use stack::{engine_config, EngineStack, GivenLog, Overrides};
 
 use crate::amqp::{self, AmqpHandle};
 use crate::api::{self, AppState};
@@ -33,7 +33,7 @@ use crate::balance::embedded::EmbeddedLedger;
 use crate::balance::BalanceService;
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::engine::{CrashPoint, Engine};
+use crate::engine::{CrashPoint, Engine, EngineConfig};
 use crate::market::MarketSimulator;
 use crate::projections::{run_orders_projection, ProjectionHealth, ReadModels};
 use crate::store::{redact_url, EventStore};
@@ -44,6 +44,8 @@ use shutdown::within;
 /// but not yet running: `run_until_stopped` drives it.
 pub struct Application {
     stack: EngineStack,
+    /// The read models beside the log (the stack's, which `build` requires).
+    models: Arc<dyn ReadModels>,
     /// The port the HTTP server bound (the OS's pick when the settings say 0).
     port: u16,
     server: Server,
@@ -69,7 +71,17 @@ pub struct ApplicationBuilder {
 impl ApplicationBuilder {
     /// Serve this already open log (the bare backend) instead of opening `settings.database_url`.
     pub fn log(mut self, store: Arc<dyn EventStore>, models: Arc<dyn ReadModels>) -> Self {
-        self.overrides.log = Some((store, models));
+        self.overrides.log = Some(GivenLog {
+            store,
+            models: Some(models),
+        });
+        self
+    }
+
+    /// Run the engine on this log, which has no read models (the in-memory
+    /// log); [`build_stack`](Self::build_stack) only: `build` refuses it.
+    pub fn engine_log(mut self, store: Arc<dyn EventStore>) -> Self {
+        self.overrides.log = Some(GivenLog { store, models: None });
         self
     }
 
@@ -94,6 +106,18 @@ impl ApplicationBuilder {
         self
     }
 
+    /// Quote from this market, which the caller moves; see [`Overrides::market`].
+    pub fn market(mut self, market: Arc<MarketSimulator>) -> Self {
+        self.overrides.market = Some(market);
+        self
+    }
+
+    /// The engine's bounds in place of those the settings give; see [`Overrides::engine`].
+    pub fn engine_config(mut self, config: EngineConfig) -> Self {
+        self.overrides.engine = Some(config);
+        self
+    }
+
     /// Trust these token and service verifiers instead of the ones the settings describe.
     pub fn authenticator(mut self, authenticator: Authenticator) -> Self {
         self.authenticator = Some(authenticator);
@@ -114,13 +138,18 @@ impl ApplicationBuilder {
     /// port. Needs an actix system (the order actors and the server run on it).
     pub async fn build(self) -> Result<Application, AppError> {
         let started = Instant::now();
+        // Refused before anything starts, not after the engine is up.
+        if matches!(self.overrides.log, Some(GivenLog { models: None, .. })) {
+            return Err(AppError::NoReadModels);
+        }
         let settings = self.settings;
         let stack = EngineStack::build(&settings, self.overrides).await?;
+        let models = stack.models.clone().ok_or(AppError::NoReadModels)?;
         let orders_projection = Arc::new(ProjectionHealth::default());
         let (stop_projection, projection_stopped) = watch::channel(false);
         let projection = tokio::spawn(run_orders_projection(
             stack.engine.feed().clone(),
-            Arc::clone(&stack.models),
+            Arc::clone(&models),
             Arc::clone(&orders_projection),
             Some(Arc::clone(&stack.metrics)),
             projection_stopped,
@@ -141,7 +170,7 @@ impl ApplicationBuilder {
         });
         let state = web::Data::new(AppState {
             engine: Arc::clone(&stack.engine),
-            models: Arc::clone(&stack.models),
+            models: Arc::clone(&models),
             orders_projection: Arc::clone(&orders_projection),
             broker_connected,
         });
@@ -171,6 +200,7 @@ impl ApplicationBuilder {
             .run();
         Ok(Application {
             stack,
+            models,
             port,
             server,
             amqp,
@@ -213,7 +243,7 @@ impl Application {
     }
 
     pub fn models(&self) -> Arc<dyn ReadModels> {
-        Arc::clone(&self.stack.models)
+        Arc::clone(&self.models)
     }
 
     pub fn metrics(&self) -> web::Data<Metrics> {
@@ -325,5 +355,23 @@ impl Application {
         .await?;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    #[tokio::test]
+    async fn a_log_without_read_models_is_refused_before_anything_starts() {
+        // Proves `build` refuses the engine-only log (the HTTP API reads the
+        // read models) with a typed error, before it starts an engine.
+        let settings = Settings::from_lookup(|_| None).unwrap();
+        let built = Application::builder(settings)
+            .engine_log(Arc::new(MemoryStore::new()))
+            .build()
+            .await;
+        assert!(matches!(built, Err(AppError::NoReadModels)), "{:?}", built.err());
     }
 }

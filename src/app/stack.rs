@@ -30,10 +30,11 @@ use crate::telemetry::metrics::Metrics;
 /// is given.
 #[derive(Default)]
 pub struct Overrides {
-    /// A log already open (a test's database with raw SQL access beside it),
-    /// instead of opening `settings.database_url`. Give the bare backend:
-    /// group commit and metering are added here.
-    pub log: Option<(Arc<dyn EventStore>, Arc<dyn ReadModels>)>,
+    /// A log already open (a test's database with raw SQL access beside it,
+    /// or a store that spies on or hooks its commits), instead of opening
+    /// `settings.database_url`. Give the bare backend: group commit and
+    /// metering are added here, around it.
+    pub log: Option<GivenLog>,
     /// Time for the engine, the ledger, the market and request signatures (a
     /// manual clock in tests); the system clock otherwise.
     pub clock: Option<Arc<dyn Clock>>,
@@ -44,6 +45,24 @@ pub struct Overrides {
     pub crash: Option<Arc<CrashPoint>>,
     /// Prices move only when the caller sets them: no feed ticks the market.
     pub frozen_market: bool,
+    /// A market the caller owns and moves itself (the simulation's, which
+    /// outlives each engine it restarts and moves in virtual time); no feed
+    /// ticks it.
+    pub market: Option<Arc<MarketSimulator>>,
+    /// The engine's bounds and ladders in place of [`engine_config`] of the
+    /// settings, for a bound `serve` does not read from its environment (a
+    /// test that runs a saga out of its local retries). A shorter ladder is a
+    /// setting (`retry_delays`), not this.
+    pub engine: Option<EngineConfig>,
+}
+
+/// A log the caller opened.
+pub struct GivenLog {
+    pub store: Arc<dyn EventStore>,
+    /// The read models beside it; None for a log that has none (the
+    /// simulation's in-memory log), which only the engine stack can run on:
+    /// the HTTP API and the orders projection read them.
+    pub models: Option<Arc<dyn ReadModels>>,
 }
 
 /// The running engine and its dependencies. Dropping it leaves the engine's
@@ -52,14 +71,15 @@ pub struct EngineStack {
     pub engine: Arc<Engine>,
     /// The log as the engine sees it: group commit (when configured) and metering included.
     pub store: Arc<dyn EventStore>,
-    pub models: Arc<dyn ReadModels>,
+    /// None when the log was given without them (`ApplicationBuilder::engine_log`).
+    pub models: Option<Arc<dyn ReadModels>>,
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
     pub market: Arc<MarketSimulator>,
     /// The embedded ledger when it is the balance service; None with a remote
     /// balance service or an override.
     pub ledger: Option<Arc<EmbeddedLedger>>,
-    /// The task that ticks the market; None when the market is frozen.
+    /// The task that ticks the market; None when the market is frozen or the caller's.
     pub(super) feed: Option<JoinHandle<()>>,
 }
 
@@ -73,10 +93,14 @@ impl EngineStack {
             source,
         };
         let (store, models) = match overrides.log {
-            Some(log) => log,
-            None => projections::open(&StoreConfig::from_url(&settings.database_url).map_err(store_error)?)
-                .await
-                .map_err(store_error)?,
+            Some(GivenLog { store, models }) => (store, models),
+            None => {
+                let (store, models) =
+                    projections::open(&StoreConfig::from_url(&settings.database_url).map_err(store_error)?)
+                        .await
+                        .map_err(store_error)?;
+                (store, Some(models))
+            }
         };
         let clock = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let metrics = Arc::new(Metrics::new().map_err(AppError::Metrics)?);
@@ -123,19 +147,25 @@ impl EngineStack {
                 })?),
                 None => Arc::new(EmbeddedAccounts),
             };
-        let market = Arc::new(MarketSimulator::new(
-            SimulatorConfig {
-                seed: settings.simulator_seed,
-                tick_interval: settings.tick_interval,
-                ..SimulatorConfig::default()
-            },
-            Arc::clone(&clock),
-        ));
-        let feed = (!overrides.frozen_market).then(|| Arc::clone(&market).spawn());
+        let (market, feed) = match overrides.market {
+            Some(market) => (market, None),
+            None => {
+                let market = Arc::new(MarketSimulator::new(
+                    SimulatorConfig {
+                        seed: settings.simulator_seed,
+                        tick_interval: settings.tick_interval,
+                        ..SimulatorConfig::default()
+                    },
+                    Arc::clone(&clock),
+                ));
+                let feed = (!overrides.frozen_market).then(|| Arc::clone(&market).spawn());
+                (market, feed)
+            }
+        };
 
         let engine = Arc::new(
             Engine::start(
-                engine_config(settings),
+                overrides.engine.unwrap_or_else(|| engine_config(settings)),
                 EngineDeps {
                     store: Arc::clone(&store),
                     balance,

@@ -81,16 +81,20 @@ async fn write_groups(inner: Arc<dyn EventStore>, mut jobs: mpsc::Receiver<Job>)
     }
 }
 
-async fn commit(inner: &dyn EventStore, group: Vec<Job>) {
+async fn commit(inner: &dyn EventStore, mut group: Vec<Job>) {
     if group.len() == 1 {
         for job in group {
-            let _ = job.reply.send(inner.append_batch(job.requests).await);
+            append_alone(inner, job).await;
         }
         return;
     }
     let sizes: Vec<usize> = group.iter().map(|job| job.requests.len()).collect();
     let merged: Vec<AppendRequest> = group.iter().flat_map(|job| job.requests.iter().cloned()).collect();
-    match inner.append_batch(merged).await {
+    let replies = group.iter_mut().map(|job| &mut job.reply);
+    let Some(appended) = unless_abandoned(replies, inner.append_batch(merged)).await else {
+        return;
+    };
+    match appended {
         Ok(results) if results.len() == sizes.iter().sum::<usize>() => {
             let mut results = results.into_iter();
             for (job, size) in group.into_iter().zip(sizes) {
@@ -110,9 +114,36 @@ async fn commit(inner: &dyn EventStore, group: Vec<Job>) {
             // own: each job is tried alone and gets its own answer.
             tracing::debug!(%error, jobs = group.len(), "group append failed; appending its jobs one by one");
             for job in group {
-                let _ = job.reply.send(inner.append_batch(job.requests).await);
+                append_alone(inner, job).await;
             }
         }
+    }
+}
+
+/// One job's append in a transaction of its own, answered to its caller.
+async fn append_alone(inner: &dyn EventStore, job: Job) {
+    let Job { requests, mut reply } = job;
+    if let Some(result) = unless_abandoned([&mut reply], inner.append_batch(requests)).await {
+        let _ = reply.send(result);
+    }
+}
+
+/// Runs `append` unless every caller waiting in `replies` gives up first (its
+/// timeout passed): then the append is dropped and its transaction rolls
+/// back, as a caller's own append would without group commit, so one commit
+/// that hangs with nobody waiting for it does not hold up every append queued
+/// behind it. None when it was dropped.
+async fn unless_abandoned<'a, T>(
+    replies: impl IntoIterator<Item = &'a mut Reply>,
+    append: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let abandoned = futures_util::future::join_all(replies.into_iter().map(|reply| reply.closed()));
+    tokio::select! {
+        // In order, not at random: a commit that finished is answered even if
+        // its callers have just gone, and a seeded simulation replays exactly.
+        biased;
+        result = append => Some(result),
+        _ = abandoned => None,
     }
 }
 

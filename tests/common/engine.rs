@@ -1,5 +1,7 @@
-//! An engine on a test database with the embedded ledger and a market
-//! simulator whose prices the test sets.
+//! An engine on a test database, built through the composition root
+//! (`Application::builder(..).build_stack()`) as `serve` builds it: group
+//! commit and metering on the log, the embedded ledger, accounts; with a fast
+//! retry ladder and a market whose prices the test sets.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::future::Future;
@@ -8,26 +10,32 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use order_engine::accounts::EmbeddedAccounts;
-use order_engine::balance::embedded::{EmbeddedLedger, LedgerConfig};
+use order_engine::app::{Application, ApplicationBuilder};
 use order_engine::balance::{Balance, BalanceError, BalanceOp, BalanceReceipt, BalanceService, ReleaseOp};
 use order_engine::clock::SystemClock;
-use order_engine::engine::{CrashPoint, Engine, EngineConfig, EngineDeps};
+use order_engine::config::Settings;
+use order_engine::engine::{Engine, EngineConfig};
 use order_engine::events::StreamId;
-use order_engine::market::{MarketSimulator, SimulatorConfig};
+use order_engine::balance::embedded::{EmbeddedLedger, LedgerConfig};
+use order_engine::market::MarketSimulator;
 use order_engine::store::read_stream_all;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use uuid::Uuid;
 
-use super::TestStore;
+use super::http::test_service;
+use super::{TestDb, TestStore};
 
 pub const DEMO_BALANCE: Decimal = dec!(10000);
 
 pub struct TestEngine {
     pub engine: Arc<Engine>,
+    /// The embedded ledger the engine uses; a ledger of the test's own on the
+    /// same log when the test replaced the balance service.
     pub ledger: Arc<EmbeddedLedger>,
     pub market: Arc<MarketSimulator>,
+    /// The log as the engine sees it (group commit and metering included),
+    /// with raw SQL access beside it.
     pub store: TestStore,
 }
 
@@ -38,7 +46,26 @@ pub fn fast_config() -> EngineConfig {
     config
 }
 
-/// The embedded ledger on a test store, funding new accounts with `DEMO_BALANCE`.
+/// The settings `serve` reads from an empty environment, on the database at
+/// `url`, funding new accounts with `DEMO_BALANCE`, trusting the test
+/// service, with the engine bounds of `config` that `serve` reads from its
+/// environment (retry ladder, market buffer, actor limits).
+pub fn test_settings(url: &str, config: &EngineConfig) -> Settings {
+    let mut settings = Settings::from_lookup(|_| None).unwrap();
+    settings.database_url = url.to_owned();
+    settings.demo_balance = DEMO_BALANCE;
+    settings.service_keys = vec![test_service()];
+    settings.retry_delays = config.saga.retry_delays.clone();
+    settings.market_buffer_bps = config.saga.market_buffer_bps;
+    settings.passivate_after = config.actors.passivate_after;
+    settings.live_actors_max = config.actors.live_actors_max;
+    settings
+}
+
+/// An embedded ledger of the test's own on `store`, funding new accounts with
+/// `DEMO_BALANCE`: another process's ledger, or the one behind a test double
+/// that stands in for a remote balance service (its writes are not the
+/// engine's, so they do not go through the engine's group commit).
 pub fn ledger(store: &TestStore) -> Arc<EmbeddedLedger> {
     Arc::new(EmbeddedLedger::new(
         Arc::clone(&store.store),
@@ -50,36 +77,53 @@ pub fn ledger(store: &TestStore) -> Arc<EmbeddedLedger> {
     ))
 }
 
-pub fn start(store: TestStore, balance: Option<Arc<dyn BalanceService>>, crash: Option<Arc<CrashPoint>>) -> TestEngine {
-    start_with(fast_config(), store, balance, crash)
+/// The engine `serve` runs, on `db`, with the fast retry ladder.
+pub async fn start(db: &TestDb) -> TestEngine {
+    start_on(db, db.open_backend(None).await, |app| app).await
 }
 
-/// [`start`] with the engine configured by the test (actor limits, ladder).
-pub fn start_with(
-    config: EngineConfig,
+/// [`start`] on `store`, a bare backend of `db` the test opened itself (with
+/// a commit hook, behind a spy, or after writing to it), with the overrides
+/// `parts` sets on the root (`.balance`, `.crash`, `.engine_config`).
+pub async fn start_on(
+    db: &TestDb,
     store: TestStore,
-    balance: Option<Arc<dyn BalanceService>>,
-    crash: Option<Arc<CrashPoint>>,
+    parts: impl FnOnce(ApplicationBuilder) -> ApplicationBuilder,
+) -> TestEngine {
+    start_with(db, store, fast_config(), parts).await
+}
+
+/// [`start_on`] with the engine bounds `serve` reads from its settings taken
+/// from `config` instead of the fast ladder.
+pub async fn start_with(
+    db: &TestDb,
+    store: TestStore,
+    config: EngineConfig,
+    parts: impl FnOnce(ApplicationBuilder) -> ApplicationBuilder,
 ) -> TestEngine {
     // Logs go through the test writer (captured); RUST_LOG=order_engine=debug shows them.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    let clock = Arc::new(SystemClock);
-    let ledger = ledger(&store);
-    let market = Arc::new(MarketSimulator::new(SimulatorConfig::default(), clock.clone()));
-    let deps = EngineDeps {
-        store: Arc::clone(&store.store),
-        balance: balance.unwrap_or_else(|| ledger.clone()),
-        market: market.clone(),
-        accounts: Arc::new(EmbeddedAccounts),
-        clock,
+    let mut settings = test_settings(db.url(), &config);
+    // The engine tests choose their actor threads (one unless a test asks for
+    // more); the HTTP tests keep `serve`'s one per core.
+    settings.actor_threads = config.actors.actor_threads;
+    let builder = Application::builder(settings)
+        // The bare backend: the root adds group commit and metering itself.
+        .log(Arc::clone(&store.store), Arc::clone(&store.models))
+        // Tests set prices and assert fills at them: no feed moves the market.
+        .frozen_market();
+    let stack = parts(builder).build_stack().await.unwrap();
+    let store = TestStore {
+        store: Arc::clone(&stack.store),
+        ..store
     };
     TestEngine {
-        engine: Arc::new(Engine::start(config, deps, crash).unwrap()),
-        ledger,
-        market,
+        engine: stack.engine,
+        ledger: stack.ledger.unwrap_or_else(|| ledger(&store)),
+        market: stack.market,
         store,
     }
 }

@@ -12,13 +12,12 @@ use actix_web::web;
 use order_engine::app::Application;
 use order_engine::auth::{mint_dev_token, Authenticator, JwtConfig};
 use order_engine::clients::ServiceCredentials;
-use order_engine::config::Settings;
 use order_engine::engine::EngineConfig;
 use order_engine::projections::ProjectionHealth;
 use order_engine::telemetry::metrics::Metrics;
 use uuid::Uuid;
 
-use super::engine::{fast_config, TestEngine, DEMO_BALANCE};
+use super::engine::{fast_config, test_settings, TestEngine};
 use super::{TestDb, TestStore};
 
 pub struct TestApp {
@@ -52,16 +51,8 @@ pub async fn spawn_app_with(db: &TestDb, config: EngineConfig, auth: Option<Auth
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    // The settings `serve` reads with an empty environment, then the test's own.
-    let mut settings = Settings::from_lookup(|_| None).unwrap();
-    settings.database_url = db.url().to_owned();
+    let mut settings = test_settings(db.url(), &config);
     settings.http_addr = "127.0.0.1:0".parse().unwrap();
-    settings.demo_balance = DEMO_BALANCE;
-    settings.service_keys = vec![test_service()];
-    settings.retry_delays = config.saga.retry_delays.clone();
-    settings.market_buffer_bps = config.saga.market_buffer_bps;
-    settings.passivate_after = config.actors.passivate_after;
-    settings.live_actors_max = config.actors.live_actors_max;
     // The bare backend: the application adds group commit and metering itself.
     let opened = db.open_backend(None).await;
     let mut builder = Application::builder(settings)

@@ -76,7 +76,7 @@ fn request(user: Uuid, side: Side, order_type: OrderType, limit: Option<Decimal>
 /// SELL, cancelled BUY, resting SELL) and waits until each saga settled and
 /// the projection caught up. Must run inside an actix system.
 pub async fn live_log(db: &TestDb) -> LiveLog {
-    let t = start(db.open(None).await, None, None);
+    let t = start(db).await;
     t.market.set_price("AAPL", dec!(150.25)).unwrap();
     let health = Arc::new(ProjectionHealth::default());
     let (stop, stopped) = watch::channel(false);
