@@ -14,6 +14,8 @@
 //! the counts. Prints a table and the figures; never asserts a number.
 #![allow(clippy::print_stdout)]
 
+mod support;
+
 use std::error::Error;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -33,6 +35,7 @@ use order_engine::order::{
 use order_engine::store::{AppendRequest, EventStore, StoreConfig, BATCH_STREAMS_MAX};
 use rust_decimal::Decimal;
 use sqlx::Connection;
+use support::env_or;
 use uuid::Uuid;
 
 type BoxError = Box<dyn Error + Send + Sync>;
@@ -41,15 +44,6 @@ type BoxError = Box<dyn Error + Send + Sync>;
 const TOUCH_CONCURRENCY: usize = 32;
 /// The target of issue 7.
 const RSS_TARGET_MIB: f64 = 300.0;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T, BoxError> {
-    match std::env::var(name) {
-        Ok(value) if !value.is_empty() => value
-            .parse()
-            .map_err(|_| format!("{name}={value:?} is not a whole number").into()),
-        _ => Ok(default),
-    }
-}
 
 fn rss_kib() -> Result<u64, BoxError> {
     Ok(sample_memory(std::process::id())?.rss_kib)

@@ -74,6 +74,16 @@ pub async fn time<T>(future: impl Future<Output = T>) -> (Duration, T) {
     (started.elapsed(), out)
 }
 
+/// A number from the environment, or `default` when the variable is unset or empty.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
+    match std::env::var(name) {
+        Ok(value) if !value.is_empty() => value
+            .parse()
+            .map_err(|_| format!("{name}={value:?} is not a whole number")),
+        _ => Ok(default),
+    }
+}
+
 pub fn database_url() -> String {
     std::env::var("DATABASE_URL")
         .ok()
