@@ -73,7 +73,11 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(1)).await;
         head.advance(3);
         let waited = waiter.await.unwrap();
-        assert_eq!(waited, Duration::from_secs(1), "woken by the advance past 2, not by the one to 2");
+        assert_eq!(
+            waited,
+            Duration::from_secs(1),
+            "woken by the advance past 2, not by the one to 2"
+        );
         // Already past: no wait at all; not past: the timeout.
         let started = tokio::time::Instant::now();
         head.wait_past(1, Duration::from_secs(10)).await;

@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use order_engine::app::{Application, ApplicationBuilder};
+use order_engine::balance::embedded::{EmbeddedLedger, LedgerConfig};
 use order_engine::balance::{Balance, BalanceError, BalanceOp, BalanceReceipt, BalanceService, ReleaseOp};
 use order_engine::clock::SystemClock;
 use order_engine::config::Settings;
 use order_engine::engine::{Engine, EngineConfig};
 use order_engine::events::StreamId;
-use order_engine::balance::embedded::{EmbeddedLedger, LedgerConfig};
 use order_engine::market::MarketSimulator;
 use order_engine::store::read_stream_all;
 use rust_decimal::Decimal;
