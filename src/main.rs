@@ -12,6 +12,11 @@ use order_engine::loadgen::{LoadConfig, Rate, Transport, DEFAULT_SYMBOLS};
 use order_engine::ops;
 use order_engine::store::{redact_url, EventStore, StoreConfig};
 
+/// mimalloc instead of glibc's malloc: allocation and free were about a fifth
+/// of the engine's CPU under load (docs/BENCHMARKS.md, issue 12's profile).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "order-engine",
