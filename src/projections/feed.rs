@@ -117,6 +117,12 @@ impl LogFeed {
         &self.inner.store
     }
 
+    /// The last position the feed has read, when it is reading: the log's
+    /// head as of its last page, known without asking the database.
+    pub fn read_up_to(&self) -> Option<u64> {
+        Some(self.inner.position.load(Ordering::Acquire)).filter(|&at| at != NOT_READING)
+    }
+
     /// A follower that hands out every event after `after_position` once, in order.
     pub fn follow(&self, after_position: u64) -> FeedTail {
         FeedTail {
@@ -242,14 +248,13 @@ impl FeedTail {
                 }
                 continue;
             }
-            if self.pages.is_empty() && self.feed_position.load(Ordering::Acquire) > self.position {
+            let feed_at = self.feed_position.load(Ordering::Acquire);
+            if self.pages.is_empty() && feed_at != NOT_READING && feed_at > self.position {
                 // The feed is past this follower with nothing queued for it:
-                // it started (or restarted) further on, or is not reading.
-                // What lies between is in the store.
-                if self.feed_position.load(Ordering::Acquire) != NOT_READING {
-                    self.read_own();
-                    continue;
-                }
+                // it started (or restarted) further on. What lies between is
+                // in the store.
+                self.read_own();
+                continue;
             }
             // Bounded: when the feed is not reading, the follower polls the
             // store at the tail's interval, as a lone tail would.

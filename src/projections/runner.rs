@@ -162,7 +162,12 @@ pub async fn run_orders_projection(
                     }
                 }
             }
-            let head = feed.store().head_position().await.unwrap_or(tail.position());
+            // The feed's position is the head as of its last page: no query
+            // per batch. Only when the feed is not reading is the log asked.
+            let head = match feed.read_up_to() {
+                Some(at) => at,
+                None => feed.store().head_position().await.unwrap_or(tail.position()),
+            };
             let newest: Option<DateTime<Utc>> = batch.last().map(|e| e.recorded.recorded_at);
             health.update(|s| {
                 s.position = tail.position();

@@ -209,11 +209,12 @@ where
         let events = match A::decide(&hydrated.state, command) {
             Ok(events) => events,
             Err(rejection) => {
-                if policy.freshness
-                    == (Freshness::Held {
-                        reload_on_refusal: true,
-                    })
-                    && !reloaded
+                if matches!(
+                    policy.freshness,
+                    Freshness::Held {
+                        reload_on_refusal: true
+                    }
+                ) && !reloaded
                 {
                     let before = hydrated.version;
                     hydrated.catch_up(store, stream).await?;
