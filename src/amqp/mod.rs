@@ -246,7 +246,6 @@ pub fn start_following(
         let publisher = Publisher {
             route,
             config: Arc::clone(&config),
-            store: Arc::clone(feed.store()),
             feed: feed.clone(),
             health: Arc::clone(&health),
         };

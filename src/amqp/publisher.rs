@@ -27,7 +27,7 @@ use super::{AmqpError, TaskHealth};
 use crate::events::{decode, RecordedEvent};
 use crate::order::{OrderEvent, OrderStatus};
 use crate::projections::{FeedEvent, LogFeed};
-use crate::store::{EventStore, StoreError};
+use crate::store::StoreError;
 
 /// Which messages a publisher derives from the log; one checkpoint each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +112,7 @@ impl DetailsCache {
 pub(crate) struct Publisher {
     pub(crate) route: Route,
     pub(crate) config: Arc<AmqpConfig>,
-    pub(crate) store: Arc<dyn EventStore>,
+    /// The log's one reader in this process; its store holds the checkpoints.
     pub(crate) feed: LogFeed,
     pub(crate) health: Arc<TaskHealth>,
 }
@@ -170,7 +170,7 @@ impl Publisher {
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
         // Everything after the checkpoint is republished: what was sent but
         // not confirmed before a break goes again, with the same message id.
-        let from = self.store.load_checkpoint(self.route.checkpoint()).await?;
+        let from = self.feed.store().load_checkpoint(self.route.checkpoint()).await?;
         let mut tail = self.feed.follow(from);
         // Wakes an idle publisher, so it reconnects before the next event rather than at it.
         let loss = super::watch_loss(&connection, Arc::clone(&self.health));
@@ -215,7 +215,8 @@ impl Publisher {
                 }
                 if let Some(last) = chunk.last() {
                     // Saved only now: every message up to `last` is confirmed.
-                    self.store
+                    self.feed
+                        .store()
                         .save_checkpoint(self.route.checkpoint(), last.recorded.global_position)
                         .await?;
                 }
@@ -274,7 +275,7 @@ impl Publisher {
         if let Some(details) = cache.orders.get(&order_id) {
             return Ok(details.clone());
         }
-        let first = self.store.read_stream(&event.stream_id, 1, 1).await?;
+        let first = self.feed.store().read_stream(&event.stream_id, 1, 1).await?;
         let poison = |reason: String| AmqpError::Poison {
             position: event.global_position,
             reason,
