@@ -251,7 +251,7 @@ async fn append_and_retry(store: &dyn EventStore) -> u64 {
             event_id: Uuid::new_v4(),
             event_type: "Probe".into(),
             schema_version: 1,
-            payload: json!({"n": 1}),
+            payload: json!({"n": 1}).into(),
             metadata: EventMetadata::default(),
         }],
         linked: false,

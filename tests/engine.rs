@@ -437,7 +437,7 @@ async fn a_poison_order_event_stops_the_reactor_loudly_and_fails_readiness(db: T
             event_id: poison_id,
             event_type: "OrderSubmitted".into(),
             schema_version: 1,
-            payload: serde_json::json!({ "not": "an order" }),
+            payload: serde_json::json!({ "not": "an order" }).into(),
             metadata: EventMetadata::default(),
         },
     )

@@ -99,7 +99,9 @@ async fn account_event(db: &common::TestStore, user: Uuid, event_type: &str, ord
         .await
         .unwrap()
         .into_iter()
-        .find(|e| e.event_type == event_type && e.payload["order_id"].as_str() == Some(&order_id.to_string()))
+        .find(|e| {
+            e.event_type == event_type && e.payload.to_value()["order_id"].as_str() == Some(&order_id.to_string())
+        })
         .unwrap_or_else(|| panic!("no {event_type} for {order_id}"))
 }
 

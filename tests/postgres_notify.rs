@@ -37,7 +37,7 @@ async fn an_append_in_one_process_wakes_a_tail_in_another() {
             event_id: Uuid::new_v4(),
             event_type: "Tested".into(),
             schema_version: 1,
-            payload: serde_json::json!({}),
+            payload: serde_json::json!({}).into(),
             metadata: EventMetadata::default(),
         }],
         linked: false,

@@ -138,7 +138,7 @@ async fn a_poison_event_stops_only_the_projection_and_names_itself(db: TestDb) {
                 event_id: poison_id,
                 event_type: "OrderSubmitted".into(),
                 schema_version: 2,
-                payload: serde_json::json!({"this": "is not an order"}),
+                payload: serde_json::json!({"this": "is not an order"}).into(),
                 metadata: EventMetadata::default(),
             }],
             linked: false,

@@ -81,7 +81,7 @@ fn event(n: u64) -> NewEvent {
         event_id: Uuid::new_v4(),
         event_type: "Tested".into(),
         schema_version: 1,
-        payload: json!({ "n": n, "amount": "1502.50" }),
+        payload: json!({ "n": n, "amount": "1502.50" }).into(),
         metadata: EventMetadata::default(),
     }
 }

@@ -113,7 +113,7 @@ fn store(event: &AccountEvent, position: u64) -> RecordedEvent {
         event_id: stored.event_id,
         event_type: stored.event_type,
         schema_version: stored.schema_version,
-        payload: serde_json::from_str(&text).unwrap(),
+        payload: crate::events::Payload::parse(text).unwrap(),
         metadata: stored.metadata,
         command_id: None,
         recorded_at: t0(),

@@ -348,11 +348,11 @@ pub fn derive(
         },
         Route::Events if !route.publishes(order_event) => Ok(Vec::new()),
         Route::Events => {
-            let mut data = match &event.payload {
-                serde_json::Value::Object(map) => map.clone(),
+            let mut data = match event.payload.to_value() {
+                serde_json::Value::Object(map) => map,
                 other => {
                     let mut map = serde_json::Map::new();
-                    map.insert("payload".into(), other.clone());
+                    map.insert("payload".into(), other);
                     map
                 }
             };

@@ -39,7 +39,7 @@ fn entry(source: &'static str, event: RecordedEvent) -> AuditEntry {
         correlation_id: event.metadata.correlation_id,
         causation_id: event.metadata.causation_id,
         who: event.metadata.who,
-        data: event.payload,
+        data: event.payload.to_value(),
     }
 }
 
@@ -75,7 +75,7 @@ pub async fn order_story(store: &dyn EventStore, order_id: Uuid) -> Result<Optio
             read_stream_all(store, &StreamId::account(user_id), 1)
                 .await?
                 .into_iter()
-                .filter(|e| e.payload.get("order_id") == Some(&order))
+                .filter(|e| e.payload.to_value().get("order_id") == Some(&order))
                 .map(|e| entry("ledger", e)),
         );
     }

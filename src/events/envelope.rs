@@ -3,9 +3,9 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use uuid::Uuid;
 
+use super::payload::Payload;
 use super::stream_id::StreamId;
 
 /// W3C trace context of the request that caused an event.
@@ -37,7 +37,7 @@ pub struct NewEvent {
     pub event_id: Uuid,
     pub event_type: String,
     pub schema_version: u32,
-    pub payload: Value,
+    pub payload: Payload,
     pub metadata: EventMetadata,
 }
 
@@ -52,7 +52,7 @@ pub struct RecordedEvent {
     pub event_id: Uuid,
     pub event_type: String,
     pub schema_version: u32,
-    pub payload: Value,
+    pub payload: Payload,
     pub metadata: EventMetadata,
     /// The command whose handling appended this event, for idempotent retries.
     pub command_id: Option<Uuid>,

@@ -5,8 +5,10 @@
 
 mod codec;
 mod envelope;
+mod payload;
 mod stream_id;
 
 pub use codec::{decode, encode, DecodeError, EventFamily, UpcastError};
 pub use envelope::{EventMetadata, NewEvent, RecordedEvent, TraceContext};
+pub use payload::{write_canonical, write_json_string, Payload};
 pub use stream_id::{StreamId, StreamIdError, STREAM_ID_LEN_MAX};

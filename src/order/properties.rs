@@ -200,7 +200,7 @@ fn run(commands: &[OrderCommand]) -> Run {
                     event_id: row.event_id,
                     event_type: row.event_type.to_owned(),
                     schema_version: row.schema_version,
-                    payload: serde_json::from_str(&stored_payload).unwrap(),
+                    payload: crate::events::Payload::parse(stored_payload).unwrap(),
                     metadata: row.metadata.clone(),
                     command_id: row.command_id,
                     recorded_at: plan.recorded_at,
@@ -276,7 +276,7 @@ proptest! {
         for step in run(&commands).steps {
             for event in step.outcome.iter().flatten() {
                 let stored = encode(event, Uuid::nil(), EventMetadata::default()).unwrap();
-                let text = serde_json::to_string(&stored.payload).unwrap();
+                let text = stored.payload.to_string();
                 let recorded = RecordedEvent {
                     global_position: 1,
                     stream_id: StreamId::order(ORDER),
@@ -284,7 +284,7 @@ proptest! {
                     event_id: stored.event_id,
                     event_type: stored.event_type,
                     schema_version: stored.schema_version,
-                    payload: serde_json::from_str(&text).unwrap(),
+                    payload: crate::events::Payload::parse(text).unwrap(),
                     metadata: stored.metadata,
                     command_id: None,
                     recorded_at: t0(),

@@ -350,7 +350,7 @@ mod tests {
                 event_id: Uuid::new_v4(),
                 event_type: event_type.to_owned(),
                 schema_version: 1,
-                payload: json!({"note": event_type}),
+                payload: json!({"note": event_type}).into(),
                 metadata: EventMetadata::default(),
             }],
             linked: false,

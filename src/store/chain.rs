@@ -24,7 +24,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::events::{EventMetadata, RecordedEvent, StreamId};
+use crate::events::{write_json_string as write_string, EventMetadata, Payload, RecordedEvent, StreamId};
 
 /// Domain separators: a stream hash can never be mistaken for a log hash.
 const STREAM_DOMAIN: &[u8] = b"order-engine/stream/v1\0";
@@ -102,7 +102,7 @@ pub(crate) struct EventRow<'a> {
     pub event_id: Uuid,
     pub event_type: &'a str,
     pub schema_version: u32,
-    pub payload: &'a Value,
+    pub payload: &'a Payload,
     pub metadata: &'a EventMetadata,
     pub command_id: Option<Uuid>,
     pub recorded_at: DateTime<Utc>,
@@ -164,12 +164,10 @@ pub fn stream_link(previous: &EventHash, event: &RecordedEvent) -> EventHash {
 
 /// The stream hash of `fields`; its position and stored hashes are not covered.
 pub(crate) fn link_fields(previous: &EventHash, fields: &EventRow<'_>) -> EventHash {
-    // Metadata is hashed as the engine reads it (decoded, re-encoded), so a
-    // backend's JSON storage format (JSONB reorders keys) cannot change it.
-    let metadata = serde_json::to_value(fields.metadata).unwrap_or(Value::Null);
     // The canonical form of the array [stream id, version, event id, type,
     // schema version, payload, metadata, command id, time], written straight
-    // out: appends hash every event, so the payload is not copied into a Value.
+    // out: appends hash every event, and a payload the engine made is
+    // canonical text already, hashed as it is.
     let mut canonical = String::with_capacity(256);
     canonical.push('[');
     write_string(fields.stream_id.as_str(), &mut canonical);
@@ -178,9 +176,9 @@ pub(crate) fn link_fields(previous: &EventHash, fields: &EventRow<'_>) -> EventH
     canonical.push(',');
     write_string(fields.event_type, &mut canonical);
     canonical.push_str(&format!(",{},", fields.schema_version));
-    write_canonical(fields.payload, &mut canonical);
+    fields.payload.write_canonical_to(&mut canonical);
     canonical.push(',');
-    write_canonical(&metadata, &mut canonical);
+    write_metadata(fields.metadata, &mut canonical);
     canonical.push(',');
     match fields.command_id {
         Some(command_id) => write_string(&command_id.to_string(), &mut canonical),
@@ -194,6 +192,44 @@ pub(crate) fn link_fields(previous: &EventHash, fields: &EventRow<'_>) -> EventH
     hasher.update(previous.0);
     hasher.update(canonical.as_bytes());
     EventHash(hasher.finalize().into())
+}
+
+/// The canonical JSON of `metadata` (keys sorted, `null` for an absent
+/// field, `trace` and `tracestate` left out when absent, as its serde form
+/// has them), written field by field: it is hashed as the engine reads it
+/// (decoded, re-encoded), so a backend's JSON storage format cannot change
+/// it, and every append hashes one per event.
+fn write_metadata(metadata: &EventMetadata, out: &mut String) {
+    fn uuid(id: Option<uuid::Uuid>, out: &mut String) {
+        match id {
+            Some(id) => write_string(&id.to_string(), out),
+            None => out.push_str("null"),
+        }
+    }
+    fn text(value: Option<&str>, out: &mut String) {
+        match value {
+            Some(value) => write_string(value, out),
+            None => out.push_str("null"),
+        }
+    }
+    out.push_str(r#"{"causation_id":"#);
+    uuid(metadata.causation_id, out);
+    out.push_str(r#","correlation_id":"#);
+    uuid(metadata.correlation_id, out);
+    out.push_str(r#","source":"#);
+    text(metadata.source.as_deref(), out);
+    if let Some(trace) = &metadata.trace {
+        out.push_str(r#","trace":{"traceparent":"#);
+        write_string(&trace.traceparent, out);
+        if let Some(tracestate) = &trace.tracestate {
+            out.push_str(r#","tracestate":"#);
+            write_string(tracestate, out);
+        }
+        out.push('}');
+    }
+    out.push_str(r#","who":"#);
+    text(metadata.who.as_deref(), out);
+    out.push('}');
 }
 
 /// The log hash of the event at `global_position`, chained to the previous event's.
@@ -216,46 +252,6 @@ fn timestamp(at: DateTime<Utc>) -> String {
 pub(crate) fn storable_time(at: DateTime<Utc>) -> DateTime<Utc> {
     let micros = at.timestamp_micros();
     DateTime::from_timestamp_micros(micros).unwrap_or(at)
-}
-
-/// JSON with object keys sorted at every level and no whitespace: the same
-/// value always gives the same bytes, whatever order a database returns.
-fn write_canonical(value: &Value, out: &mut String) {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.push('{');
-            for (i, (key, item)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(key, out);
-                out.push(':');
-                write_canonical(item, out);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(']');
-        }
-        Value::String(text) => write_string(text, out),
-        Value::Number(number) => out.push_str(&number.to_string()),
-        Value::Bool(flag) => out.push_str(if *flag { "true" } else { "false" }),
-        Value::Null => out.push_str("null"),
-    }
-}
-
-fn write_string(text: &str, out: &mut String) {
-    // serde_json's escaping of a plain string cannot fail.
-    out.push_str(&serde_json::to_string(text).unwrap_or_default());
 }
 
 /// What is wrong with the log, found by [`ChainVerifier`].
@@ -409,7 +405,7 @@ mod recorded {
             event_id: event.event_id,
             event_type: event.event_type.clone(),
             schema_version: event.schema_version,
-            payload: event.payload.clone(),
+            payload: event.payload.to_value(),
             metadata: event.metadata.clone(),
             command_id: event.command_id,
             recorded_at: event.recorded_at,
@@ -426,7 +422,7 @@ mod recorded {
             event_id: flat.event_id,
             event_type: flat.event_type,
             schema_version: flat.schema_version,
-            payload: flat.payload,
+            payload: Payload::from_value(&flat.payload),
             metadata: flat.metadata,
             command_id: flat.command_id,
             recorded_at: flat.recorded_at,
@@ -438,8 +434,9 @@ mod recorded {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::events::{write_canonical, TraceContext};
 
-    fn event(stream: &str, version: u64, position: u64, payload: Value) -> RecordedEvent {
+    fn event(stream: &str, version: u64, position: u64, payload: impl Into<Payload>) -> RecordedEvent {
         RecordedEvent {
             global_position: position,
             stream_id: StreamId::new(stream).unwrap(),
@@ -447,7 +444,7 @@ mod tests {
             event_id: Uuid::from_u128(u128::from(position)),
             event_type: "Tested".into(),
             schema_version: 1,
-            payload,
+            payload: payload.into(),
             metadata: EventMetadata::default(),
             command_id: None,
             recorded_at: DateTime::from_timestamp(1_700_000_000, 123_456_000).unwrap(),
@@ -505,10 +502,40 @@ mod tests {
     }
 
     #[test]
+    fn metadata_is_written_as_its_serde_form_in_canonical_order() {
+        let trace = |tracestate: Option<&str>| TraceContext {
+            traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+            tracestate: tracestate.map(str::to_owned),
+        };
+        let cases = [
+            EventMetadata::default(),
+            EventMetadata {
+                correlation_id: Some(Uuid::from_u128(1)),
+                causation_id: Some(Uuid::from_u128(2)),
+                who: Some("user \"x\"".into()),
+                source: Some("http".into()),
+                trace: Some(trace(None)),
+            },
+            EventMetadata {
+                trace: Some(trace(Some("vendor=1"))),
+                ..EventMetadata::default()
+            },
+        ];
+        for metadata in cases {
+            let mut direct = String::new();
+            write_metadata(&metadata, &mut direct);
+            let mut through_value = String::new();
+            write_canonical(&serde_json::to_value(&metadata).unwrap(), &mut through_value);
+            assert_eq!(direct, through_value);
+        }
+    }
+
+    #[test]
     fn key_order_does_not_change_the_hash() {
         // Proves JSONB's key reordering cannot break a chain.
         let one: Value = serde_json::from_str(r#"{"x": 1, "y": {"p": "2", "q": null}}"#).unwrap();
-        let two: Value = serde_json::from_str(r#"{"y": {"q": null, "p": "2"}, "x": 1}"#).unwrap();
+        // As a database may return it: read back, not made canonical by the engine.
+        let two = Payload::parse(r#"{"y": {"q": null, "p": "2"}, "x": 1}"#.to_owned()).unwrap();
         assert_eq!(
             stream_link(&EventHash::GENESIS, &event("a", 1, 1, one)),
             stream_link(&EventHash::GENESIS, &event("a", 1, 1, two))
@@ -531,7 +558,7 @@ mod tests {
     #[test]
     fn a_modified_payload_is_named_once() {
         let mut log = healthy_log();
-        log[1].event.payload = serde_json::json!({"n": 20});
+        log[1].event.payload = serde_json::json!({"n": 20}).into();
         assert_eq!(
             violations(&log),
             vec![ChainViolation::StreamHashMismatch {
@@ -577,7 +604,7 @@ mod tests {
         // Proves a forger who recomputes the stream hash of what they changed is
         // still caught unless they rewrite every later log hash as well.
         let mut log = healthy_log();
-        log[0].event.payload = serde_json::json!({"n": 100});
+        log[0].event.payload = serde_json::json!({"n": 100}).into();
         log[0].stream_hash = Some(stream_link(&EventHash::GENESIS, &log[0].event));
         let found = violations(&log);
         assert!(

@@ -399,7 +399,7 @@ mod tests {
                 event_id: Uuid::new_v4(),
                 event_type: "Tested".into(),
                 schema_version: 1,
-                payload: serde_json::json!({}),
+                payload: serde_json::json!({}).into(),
                 metadata: EventMetadata::default(),
             }],
             linked: false,

@@ -295,7 +295,7 @@ mod tests {
             event_id: Uuid::new_v4(),
             event_type: "Tested".into(),
             schema_version: 1,
-            payload: serde_json::json!({}),
+            payload: serde_json::json!({}).into(),
             metadata: EventMetadata::default(),
         }
     }
@@ -389,7 +389,7 @@ mod tests {
                 event_id: Uuid::new_v4(),
                 event_type: "Tested".into(),
                 schema_version: 1,
-                payload: serde_json::json!({}),
+                payload: serde_json::json!({}).into(),
                 metadata: EventMetadata::default(),
                 command_id: command,
                 recorded_at: Utc::now(),

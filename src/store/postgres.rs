@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
@@ -23,7 +24,7 @@ use super::plan::{plan_batch, plan_import, EventRow, Keys, LogSnapshot, StreamHe
 use super::rows::{chained, command_record, hash_of};
 use super::{AppendRequest, Appended, BeforeCommitHook, Conflict, EventStore, StoreError, READ_PAGE_MAX};
 use crate::clock::{Clock, SystemClock};
-use crate::events::{EventMetadata, RecordedEvent, StreamId};
+use crate::events::{EventMetadata, Payload, RecordedEvent, StreamId};
 
 /// The advisory lock that serialises position assignment ("oe-log" in ASCII).
 const LOG_LOCK_KEY: i64 = 0x6f65_2d6c_6f67;
@@ -314,7 +315,7 @@ impl PostgresStore {
             schema_versions.push(i32::try_from(row.schema_version).map_err(|_| {
                 StoreError::InvalidAppend(format!("schema version {} is too large", row.schema_version))
             })?);
-            payloads.push(row.payload.to_string());
+            payloads.push(row.payload.as_str());
             metadata.push(encode_metadata(row.metadata)?);
             command_ids.push(row.command_id);
             recorded_at.push(row.recorded_at);
@@ -570,7 +571,12 @@ fn stream_id_of(row: &PgRow) -> Result<StreamId, StoreError> {
 fn decode_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
     let position: i64 = row.try_get("global_position")?;
     let corrupt = |reason: String| StoreError::Corrupt { position, reason };
-    let metadata: serde_json::Value = row.try_get("metadata")?;
+    // Read as JSON text into the typed metadata and the raw payload: no
+    // `serde_json::Value` tree per event (every reader of the log reads here).
+    let metadata: sqlx::types::Json<EventMetadata> =
+        row.try_get("metadata").map_err(|e| corrupt(format!("metadata: {e}")))?;
+    let payload: sqlx::types::Json<Box<RawValue>> =
+        row.try_get("payload").map_err(|e| corrupt(format!("payload: {e}")))?;
     let schema_version: i32 = row.try_get("schema_version")?;
     let recorded_at: DateTime<Utc> = row.try_get("recorded_at")?;
     Ok(RecordedEvent {
@@ -580,8 +586,8 @@ fn decode_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
         event_id: row.try_get("event_id")?,
         event_type: row.try_get("event_type")?,
         schema_version: u32::try_from(schema_version).map_err(|e| corrupt(e.to_string()))?,
-        payload: row.try_get("payload")?,
-        metadata: serde_json::from_value(metadata).map_err(|e| corrupt(format!("metadata: {e}")))?,
+        payload: Payload::stored(payload.0),
+        metadata: metadata.0,
         command_id: row.try_get("command_id")?,
         recorded_at,
     })

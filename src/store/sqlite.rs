@@ -24,7 +24,7 @@ use super::plan::{plan_batch, plan_import, EventRow, Keys, LogSnapshot, StreamHe
 use super::rows::{chained, command_record, hash_of};
 use super::{AppendRequest, Appended, BeforeCommitHook, Conflict, EventStore, StoreError, READ_PAGE_MAX};
 use crate::clock::{Clock, SystemClock};
-use crate::events::{RecordedEvent, StreamId};
+use crate::events::{Payload, RecordedEvent, StreamId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -412,7 +412,7 @@ fn decode_row(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
         event_id: Uuid::parse_str(&event_id).map_err(|e| corrupt(format!("event_id: {e}")))?,
         event_type: row.try_get("event_type")?,
         schema_version: u32::try_from(schema_version).map_err(|e| corrupt(e.to_string()))?,
-        payload: serde_json::from_str(&payload).map_err(|e| corrupt(format!("payload: {e}")))?,
+        payload: Payload::parse(payload).map_err(|e| corrupt(format!("payload: {e}")))?,
         metadata: serde_json::from_str(&metadata).map_err(|e| corrupt(format!("metadata: {e}")))?,
         command_id: command_id
             .map(|c| Uuid::parse_str(&c))

@@ -76,7 +76,7 @@ mod tests {
         })
     }
 
-    fn recorded(event_type: &str, schema_version: u32, payload: serde_json::Value) -> RecordedEvent {
+    fn recorded(event_type: &str, schema_version: u32, payload: impl Into<crate::events::Payload>) -> RecordedEvent {
         RecordedEvent {
             global_position: 9,
             stream_id: StreamId::submission(Uuid::from_u128(7)),
@@ -84,7 +84,7 @@ mod tests {
             event_id: Uuid::from_u128(1),
             event_type: event_type.into(),
             schema_version,
-            payload,
+            payload: payload.into(),
             metadata: EventMetadata::default(),
             command_id: None,
             recorded_at: Utc.with_ymd_and_hms(2026, 11, 29, 13, 0, 1).unwrap(),
@@ -140,7 +140,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            quick.payload["next"],
+            quick.payload.to_value()["next"],
             json!({"kind": "quick", "retry": 1, "wait_ms": 100})
         );
         let dead = encode(
@@ -149,7 +149,7 @@ mod tests {
             EventMetadata::default(),
         )
         .unwrap();
-        assert_eq!(dead.payload["next"], json!({"kind": "dead_lettered"}));
+        assert_eq!(dead.payload.to_value()["next"], json!({"kind": "dead_lettered"}));
     }
 
     #[test]

@@ -392,7 +392,7 @@ mod tests {
             event_id: new.event_id,
             event_type: new.event_type,
             schema_version: new.schema_version,
-            payload: payload.unwrap_or(new.payload),
+            payload: payload.map(crate::events::Payload::from).unwrap_or(new.payload),
             metadata: new.metadata,
             command_id: None,
             recorded_at: DateTime::UNIX_EPOCH,
