@@ -9,14 +9,14 @@
 
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use uuid::Uuid;
 
 use super::saga_runner::ENGINE_NAMESPACE;
 use super::{Engine, EngineError};
-use crate::events::{encode, StreamId};
-use crate::store::{append, event_id, AppendRequest, Conflict, StoreError};
-use crate::submission::FailedAttempt;
+use crate::events::StreamId;
+use crate::store::{execute, Around, ExecuteError, FoldError, Freshness, Hydrated, Policy, StoreError};
+use crate::submission::{FailedAttempt, RecordFailedTry, SubmissionAggregate, SubmissionEvent};
 
 /// How long a record may take before it is given up: short, because a log
 /// that does not answer in this time is the outage the try failed on.
@@ -25,16 +25,35 @@ pub const ATTEMPT_RECORD_TIMEOUT: Duration = Duration::from_millis(500);
 /// Appends lost to another record of the same stream before a record is
 /// given up. Records of one order's tries run on their own tasks, a few
 /// milliseconds apart, so a slow log makes them race for the next version.
-const ATTEMPT_RECORD_CONFLICTS_MAX: usize = 10;
+const ATTEMPT_RECORD_CONFLICTS_MAX: u32 = 10;
 /// The pause after a lost race, doubling (with jitter, so racers part) from
 /// the first to the second; all within `ATTEMPT_RECORD_TIMEOUT`.
 const ATTEMPT_RECORD_CONFLICT_PAUSE: (Duration, Duration) = (Duration::from_millis(5), Duration::from_millis(50));
 
-/// Why one append of a record did not land.
-enum Missed {
-    /// Another record took the version: read it again and retry.
-    Conflict(Conflict),
-    Failed(EngineError),
+/// Records race each other for the stream: after a lost race, wait a
+/// jittered, growing pause so that they part.
+struct Racing(ExponentialBackoff);
+
+impl Racing {
+    fn new() -> Self {
+        let (pause_min, pause_max) = ATTEMPT_RECORD_CONFLICT_PAUSE;
+        Self(
+            ExponentialBuilder::default()
+                .with_min_delay(pause_min)
+                .with_max_delay(pause_max)
+                .with_jitter()
+                .without_max_times()
+                .build(),
+        )
+    }
+}
+
+impl Around<SubmissionAggregate> for Racing {
+    type Halt = std::convert::Infallible;
+
+    fn pause_after_conflict(&mut self, _conflicts: u32) -> Duration {
+        self.0.next().unwrap_or(ATTEMPT_RECORD_CONFLICT_PAUSE.1)
+    }
 }
 
 impl Engine {
@@ -54,54 +73,36 @@ impl Engine {
     }
 
     async fn append_attempt(&self, attempt: &FailedAttempt) -> Result<(), EngineError> {
-        let store = self.deps.store.as_ref();
         let stream = StreamId::submission(attempt.order_id);
         let command_id = Uuid::new_v5(&ENGINE_NAMESPACE, attempt.key().as_bytes());
-        // The event id from the command id, as every stream's are: a retried record carries the same event.
-        let event = encode(
-            &attempt.event(self.deps.clock.now()),
-            event_id(command_id, &stream, 0),
-            attempt.metadata.clone(),
+        let SubmissionEvent::SubmissionAttemptFailed(failed) = attempt.event(self.deps.clock.now());
+        let mut hydrated = Hydrated::<SubmissionAggregate>::default();
+        // A command id already applied answers before the version check: a
+        // repeat is `Repeated` whatever the stream's version. Only a lost race
+        // is retried: a log that fails is the outage itself.
+        let executed = execute(
+            self.deps.store.as_ref(),
+            &stream,
+            &mut hydrated,
+            &RecordFailedTry(failed),
+            command_id,
+            &attempt.metadata,
+            Policy {
+                freshness: Freshness::CatchUp,
+                conflict_retries_max: ATTEMPT_RECORD_CONFLICTS_MAX,
+            },
+            &mut Racing::new(),
         )
-        .map_err(|e| EngineError::Internal(e.to_string()))?;
-        let once = || async {
-            let expected_version = store
-                .stream_version(&stream)
-                .await
-                .map_err(|e| Missed::Failed(store_error(e)))?;
-            let request = AppendRequest {
-                stream_id: stream.clone(),
-                expected_version,
-                command_id: Some(command_id),
-                events: vec![event.clone()],
-                linked: false,
-            };
-            // A command id already applied answers before the version check:
-            // a repeat is `Ok` (deduplicated) whatever the stream's version.
-            match append(store, request).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(conflict)) => Err(Missed::Conflict(conflict)),
-                Err(error) => Err(Missed::Failed(store_error(error))),
-            }
-        };
-        let (pause_min, pause_max) = ATTEMPT_RECORD_CONFLICT_PAUSE;
-        once.retry(
-            ExponentialBuilder::default()
-                .with_min_delay(pause_min)
-                .with_max_delay(pause_max)
-                .with_max_times(ATTEMPT_RECORD_CONFLICTS_MAX)
-                .with_jitter(),
-        )
-        .sleep(tokio::time::sleep)
-        // Only a lost race is retried: a log that fails is the outage itself.
-        .when(|missed| matches!(missed, Missed::Conflict(_)))
-        .await
-        .map_err(|missed| match missed {
-            Missed::Conflict(conflict) => EngineError::Unavailable(format!(
-                "{conflict}; gave up after {ATTEMPT_RECORD_CONFLICTS_MAX} lost races"
-            )),
-            Missed::Failed(error) => error,
-        })
+        .await;
+        match executed {
+            Ok(_) => Ok(()),
+            Err(ExecuteError::Store(error) | ExecuteError::Fold(FoldError::Store(error))) => Err(store_error(error)),
+            Err(error @ ExecuteError::Contended { .. }) => Err(EngineError::Unavailable(error.to_string())),
+            Err(other) => Err(EngineError::Internal(format!(
+                "the failed try of order {} could not be recorded: {other}",
+                attempt.order_id
+            ))),
+        }
     }
 }
 

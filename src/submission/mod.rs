@@ -6,8 +6,10 @@
 //! stamps the time and appends (`engine/attempts.rs`). Nothing here reads the
 //! clock, makes ids or does I/O.
 
+mod aggregate;
 mod attempt;
 mod event;
 
+pub use aggregate::{RecordFailedTry, SubmissionAggregate, SubmissionRejection, SubmissionState};
 pub use attempt::{FailedAttempt, ERROR_TEXT_CHARS_MAX};
 pub use event::{NextTry, SubmissionAttemptFailed, SubmissionEvent};
