@@ -485,6 +485,23 @@ enum Colocated {
     Declined,
 }
 
+/// A co-located commit: what is planned in memory and committed as one.
+#[derive(Clone, Copy)]
+enum Commit<'a> {
+    /// The saga's steps that `input` leads to, with the order's accept or fail.
+    Staged(&'a SagaInput),
+    /// The order's fill at this price, with the settlement it leads to.
+    Fill(rust_decimal::Decimal),
+}
+
+/// One try of a co-located commit.
+enum Tried {
+    /// Committed, or found to have nothing to commit.
+    Done(Colocated),
+    /// A stream of the commit had moved: nothing was written.
+    Lost(Conflict),
+}
+
 impl SagaRun {
     /// The input as commands for the saga's core, with the command id `apply` records it under.
     fn command_of(&self, input: &SagaInput, at: chrono::DateTime<chrono::Utc>) -> (SagaCommand, Uuid) {
@@ -535,7 +552,7 @@ impl SagaRun {
         // the accept and this task's fill, or the fill and settlement part.
         let mut filling = Filling::mark(ctx, self.order_id);
         let mut turn = ledger.turn(user_id).await.map_err(|error| self.ledger_error(error))?;
-        let accepted = match self.commit_staged(ctx, &mut turn, input).await? {
+        let accepted = match self.commit(ctx, &mut turn, Commit::Staged(input)).await? {
             Colocated::Declined => return Ok(false),
             Colocated::Done(accepted) => accepted,
         };
@@ -560,110 +577,129 @@ impl SagaRun {
         }
     }
 
-    async fn commit_staged(
+    /// Plans `what` and commits it as one append; a lost race on any stream
+    /// of it reloads that stream and plans again at once, a bounded number of
+    /// times (never the retry ladder: nothing failed, another writer was first).
+    async fn commit(
+        &mut self,
+        ctx: &SagaContext,
+        turn: &mut AccountTurn<'_>,
+        what: Commit<'_>,
+    ) -> Result<Colocated, RunError> {
+        for _ in 0..=ctx.config.conflict_retries_max {
+            let tried = match what {
+                Commit::Staged(input) => self.try_staged(ctx, turn, input).await?,
+                Commit::Fill(price) => self.try_fill(ctx, turn, price).await?,
+            };
+            match tried {
+                Tried::Done(done) => return Ok(done),
+                Tried::Lost(conflict) => self.reload_after(ctx, turn, &conflict).await?,
+            }
+        }
+        Err(RunError::Contended(self.order_id))
+    }
+
+    async fn try_staged(
         &mut self,
         ctx: &SagaContext,
         turn: &mut AccountTurn<'_>,
         input: &SagaInput,
-    ) -> Result<Colocated, RunError> {
-        for _ in 0..=ctx.config.conflict_retries_max {
-            let now = ctx.clock.now();
-            let (command, command_id) = self.command_of(input, now);
-            let staged = stage(
-                self.saga.state.clone(),
-                vec![command],
-                &turn.planner,
-                &ctx.config.retry_delays,
-                now,
-            )
-            .map_err(|reason| RunError::Unreadable {
-                order_id: self.order_id,
-                reason,
-            })?;
-            if staged.events.is_empty() {
-                return Ok(Colocated::Declined);
-            }
-            let requests =
-                requests(&staged, self.order_id, self.saga.version, command_id, &turn.planner).map_err(|reason| {
-                    RunError::Unreadable {
-                        order_id: self.order_id,
-                        reason,
-                    }
-                })?;
-            let order_command = match &staged.stop {
-                Stop::Accept { reserved_amount } if !self.accept_sent => Some((
-                    OrderCommand::Accept(AcceptOrder {
-                        reserved_amount: *reserved_amount,
-                        accepted_at: now,
-                    }),
-                    "accept",
-                )),
-                Stop::Fail { reason } if !self.fail_sent => Some((
-                    OrderCommand::Fail(FailOrder {
-                        reason: reason.clone(),
-                        failed_at: now,
-                    }),
-                    "fail",
-                )),
-                _ => None,
-            };
-            let started = Instant::now();
-            ctx.before_effect()?;
-            let outcome = match order_command {
-                Some((command, what)) => {
-                    let co_written = requests.clone();
-                    let co_write = CoWrite(Arc::new(move |_: &Decided<'_>| Ok(co_written.clone())));
-                    let result = ctx
-                        .registry
-                        .execute(self.order_id, self.order_message(command, what, Some(co_write)))
-                        .await;
-                    match result {
-                        Ok(reply) => {
-                            if what == "accept" {
-                                self.accept_sent = true;
-                            } else {
-                                self.fail_sent = true;
-                            }
-                            let accepted = reply
-                                .order
-                                .filter(|order| what == "accept" && order.status == OrderStatus::Processing);
-                            Ok((reply.co_written, accepted))
-                        }
-                        // The order moved on (cancelled, say): nothing was written.
-                        Err(ActorError::Rejected(_) | ActorError::CoWriteRefused { .. }) => {
-                            ctx.after_effect();
-                            return Ok(Colocated::Declined);
-                        }
-                        Err(ActorError::CoWriteConflict { conflict, .. }) => Err(conflict),
-                        Err(error) => {
-                            ctx.after_effect();
-                            return Err(RunError::Order {
-                                order_id: self.order_id,
-                                what: what.to_owned(),
-                                error,
-                            });
-                        }
-                    }
+    ) -> Result<Tried, RunError> {
+        let now = ctx.clock.now();
+        let (command, command_id) = self.command_of(input, now);
+        let staged = stage(
+            self.saga.state.clone(),
+            vec![command],
+            &turn.planner,
+            &ctx.config.retry_delays,
+            now,
+        )
+        .map_err(|reason| RunError::Unreadable {
+            order_id: self.order_id,
+            reason,
+        })?;
+        if staged.events.is_empty() {
+            return Ok(Tried::Done(Colocated::Declined));
+        }
+        let requests =
+            requests(&staged, self.order_id, self.saga.version, command_id, &turn.planner).map_err(|reason| {
+                RunError::Unreadable {
+                    order_id: self.order_id,
+                    reason,
                 }
-                None => match append_atomic(ctx.store.as_ref(), requests).await {
-                    Ok(Ok(appended)) => Ok((appended, None)),
-                    Ok(Err(conflict)) => Err(conflict),
+            })?;
+        let order_command = match &staged.stop {
+            Stop::Accept { reserved_amount } if !self.accept_sent => Some((
+                OrderCommand::Accept(AcceptOrder {
+                    reserved_amount: *reserved_amount,
+                    accepted_at: now,
+                }),
+                "accept",
+            )),
+            Stop::Fail { reason } if !self.fail_sent => Some((
+                OrderCommand::Fail(FailOrder {
+                    reason: reason.clone(),
+                    failed_at: now,
+                }),
+                "fail",
+            )),
+            _ => None,
+        };
+        let started = Instant::now();
+        ctx.before_effect()?;
+        let outcome = match order_command {
+            Some((command, what)) => {
+                let co_written = requests.clone();
+                let co_write = CoWrite(Arc::new(move |_: &Decided<'_>| Ok(co_written.clone())));
+                let result = ctx
+                    .registry
+                    .execute(self.order_id, self.order_message(command, what, Some(co_write)))
+                    .await;
+                match result {
+                    Ok(reply) => {
+                        if what == "accept" {
+                            self.accept_sent = true;
+                        } else {
+                            self.fail_sent = true;
+                        }
+                        let accepted = reply
+                            .order
+                            .filter(|order| what == "accept" && order.status == OrderStatus::Processing);
+                        Ok((reply.co_written, accepted))
+                    }
+                    // The order moved on (cancelled, say): nothing was written.
+                    Err(ActorError::Rejected(_) | ActorError::CoWriteRefused { .. }) => {
+                        ctx.after_effect();
+                        return Ok(Tried::Done(Colocated::Declined));
+                    }
+                    Err(ActorError::CoWriteConflict { conflict, .. }) => Err(conflict),
                     Err(error) => {
                         ctx.after_effect();
-                        return Err(RunError::Store(error));
+                        return Err(RunError::Order {
+                            order_id: self.order_id,
+                            what: what.to_owned(),
+                            error,
+                        });
                     }
-                },
-            };
-            ctx.after_effect();
-            match outcome {
-                Ok((appended, accepted)) => {
-                    self.committed(ctx, turn, staged, &appended, started);
-                    return Ok(Colocated::Done(accepted.map(Box::new)));
                 }
-                Err(conflict) => self.reload_after(ctx, turn, &conflict).await?,
             }
+            None => match append_atomic(ctx.store.as_ref(), requests).await {
+                Ok(Ok(appended)) => Ok((appended, None)),
+                Ok(Err(conflict)) => Err(conflict),
+                Err(error) => {
+                    ctx.after_effect();
+                    return Err(RunError::Store(error));
+                }
+            },
+        };
+        ctx.after_effect();
+        match outcome {
+            Ok((appended, accepted)) => {
+                self.committed(ctx, turn, staged, &appended, started);
+                Ok(Tried::Done(Colocated::Done(accepted.map(Box::new))))
+            }
+            Err(conflict) => Ok(Tried::Lost(conflict)),
         }
-        Err(RunError::Contended(self.order_id))
     }
 
     /// Takes in what a co-located commit wrote: the saga's state and version,
@@ -746,84 +782,83 @@ impl SagaRun {
             Some(MatchAction::Execute { price }) if working.affordable_at(price) => price,
             _ => return Ok(()),
         };
-        self.commit_fill(ctx, turn, price).await
+        self.commit(ctx, turn, Commit::Fill(price)).await.map(|_| ())
     }
 
-    async fn commit_fill(
+    async fn try_fill(
         &mut self,
         ctx: &SagaContext,
         turn: &mut AccountTurn<'_>,
         price: rust_decimal::Decimal,
-    ) -> Result<(), RunError> {
-        for _ in 0..=ctx.config.conflict_retries_max {
-            let now = ctx.clock.now();
-            let slot: Arc<Mutex<Option<Staged>>> = Arc::new(Mutex::new(None));
-            let co_write = {
-                let (state, version, planner) = (self.saga.state.clone(), self.saga.version, turn.planner.clone());
-                let (order_id, delays, slot) = (self.order_id, ctx.config.retry_delays.clone(), Arc::clone(&slot));
-                CoWrite(Arc::new(move |decided: &Decided<'_>| {
-                    let (event_id, total_value) = decided
-                        .events
-                        .iter()
-                        .zip(decided.event_ids)
-                        .find_map(|(event, id)| match event {
-                            OrderEvent::OrderExecuted(e) => Some((*id, e.total_value)),
-                            _ => None,
-                        })
-                        .ok_or("the order did not execute")?;
-                    let observe = SagaCommand::Observe {
-                        event_id,
-                        order: ObservedOrder::Executed { total_value },
-                        at: now,
-                    };
-                    let staged = stage(state.clone(), vec![observe], &planner, &delays, now)?;
-                    if staged.stop != Stop::Completed {
-                        return Err(format!("the settlement would stop at {:?}", staged.stop));
-                    }
-                    let command_id = Uuid::new_v5(&ENGINE_NAMESPACE, event_id.as_bytes());
-                    let requests = requests(&staged, order_id, version, command_id, &planner)?;
-                    *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(staged);
-                    Ok(requests)
-                }))
-            };
-            let command = OrderCommand::Execute(ExecuteOrder {
-                execution_price: price,
-                market_price: price,
-                executed_at: now,
-            });
-            let started = Instant::now();
-            ctx.before_effect()?;
-            let result = ctx
-                .registry
-                .execute(self.order_id, self.order_message(command, "execute", Some(co_write)))
-                .await;
-            ctx.after_effect();
-            let conflict = match result {
-                Ok(reply) => {
-                    let staged = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
-                    match staged {
-                        Some(staged) if reply.appended.as_ref().is_some_and(|a| !a.deduplicated) => {
-                            self.committed(ctx, turn, staged, &reply.co_written, started);
-                        }
-                        // Executed before this call: the saga reads what it holds.
-                        _ => self.catch_up(ctx).await?,
-                    }
-                    return Ok(());
-                }
-                // The matcher or a cancel got there first: the reactor carries on.
-                Err(ActorError::Rejected(_) | ActorError::CoWriteRefused { .. }) => return Ok(()),
-                Err(ActorError::CoWriteConflict { conflict, .. }) => conflict,
-                Err(error) => {
-                    return Err(RunError::Order {
-                        order_id: self.order_id,
-                        what: "execute".into(),
-                        error,
+    ) -> Result<Tried, RunError> {
+        let now = ctx.clock.now();
+        let slot: Arc<Mutex<Option<Staged>>> = Arc::new(Mutex::new(None));
+        let co_write = {
+            let (state, version, planner) = (self.saga.state.clone(), self.saga.version, turn.planner.clone());
+            let (order_id, delays, slot) = (self.order_id, ctx.config.retry_delays.clone(), Arc::clone(&slot));
+            CoWrite(Arc::new(move |decided: &Decided<'_>| {
+                let (event_id, total_value) = decided
+                    .events
+                    .iter()
+                    .zip(decided.event_ids)
+                    .find_map(|(event, id)| match event {
+                        OrderEvent::OrderExecuted(e) => Some((*id, e.total_value)),
+                        _ => None,
                     })
+                    .ok_or("the order did not execute")?;
+                let observe = SagaCommand::Observe {
+                    event_id,
+                    order: ObservedOrder::Executed { total_value },
+                    at: now,
+                };
+                let staged = stage(state.clone(), vec![observe], &planner, &delays, now)?;
+                if staged.stop != Stop::Completed {
+                    return Err(format!("the settlement would stop at {:?}", staged.stop));
                 }
-            };
-            self.reload_after(ctx, turn, &conflict).await?;
-        }
-        Err(RunError::Contended(self.order_id))
+                let command_id = Uuid::new_v5(&ENGINE_NAMESPACE, event_id.as_bytes());
+                let requests = requests(&staged, order_id, version, command_id, &planner)?;
+                *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(staged);
+                Ok(requests)
+            }))
+        };
+        let command = OrderCommand::Execute(ExecuteOrder {
+            execution_price: price,
+            market_price: price,
+            executed_at: now,
+        });
+        let started = Instant::now();
+        ctx.before_effect()?;
+        let result = ctx
+            .registry
+            .execute(self.order_id, self.order_message(command, "execute", Some(co_write)))
+            .await;
+        ctx.after_effect();
+        let conflict = match result {
+            Ok(reply) => {
+                let staged = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+                match staged {
+                    Some(staged) if reply.appended.as_ref().is_some_and(|a| !a.deduplicated) => {
+                        self.committed(ctx, turn, staged, &reply.co_written, started);
+                    }
+                    // Executed before this call: the saga reads what it holds.
+                    _ => self.catch_up(ctx).await?,
+                }
+                return Ok(Tried::Done(Colocated::Done(None)));
+            }
+            // The matcher or a cancel got there first: the reactor carries on.
+            Err(ActorError::Rejected(_) | ActorError::CoWriteRefused { .. }) => {
+                return Ok(Tried::Done(Colocated::Declined))
+            }
+            Err(ActorError::CoWriteConflict { conflict, .. }) => conflict,
+            Err(error) => {
+                return Err(RunError::Order {
+                    order_id: self.order_id,
+                    what: "execute".into(),
+                    error,
+                })
+            }
+        };
+        Ok(Tried::Lost(conflict))
     }
 }
 
