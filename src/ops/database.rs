@@ -73,11 +73,17 @@ impl OpsDb {
                 sqlx::query(&format!("DROP TABLE IF EXISTS {scratch}"))
                     .execute(&mut *conn)
                     .await?;
-                // Indexes come along (with generated names, renamed at the swap) so the
-                // table is ready to serve the moment it is swapped in.
+                // The unique indexes come along (the fold upserts by them); the
+                // others are dropped here and built once after the load
+                // (`index_scratch`) instead of maintained row by row.
                 sqlx::query(&format!("CREATE TABLE {scratch} (LIKE {live} INCLUDING ALL)"))
                     .execute(&mut *conn)
                     .await?;
+                for index in secondary_indexes(&mut *conn, scratch).await? {
+                    sqlx::query(&format!("DROP INDEX {}", index.0))
+                        .execute(&mut *conn)
+                        .await?;
+                }
             }
             Self::Sqlite(pool) => {
                 let mut conn = pool.acquire().await?;
@@ -96,6 +102,31 @@ impl OpsDb {
                     .execute(&mut *conn)
                     .await?;
             }
+        }
+        Ok(())
+    }
+
+    /// Builds on `scratch` the indexes of `live` that `create_scratch` left
+    /// out (PostgreSQL), with generated names that the swap renames. SQLite's
+    /// scratch table has none until the swap makes them.
+    pub async fn index_scratch(&self, live: &str, scratch: &str) -> Result<(), OpsError> {
+        let Self::Postgres(pool) = self else {
+            return Ok(());
+        };
+        let mut conn = pool.acquire().await?;
+        let built: Vec<String> = secondary_indexes(&mut *conn, scratch)
+            .await?
+            .into_iter()
+            .map(|(name, def)| index_shape(&name, &def))
+            .collect();
+        for (name, def) in secondary_indexes(&mut *conn, live).await? {
+            let shape = index_shape(&name, &def);
+            // An index already there (a previous run's build) is not made twice.
+            if built.contains(&shape) {
+                continue;
+            }
+            let ddl = on_table(&shape, scratch).ok_or_else(|| OpsError::MissingTable { table: live.into() })?;
+            sqlx::query(&ddl).execute(&mut *conn).await?;
         }
         Ok(())
     }
@@ -454,9 +485,34 @@ fn swap_target(live: u64, rebuilt_to: u64, live_stalled: Option<u64>) -> Option<
     }
 }
 
+/// The non-unique indexes of `table` (name, definition), in a stable order.
+async fn secondary_indexes(conn: &mut sqlx::PgConnection, table: &str) -> Result<Vec<(String, String)>, OpsError> {
+    Ok(sqlx::query_as(
+        "SELECT indexname::text, indexdef FROM pg_indexes \
+         WHERE schemaname = current_schema() AND tablename = $1 \
+         AND indexdef NOT LIKE 'CREATE UNIQUE INDEX %' ORDER BY indexname",
+    )
+    .bind(table)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// An index definition without its name: `CREATE INDEX ON public.t USING …`.
+fn index_shape(name: &str, def: &str) -> String {
+    def.replacen(&format!(" {name} ON "), " ON ", 1)
+}
+
+/// A nameless index definition moved onto `table`: the table between ` ON `
+/// and ` USING ` replaced. None when the definition is not of that form.
+fn on_table(shape: &str, table: &str) -> Option<String> {
+    let on = shape.find(" ON ")? + " ON ".len();
+    let using = on + shape[on..].find(" USING ")?;
+    Some(format!("{}{table}{}", &shape[..on], &shape[using..]))
+}
+
 /// Pairs each new index with the old one of the same definition (names aside).
 fn match_indexes(old: &[(String, String)], new: &[(String, String)]) -> Vec<(String, String)> {
-    let shape = |name: &str, def: &str| def.replacen(&format!(" {name} ON "), " ON ", 1);
+    let shape = index_shape;
     let mut taken = vec![false; old.len()];
     let mut pairs = Vec::new();
     for (new_name, new_def) in new {
@@ -688,6 +744,19 @@ mod tests {
         assert_eq!(swap_target(5, 8, None), None);
         assert_eq!(swap_target(5, 8, Some(5)), Some(8));
         assert_eq!(swap_target(6, 8, Some(5)), None);
+    }
+
+    #[test]
+    fn an_index_definition_moves_onto_the_scratch_table() {
+        let shape = index_shape(
+            "idx_orders_user_history",
+            "CREATE INDEX idx_orders_user_history ON public.orders USING btree (user_id, created_at DESC, id)",
+        );
+        assert_eq!(
+            on_table(&shape, "orders_rebuild").as_deref(),
+            Some("CREATE INDEX ON orders_rebuild USING btree (user_id, created_at DESC, id)")
+        );
+        assert_eq!(on_table("CREATE INDEX x", "t"), None);
     }
 
     #[test]

@@ -182,6 +182,7 @@ async fn rebuild_and_swap(
         }
         rebuilt = fold_into(Arc::clone(&store), db, scratch, rebuilt, head, bar).await?;
     }
+    db.index_scratch(projection.table(), scratch).await?;
     // The checkpoint as first seen: if it has not moved during the whole rebuild,
     // no projection is running and the swap need not wait `stall` again.
     let mut live_seen: Option<(u64, Instant)> = Some((live, started));
