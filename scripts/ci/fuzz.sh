@@ -17,15 +17,15 @@
 #
 # `.ci/run` calls this as its last step: the short build, then every target
 # for FUZZ_SECONDS=20, two at once. Cold (fresh target dir, no cargo-fuzz
-# installed) the build measured ~300 CPU-seconds (user+sys), i.e. about 2.5
-# to 3 minutes of wall on 2 idle cores, and the runs take ~70 s: the step
-# fits the ~5 minutes a cold CI has left. Warm (nothing changed) the build is
-# a no-op and the step is the runs alone. scripts/fuzz-long.sh runs the long
-# build for 10 minutes per target.
+# installed) the build measured 300-370 CPU-seconds (user+sys; the more on a
+# loaded machine), i.e. about 2.5 to 3 minutes of wall on 2 idle cores, and
+# the runs take 65 s: the step fits the ~5 minutes a cold CI has left. Warm
+# (nothing changed) the build is a no-op and the step is the runs alone.
+# scripts/fuzz-long.sh runs the long build for 10 minutes per target.
 #
 # The two builds are profiles of fuzz/Cargo.toml (the why of each is there):
 #   short  (profile fuzz-short): opt-level 0, no debug info, debug
-#          assertions on; cheapest cold build, ~300 CPU-seconds, and
+#          assertions on; cheapest cold build, 300-370 CPU-seconds, and
 #          ~800 (jwt_verify) to ~17,000 (http_submit_body) inputs per
 #          CPU-second, 4,000-6,000 for the others.
 #   long   (profile fuzz-long):  opt-level 3 with debug assertions and line
@@ -88,8 +88,11 @@ export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
 # coverage hooks.
 triple=$(rustc -vV | sed -n 's/^host: //p')
 
-cpu_secs() { # user+sys CPU-seconds of this shell's finished children so far
-  times | tail -1 | awk '{ split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%d", u[1] * 60 + u[2] + s[1] * 60 + s[2] }'
+# User+sys CPU-seconds of this shell's waited-for children so far (cutime and
+# cstime of /proc/PID/stat; `times` would report the $(...) subshell's own).
+# CPU-seconds, not wall, are what compare across loaded and idle machines.
+cpu_secs() {
+  cut -d')' -f2 "/proc/$$/stat" | awk -v hz="$(getconf CLK_TCK)" '{ printf "%d", ($14 + $15) / hz }'
 }
 build_started=$(date +%s)
 build_cpu_before=$(cpu_secs)
