@@ -1,32 +1,57 @@
 #!/usr/bin/env bash
-# Fuzzes every parser of outside input (the cargo-fuzz targets in fuzz/) for a
+# Fuzzes every parser of outside input (the libFuzzer targets in fuzz/) for a
 # bounded time and prints, per target: runs, exec/s, coverage and corpus size.
-# Exits non-zero when a target crashes or fails an assertion; the input that
-# did it is kept under fuzz/artifacts/<target>/ and printed in base64.
+# Exits non-zero when a target crashes or fails an assertion, or when an input
+# of fuzz/regressions/ fails again; the input that did it is kept under
+# fuzz/artifacts/<target>/ and printed in base64.
 #
 # Usage: scripts/ci/fuzz.sh [TARGET...]        (default: every target)
-#   FUZZ_SECONDS   seconds per target                     (default 25)
+#   FUZZ_SECONDS   seconds per target                     (default 20)
 #   FUZZ_JOBS      targets fuzzed at once                 (default 1)
-#   FUZZ_TARGET_DIR  instrumented build, kept between runs
+#   FUZZ_BUILD     short (default) or long: which build, see below
+#   FUZZ_TARGET_DIR  instrumented builds, kept between runs
 #                  (default $HOME/.cache/order-engine/fuzz-target)
 #   FUZZ_WORK_DIR  corpus the runs grow, kept between runs (default $FUZZ_TARGET_DIR/corpus);
 #                  the small seed corpus in fuzz/corpus/ is only read
+#   CARGO_BUILD_JOBS  cargo's -j for the build (default: every core)
 #
-# What a fresh machine needs, all installed here if missing: cargo-fuzz
-# (from crates.io) and a C++ compiler for libFuzzer (g++, from the machine).
-# The stable toolchain is enough: without a sanitizer (`--sanitizer none`;
-# the code under test forbids `unsafe`, so AddressSanitizer would mostly
-# watch dependencies, at twice the build time) cargo-fuzz passes no `-Z` flag.
-# RUSTC_BOOTSTRAP=1 is still set because cargo-fuzz's flags are nightly
-# territory in principle, and a future cargo-fuzz may add one.
+# `.ci/run` calls this as its last step: the short build, then every target
+# for FUZZ_SECONDS=20, two at once. Cold (fresh target dir, no cargo-fuzz
+# installed) the build measured 300-370 CPU-seconds (user+sys; the more on a
+# loaded machine), i.e. about 2.5 to 3 minutes of wall on 2 idle cores, and
+# the runs take 65 s: the step fits the ~5 minutes a cold CI has left. Warm
+# (nothing changed) the build is a no-op and the step is the runs alone.
+# scripts/fuzz-long.sh runs the long build for 10 minutes per target.
+#
+# The two builds are profiles of fuzz/Cargo.toml (the why of each is there):
+#   short  (profile fuzz-short): opt-level 0, no debug info, debug
+#          assertions on; cheapest cold build, 300-370 CPU-seconds, and
+#          ~800 (jwt_verify) to ~17,000 (http_submit_body) inputs per
+#          CPU-second, 4,000-6,000 for the others.
+#   long   (profile fuzz-long):  opt-level 3 with debug assertions and line
+#          tables, as `cargo fuzz build --release --debug-assertions` gives;
+#          ~940 CPU-seconds cold (measured when it was CI's build; its
+#          speed was not measured beside the others, but opt-level 1 alone,
+#          ~650 CPU-seconds cold, already runs 10-15x the short build's
+#          inputs per CPU-second, which ten minutes per target repay).
+#
+# cargo-fuzz itself is not needed: this script runs the `cargo build` that
+# `cargo fuzz build --sanitizer none` (0.13.2) runs, with the same RUSTFLAGS,
+# so a cold machine saves installing it (~63 CPU-seconds) and the flags are
+# pinned here rather than by whichever cargo-fuzz is installed. Without a
+# sanitizer (the code under test forbids `unsafe`, so AddressSanitizer would
+# mostly watch dependencies, at twice the build time) no `-Z` flag is passed:
+# the stable toolchain is enough. A fresh machine needs only a C++ compiler
+# for libFuzzer (g++, installed here if missing). `cargo fuzz run`, `tmin`
+# and `cmin` by hand still work on fuzz/ as on any cargo-fuzz crate.
 # Everything runs under `nice -n 19`: the build recompiles every dependency
 # with coverage instrumentation, and must not starve the rest of the machine.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-CARGO_FUZZ_VERSION=0.13.2
-FUZZ_SECONDS=${FUZZ_SECONDS:-25}
+FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 FUZZ_JOBS=${FUZZ_JOBS:-1}
+FUZZ_BUILD=${FUZZ_BUILD:-short}
 FUZZ_TARGET_DIR=${FUZZ_TARGET_DIR:-$HOME/.cache/order-engine/fuzz-target}
 FUZZ_WORK_DIR=${FUZZ_WORK_DIR:-$FUZZ_TARGET_DIR/corpus}
 # A run that outlives its time by this much is hung, not slow: stop it.
@@ -37,30 +62,52 @@ INPUT_TIMEOUT_SECS=10
 RSS_LIMIT_MB=2048
 # Longest input tried: submissions and export lines of real size fit in it.
 MAX_LEN_BYTES=16384
-export RUSTC_BOOTSTRAP=1
 export CARGO_TERM_COLOR=never
 
-if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
-  echo "installing cargo-fuzz $CARGO_FUZZ_VERSION" >&2
-  nice -n 19 cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION"
-fi
+case "$FUZZ_BUILD" in
+  short | long) profile="fuzz-$FUZZ_BUILD" ;;
+  *) echo "FUZZ_BUILD is short or long, not $FUZZ_BUILD" >&2; exit 2 ;;
+esac
 if ! command -v c++ >/dev/null; then
   echo "installing g++ (libFuzzer is C++)" >&2
   apt-get install -y g++ >/dev/null
 fi
 
-# The same flags every time: a different flag set rebuilds everything.
-build_started=$(date +%s)
-(cd fuzz && nice -n 19 cargo fuzz build --release --debug-assertions --sanitizer none \
-  --codegen-units 16 --target-dir "$FUZZ_TARGET_DIR")
-build_secs=$(( $(date +%s) - build_started ))
-echo "fuzz build: ${build_secs} s (target dir $FUZZ_TARGET_DIR)"
+# What `cargo fuzz build --sanitizer none` 0.13.2 passes (src/project.rs,
+# `Project::cargo`): SanitizerCoverage with inline 8-bit counters, the PC
+# table and compare tracing (libFuzzer's feedback), `--cfg fuzzing`, no
+# branch folding, stack depth tracing. Debug assertions, codegen units and
+# debug info come from the profile instead of -C flags, so both builds take
+# the same RUSTFLAGS. Changing them rebuilds everything.
+export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+-Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+-Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing \
+-Cllvm-args=-simplifycfg-branch-fold-threshold=0 -Cllvm-args=-sanitizer-coverage-stack-depth"
+# An explicit --target, as cargo-fuzz passes: RUSTFLAGS then reach only the
+# target's code, not build scripts and proc macros, which cannot link the
+# coverage hooks.
+triple=$(rustc -vV | sed -n 's/^host: //p')
 
-bin_dir="$FUZZ_TARGET_DIR/x86_64-unknown-linux-gnu/release"
+# User+sys CPU-seconds of this shell's waited-for children so far (cutime and
+# cstime of /proc/PID/stat; `times` would report the $(...) subshell's own).
+# CPU-seconds, not wall, are what compare across loaded and idle machines.
+cpu_secs() {
+  cut -d')' -f2 "/proc/$$/stat" | awk -v hz="$(getconf CLK_TCK)" '{ printf "%d", ($14 + $15) / hz }'
+}
+build_started=$(date +%s)
+build_cpu_before=$(cpu_secs)
+# --locked: the fuzz crate must build the versions the engine locks. When
+# this fails after a dependency change, refresh fuzz/Cargo.lock from the
+# engine's: `cp Cargo.lock fuzz/ && cargo fetch --manifest-path fuzz/Cargo.toml`.
+nice -n 19 cargo build --locked --manifest-path fuzz/Cargo.toml --profile "$profile" \
+  --target "$triple" --bins --target-dir "$FUZZ_TARGET_DIR"
+echo "fuzz build ($FUZZ_BUILD): $(( $(date +%s) - build_started )) s wall, $(( $(cpu_secs) - build_cpu_before )) CPU-s (target dir $FUZZ_TARGET_DIR)"
+
+bin_dir="$FUZZ_TARGET_DIR/$triple/$profile"
 if [ $# -gt 0 ]; then
   targets=("$@")
 else
-  mapfile -t targets < <(cd fuzz && cargo fuzz list)
+  mapfile -t targets < <(cd fuzz/fuzz_targets && ls -- *.rs | sed 's/\.rs$//')
 fi
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
