@@ -22,6 +22,8 @@ use super::{TestDb, TestStore};
 
 pub struct TestApp {
     pub address: String,
+    /// `http://127.0.0.1:<port>` of the gRPC order service (its own port 0 pick).
+    pub grpc_address: String,
     /// The app's engine, ledger and market, and its log (raw SQL beside it).
     pub engine: Arc<TestEngine>,
     pub client: reqwest::Client,
@@ -53,6 +55,7 @@ pub async fn spawn_app_with(db: &TestDb, config: EngineConfig, auth: Option<Auth
         .try_init();
     let mut settings = test_settings(db.url(), &config);
     settings.http_addr = "127.0.0.1:0".parse().unwrap();
+    settings.grpc_addr = "127.0.0.1:0".parse().unwrap();
     // The bare backend: the application adds group commit and metering itself.
     let opened = db.open_backend(None).await;
     let mut builder = Application::builder(settings)
@@ -74,12 +77,14 @@ pub async fn spawn_app_with(db: &TestDb, config: EngineConfig, auth: Option<Auth
         },
     });
     let address = format!("http://127.0.0.1:{}", app.port());
+    let grpc_address = format!("http://127.0.0.1:{}", app.grpc_port());
     let orders_projection = app.orders_projection();
     let metrics = app.metrics();
     // Serves as long as the test's runtime: nothing asks it to stop.
     actix_rt::spawn(app.run_until(std::future::pending()));
     TestApp {
         address,
+        grpc_address,
         engine,
         client: reqwest::Client::new(),
         orders_projection,
