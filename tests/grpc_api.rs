@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use common::engine::eventually;
-use common::http::{spawn_app_with_auth, test_service, token, TestApp};
+use common::http::{log_state, settled, spawn_app_with_auth, test_service, token, TestApp, SETTLE_TIMEOUT};
 use common::TestDb;
 use order_engine::auth::{Authenticator, InternalVerifier, JwtConfig, JwtVerifier, ServiceKeys};
 use order_engine::clients::signing::{self, SignedRequest};
@@ -41,10 +41,6 @@ on_every_backend_in_actix!(
     health_is_serving_when_ready_and_reflection_answers,
 );
 
-/// Most events a test's log holds; far above what these tests append.
-const LOG_EVENTS_MAX: usize = 10_000;
-/// How long an order may take to execute or a log to settle.
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(20);
 const SUBMIT_PATH: &str = "/monolith.OrderService/SubmitOrder";
 
 fn risk_manager() -> ServiceCredentials {
@@ -127,38 +123,6 @@ fn resting_limit(user: Uuid) -> SubmitOrderRequest {
         price: Some(100.0),
         ..market_buy(user, 1.0)
     }
-}
-
-#[derive(Debug, PartialEq, Eq, Clone, Copy)]
-struct LogState {
-    events: usize,
-    head: u64,
-}
-
-async fn log_state(app: &TestApp) -> LogState {
-    let store = &app.engine.store.store;
-    LogState {
-        events: store.read_all(0, LOG_EVENTS_MAX).await.unwrap().len(),
-        head: store.head_position().await.unwrap(),
-    }
-}
-
-/// Waits until the log stops growing (sagas have settled) and returns its state.
-async fn settled(app: &TestApp) -> LogState {
-    let mut last = log_state(app).await;
-    let mut quiet_reads = 0;
-    let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
-    while quiet_reads < 3 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the log never settled: {last:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let now = log_state(app).await;
-        quiet_reads = if now == last { quiet_reads + 1 } else { 0 };
-        last = now;
-    }
-    last
 }
 
 /// Asserts a refusal's code and its `api_response` (failed, the HTTP status, the slug, a sentence).

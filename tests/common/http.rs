@@ -129,3 +129,43 @@ pub fn test_service() -> ServiceCredentials {
 pub fn token(user: Uuid) -> String {
     mint_dev_token(&JwtConfig::development(None), user, Duration::from_secs(600)).unwrap()
 }
+
+/// Most events a test's log holds; far above what the HTTP and gRPC tests append.
+pub const LOG_EVENTS_MAX: usize = 10_000;
+/// How long a positive control may take to settle (its saga reserves, then the order rests).
+pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What must not move when a request is refused.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub struct LogState {
+    pub events: usize,
+    pub head: u64,
+}
+
+pub async fn log_state(app: &TestApp) -> LogState {
+    let store = &app.engine.store.store;
+    LogState {
+        events: store.read_all(0, LOG_EVENTS_MAX).await.unwrap().len(),
+        head: store.head_position().await.unwrap(),
+    }
+}
+
+/// Waits until the log stops growing (a positive control's saga has reserved
+/// and the order rests), and returns its state.
+pub async fn settled(app: &TestApp) -> LogState {
+    let mut last = log_state(app).await;
+    let mut quiet_reads = 0;
+    let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+    // Three identical reads 50 ms apart: the reservation is one saga step of a few ms.
+    while quiet_reads < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the log never settled: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = log_state(app).await;
+        quiet_reads = if now == last { quiet_reads + 1 } else { 0 };
+        last = now;
+    }
+    last
+}
