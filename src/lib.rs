@@ -18,6 +18,7 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod events;
+pub mod grpc;
 pub mod loadgen;
 pub mod market;
 pub mod ops;

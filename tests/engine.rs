@@ -578,6 +578,8 @@ async fn shutdown_ends_within_its_timeout_when_the_database_is_gone() {
         .arg("serve")
         .env("DATABASE_URL", url)
         .env("ORDER_ENGINE_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        // Any free port: tests run in parallel.
+        .env("ORDER_ENGINE_GRPC_ADDR", "127.0.0.1:0")
         .env(
             "ORDER_ENGINE_SHUTDOWN_TIMEOUT",
             format!("{}s", SHUTDOWN_TIMEOUT.as_secs()),

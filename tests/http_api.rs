@@ -88,6 +88,10 @@ async fn an_order_is_submitted_executed_and_read_back(db: TestDb) {
         .await
         .unwrap();
     let decimal = |v: &Value| v.to_string().parse::<rust_decimal::Decimal>().unwrap();
+    // The proto's GetOrderDetailsResponse: `api_response` beside the order.
+    assert_eq!(details["api_response"]["success"], true, "{details}");
+    assert_eq!(details["api_response"]["status_code"], 200, "{details}");
+    let details = &details["order"];
     assert_eq!(decimal(&details["execution_price"]), dec!(150.25));
     assert_eq!(decimal(&details["execution_value"]), dec!(1502.5));
     // Amounts go out as JSON numbers with their scale, as the seed shows.

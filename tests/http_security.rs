@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use common::engine::eventually;
-use common::http::{spawn_app_with_auth, test_service, token, TestApp, TEST_SERVICE_KEY, TEST_SERVICE_SECRET};
+use common::http::{
+    log_state, settled, spawn_app_with_auth, test_service, token, TestApp, SETTLE_TIMEOUT, TEST_SERVICE_KEY,
+    TEST_SERVICE_SECRET,
+};
 use common::TestDb;
 use hmac::{Hmac, Mac};
 use order_engine::auth::{
@@ -40,10 +43,6 @@ on_every_backend_in_actix!(
 );
 
 const ORDERS: &str = "/api/v1/orders";
-/// Most events a test's log holds; far above what these tests append.
-const LOG_EVENTS_MAX: usize = 10_000;
-/// How long a positive control may take to settle (its saga reserves, then the order rests).
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(20);
 const RSA_PRIVATE_PEM: &str = include_str!("fixtures/jwt_rs256_test_private.pem");
 const RSA_PUBLIC_PEM: &str = include_str!("fixtures/jwt_rs256_test_public.pem");
 /// Past the 300 s window by a margin, so a second ticking over during the
@@ -92,41 +91,6 @@ fn dev_jwt() -> JwtConfig {
 /// A LIMIT buy that rests: accepting it appends events, then the log goes quiet.
 fn resting_order() -> String {
     json!({"symbol": "AAPL", "order_type": "LIMIT", "order_side": "BUY", "quantity": 1, "price": 100}).to_string()
-}
-
-/// What must not move when a request is refused.
-#[derive(Debug, PartialEq, Eq, Clone, Copy)]
-struct LogState {
-    events: usize,
-    head: u64,
-}
-
-async fn log_state(app: &TestApp) -> LogState {
-    let store = &app.engine.store.store;
-    LogState {
-        events: store.read_all(0, LOG_EVENTS_MAX).await.unwrap().len(),
-        head: store.head_position().await.unwrap(),
-    }
-}
-
-/// Waits until the log stops growing (a positive control's saga has reserved
-/// and the order rests), and returns its state.
-async fn settled(app: &TestApp) -> LogState {
-    let mut last = log_state(app).await;
-    let mut quiet_reads = 0;
-    let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
-    // Three identical reads 50 ms apart: the reservation is one saga step of a few ms.
-    while quiet_reads < 3 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the log never settled: {last:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let now = log_state(app).await;
-        quiet_reads = if now == last { quiet_reads + 1 } else { 0 };
-        last = now;
-    }
-    last
 }
 
 /// Sends `request`, asserts its status and problem type, and that the log is

@@ -55,6 +55,8 @@ trap cleanup EXIT
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 export DATABASE_URL="sqlite:$WORK/schemathesis.db"
 export ORDER_ENGINE_HTTP_ADDR="127.0.0.1:$PORT"
+# The gRPC service is not under test here; any free port keeps it out of the way.
+export ORDER_ENGINE_GRPC_ADDR="127.0.0.1:0"
 # A generous ledger: fuzzed orders must not run accounts dry and change the answers.
 export ORDER_ENGINE_DEMO_BALANCE=1000000000
 export RUST_LOG=${RUST_LOG:-warn}

@@ -79,7 +79,7 @@ pub enum Amount {
 }
 
 impl Amount {
-    fn exact(self, field: &str, slug: &str) -> Result<Decimal, Problem> {
+    pub fn exact(self, field: &str, slug: &str) -> Result<Decimal, Problem> {
         match self {
             Self::Exact(value) => Ok(value),
             Self::Unrepresentable(text) => Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, slug, "Order rejected")
@@ -217,8 +217,50 @@ impl OrderStatusDoc {
     }
 }
 
+/// The outcome of a call, as the proto's `APIResponse`: every HTTP success
+/// body carries it as `api_response` (errors stay problem+json, whose `type`
+/// ends in the same slug gRPC puts in `error_code`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ApiResponse {
+    /// False exactly when the call failed.
+    pub success: bool,
+    /// The HTTP status of the answer (202, 200, or the problem's status).
+    #[schema(minimum = 100, maximum = 599)]
+    pub status_code: u16,
+    /// Empty on success; else the problem's slug, e.g. `order-not-found`.
+    pub error_code: String,
+    /// A sentence a person can act on.
+    pub message: String,
+    /// The caller's `X-Request-Id` (or gRPC `x-request-id`) when it sent a usable one, else a fresh UUID.
+    pub request_id: String,
+}
+
+impl ApiResponse {
+    pub fn ok(status: StatusCode, message: impl Into<String>, request_id: &str) -> Self {
+        Self {
+            success: true,
+            status_code: status.as_u16(),
+            error_code: String::new(),
+            message: message.into(),
+            request_id: request_id.to_owned(),
+        }
+    }
+
+    /// A refusal: the problem's status, slug and sentence (its detail, else its title).
+    pub fn refused(problem: &Problem, request_id: &str) -> Self {
+        Self {
+            success: false,
+            status_code: problem.status().as_u16(),
+            error_code: problem.slug().to_owned(),
+            message: problem.detail().unwrap_or(problem.title()).to_owned(),
+            request_id: request_id.to_owned(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct SubmitOrderResponse {
+    pub api_response: ApiResponse,
     pub order_id: Uuid,
     #[schema(value_type = OrderStatusDoc)]
     pub status: OrderStatus,
@@ -231,10 +273,11 @@ pub struct SubmitOrderResponse {
     pub submitted_at: DateTime<Utc>,
 }
 
-impl From<&Order> for SubmitOrderResponse {
-    fn from(order: &Order) -> Self {
+impl SubmitOrderResponse {
+    pub fn new(order: &Order, api_response: ApiResponse) -> Self {
         let estimated_price = order.limit_price.or(order.market_price_at_submission);
         Self {
+            api_response,
             order_id: order.id,
             status: order.status,
             estimated_price,
@@ -245,7 +288,14 @@ impl From<&Order> for SubmitOrderResponse {
     }
 }
 
-/// GET /api/v1/orders/{id}: the seed's OrderDetails.
+/// GET /api/v1/orders/{id}: the proto's GetOrderDetailsResponse.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct OrderDetailsResponse {
+    pub api_response: ApiResponse,
+    pub order: OrderDetails,
+}
+
+/// The seed's OrderDetails (with `stop_price` and `failure_reason` beside its fields).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct OrderDetails {
     pub order_id: Uuid,
@@ -368,6 +418,7 @@ pub struct HistoryQuery {
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct HistoryResponse {
+    pub api_response: ApiResponse,
     pub orders: Vec<OrderDetails>,
     pub total_count: u64,
     pub limit: u32,
@@ -377,6 +428,7 @@ pub struct HistoryResponse {
 /// GET /api/v1/orders/{id}/status.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct OrderStatusResponse {
+    pub api_response: ApiResponse,
     pub order_id: Uuid,
     #[schema(value_type = OrderStatusDoc)]
     pub status: OrderStatus,
@@ -384,8 +436,8 @@ pub struct OrderStatusResponse {
     pub updated_at: DateTime<Utc>,
 }
 
-impl From<&Order> for OrderStatusResponse {
-    fn from(order: &Order) -> Self {
+impl OrderStatusResponse {
+    pub fn new(order: &Order, api_response: ApiResponse) -> Self {
         let status_message = match (order.status, &order.reason) {
             (_, Some(reason)) => reason.clone(),
             (OrderStatus::Pending, None) => "accepted; reserving funds".to_owned(),
@@ -395,6 +447,7 @@ impl From<&Order> for OrderStatusResponse {
             (status, None) => status.to_string(),
         };
         Self {
+            api_response,
             order_id: order.id,
             status: order.status,
             status_message,
@@ -406,6 +459,7 @@ impl From<&Order> for OrderStatusResponse {
 /// PUT /api/v1/orders/{id}/cancel.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CancelOrderResponse {
+    pub api_response: ApiResponse,
     pub order_id: Uuid,
     #[schema(value_type = OrderStatusDoc)]
     pub status: OrderStatus,

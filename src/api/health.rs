@@ -20,6 +20,17 @@ pub async fn live() -> HttpResponse {
 
 #[utoipa::path(get, path = "/health/ready", tag = "operations", responses((status = 200, description = "Database, projections and broker are fine", body = HealthDoc), (status = 503, description = "A check failed; the body names it", body = HealthDoc)))]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let (ready, body) = readiness(&state).await;
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// Whether the instance is ready, and the checks that say why: what
+/// `/health/ready` answers and what the gRPC health service reports.
+pub async fn readiness(state: &AppState) -> (bool, serde_json::Value) {
     let mut ready = true;
     let database = match state.engine.deps().store.head_position().await {
         Ok(head) => json!({ "status": "ok", "head_position": head, "backend": state.engine.deps().store.backend() }),
@@ -61,11 +72,7 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
         checks["broker"] = json!({ "status": if up { "ok" } else { "disconnected" } });
     }
     let body = json!({ "status": if ready { "ready" } else { "not ready" }, "checks": checks });
-    if ready {
-        HttpResponse::Ok().json(body)
-    } else {
-        HttpResponse::ServiceUnavailable().json(body)
-    }
+    (ready, body)
 }
 
 /// Prometheus text: the seed's metric names and the engine's own. Gauges that

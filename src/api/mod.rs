@@ -3,10 +3,11 @@
 //! Handlers only translate: they call the engine facade and never touch the
 //! store, so every write goes through an order actor.
 
+pub mod commands;
 pub mod dto;
 mod health;
 pub mod openapi;
-mod orders;
+pub(crate) mod orders;
 pub mod problem;
 
 use std::sync::Arc;
@@ -33,7 +34,7 @@ pub struct AppState {
     pub broker_connected: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
 }
 
-pub use health::PROJECTION_LAG_EVENTS_MAX;
+pub use health::{readiness, PROJECTION_LAG_EVENTS_MAX};
 
 /// The whole app: auth and metrics middleware, JSON limits, every route.
 /// `serve` and the tests build it here, so they serve the same thing.

@@ -19,8 +19,8 @@ use utoipa::openapi::{Ref, RefOr};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::dto::{
-    CancelOrderResponse, HistoryResponse, OrderDetails, OrderStatusDoc, OrderStatusResponse, OrderTypeDoc, SideDoc,
-    SubmitOrderBody, SubmitOrderResponse,
+    ApiResponse, CancelOrderResponse, HistoryResponse, OrderDetails, OrderDetailsResponse, OrderStatusDoc,
+    OrderStatusResponse, OrderTypeDoc, SideDoc, SubmitOrderBody, SubmitOrderResponse,
 };
 use super::problem::PROBLEM_JSON;
 
@@ -181,6 +181,8 @@ impl Modify for BearerAuth {
     components(schemas(
         SubmitOrderBody,
         SubmitOrderResponse,
+        ApiResponse,
+        OrderDetailsResponse,
         OrderDetails,
         OrderStatusResponse,
         CancelOrderResponse,

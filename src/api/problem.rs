@@ -127,6 +127,13 @@ impl Problem {
         &self.problem_type
     }
 
+    /// The stable name at the end of `type` (`order-not-found`), which gRPC sends as `error_code`.
+    pub fn slug(&self) -> &str {
+        self.problem_type
+            .strip_prefix(PROBLEM_TYPE_PREFIX)
+            .unwrap_or(&self.problem_type)
+    }
+
     pub fn title(&self) -> &str {
         &self.title
     }

@@ -52,6 +52,9 @@ pub enum AppError {
     },
     #[error("HTTP server")]
     Server(#[source] std::io::Error),
+    /// The gRPC server could not bind or start, or failed while serving.
+    #[error("gRPC server")]
+    Grpc(#[source] crate::grpc::GrpcError),
     /// A step of the stop was still running at the deadline. The caller (the
     /// binary) exits with a non-zero status: the log is the source of truth,
     /// so nothing acknowledged is lost, and a supervisor restarts the process.

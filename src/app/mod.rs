@@ -1,6 +1,6 @@
 //! The composition root (zero2prod's `Application`): `Application::build`
 //! wires everything `serve` runs (the engine stack, the orders projection,
-//! RabbitMQ when configured, the HTTP API) and `run_until_stopped` serves
+//! RabbitMQ when configured, the HTTP API and the gRPC order service) and `run_until_stopped` serves
 //! until SIGTERM or SIGINT, then stops every part against one deadline.
 //! The binary, the integration tests and the benches all build through here,
 //! so they run the production wrappers (group commit, metering). Tests inject
@@ -34,6 +34,7 @@ use crate::balance::BalanceService;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::engine::{CrashPoint, Engine, EngineConfig};
+use crate::grpc::GrpcServer;
 use crate::market::MarketSimulator;
 use crate::projections::{run_orders_projection, ProjectionHealth, ReadModels};
 use crate::store::{redact_url, EventStore};
@@ -49,6 +50,8 @@ pub struct Application {
     /// The port the HTTP server bound (the OS's pick when the settings say 0).
     port: u16,
     server: Server,
+    /// The gRPC order service, serving from `build` on until the stop.
+    grpc: GrpcServer,
     amqp: Option<Arc<AmqpHandle>>,
     orders_projection: Arc<ProjectionHealth>,
     projection: JoinHandle<()>,
@@ -179,6 +182,15 @@ impl ApplicationBuilder {
             None => auth::authenticator(&settings, Arc::clone(&stack.clock))?,
         });
         let metrics = web::Data::from(Arc::clone(&stack.metrics));
+        // The same state, verifiers and registry as the HTTP API: one engine front.
+        let grpc = GrpcServer::start(
+            settings.grpc_addr,
+            state.clone().into_inner(),
+            auth.clone().into_inner(),
+            Arc::clone(&stack.metrics),
+        )
+        .await
+        .map_err(AppError::Grpc)?;
         let mut server = HttpServer::new(move || api::app(state.clone(), auth.clone(), metrics.clone()));
         if let Some(workers) = self.http_workers {
             server = server.workers(workers);
@@ -203,6 +215,7 @@ impl ApplicationBuilder {
             models,
             port,
             server,
+            grpc,
             amqp,
             orders_projection,
             projection,
@@ -231,6 +244,11 @@ impl Application {
     /// The HTTP port bound; the OS's pick when the settings asked for port 0.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The gRPC port bound; the OS's pick when the settings asked for port 0.
+    pub fn grpc_port(&self) -> u16 {
+        self.grpc.port()
     }
 
     pub fn engine(&self) -> Arc<Engine> {
@@ -282,6 +300,7 @@ impl Application {
             stack,
             port,
             mut server,
+            grpc,
             amqp,
             projection,
             stop_projection,
@@ -292,6 +311,7 @@ impl Application {
         let timeout = settings.shutdown_timeout;
         let (stopping, mut stop_requested) = tokio::sync::oneshot::channel();
         let server_handle = server.handle();
+        let grpc_stopper = grpc.stopper();
         actix_web::rt::spawn(async move {
             let signal = stop.await;
             let deadline = tokio::time::Instant::now() + timeout;
@@ -301,6 +321,8 @@ impl Application {
                 "{signal} received; stopping within ORDER_ENGINE_SHUTDOWN_TIMEOUT"
             );
             let _ = stopping.send(deadline);
+            // Both fronts stop taking calls together; each drains its own.
+            grpc_stopper.stop();
             server_handle.stop(true).await;
         });
         tracing::info!(
@@ -308,6 +330,7 @@ impl Application {
             database = %redact_url(&settings.database_url),
             http = %settings.http_addr,
             port,
+            grpc_port = grpc.port(),
             balance = if settings.balance_service_url.is_some() { "remote" } else { "embedded ledger" },
             rabbitmq = settings.amqp_url.is_some(),
             ready_ms = started.elapsed().as_millis() as u64,
@@ -327,6 +350,12 @@ impl Application {
                 deadline
             }
         };
+        // gRPC was told to stop with HTTP; its calls in flight finish before
+        // anything behind both stops, and it lets go of the state the RabbitMQ
+        // layer's readiness closure is shared through.
+        within(deadline, timeout, "the gRPC server (draining calls)", grpc.stop())
+            .await?
+            .map_err(AppError::Grpc)?;
         tracing::info!(
             "stopping: the projection, the reactor's checkpoint, then the order actors once their queues have run"
         );

@@ -104,6 +104,11 @@ impl Authenticator {
         self
     }
 
+    /// The largest signed body accepted (the gRPC service holds its messages to it too).
+    pub fn signed_body_bytes_max(&self) -> usize {
+        self.signed_body_bytes_max
+    }
+
     pub fn jwt(&self) -> &JwtVerifier {
         &self.jwt
     }
@@ -174,49 +179,83 @@ fn authenticate(req: &HttpRequest) -> Result<AuthenticatedUser, AuthError> {
     let auth = req
         .app_data::<web::Data<Authenticator>>()
         .ok_or(AuthError::NotConfigured("no web::Data<Authenticator> in the app data"))?;
-    let bearer = bearer_token(req)?;
-    if !req.headers().contains_key(HEADER_SERVICE_IDENTITY) {
-        let token = bearer.ok_or(AuthError::MissingCredentials)?;
-        let claims = auth.jwt.verify(token)?;
-        return Ok(AuthenticatedUser {
-            user_id: claims.user_id,
-            via: Caller::Token,
-        });
-    }
-
-    let outcome = req.extensions().get::<SignatureOutcome>().cloned();
-    let identity = match outcome {
-        Some(SignatureOutcome(outcome)) => outcome?,
-        None => {
-            return Err(AuthError::NotConfigured(
-                "signed requests need the verify_signed_requests middleware on this route",
-            ))
+    let header = |name: &str| req.headers().get(name).map(|v| v.to_str().map_err(|_| NotText));
+    let signature = if req.headers().contains_key(HEADER_SERVICE_IDENTITY) {
+        match req.extensions().get::<SignatureOutcome>().cloned() {
+            Some(SignatureOutcome(outcome)) => Some(outcome),
+            None => {
+                return Err(AuthError::NotConfigured(
+                    "signed requests need the verify_signed_requests middleware on this route",
+                ))
+            }
         }
+    } else {
+        None
     };
-    // The user comes from the signed header only; a forwarded token is a
-    // second opinion that must agree, never a substitute.
-    let user_id = user_id_header(req)?.ok_or(AuthError::MissingUserId)?;
-    if let Some(token) = bearer {
-        let token_user = auth.jwt.verify(token)?.user_id;
-        if token_user != user_id {
-            return Err(AuthError::UserMismatch {
-                header: user_id,
-                token: token_user,
-            });
-        }
-    }
-    Ok(AuthenticatedUser {
-        user_id,
-        via: Caller::Service { identity },
+    auth.authenticate(Presented {
+        authorization: header(AUTHORIZATION.as_str()),
+        signature,
+        user_id: header(HEADER_USER_ID),
     })
 }
 
+/// A header or metadata value that is not visible ASCII text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotText;
+
+/// What a request presents to prove who it is, however its transport reads
+/// headers (HTTP headers, gRPC metadata): one set of rules for both.
+#[derive(Debug, Clone)]
+pub struct Presented<'a> {
+    /// The `Authorization` value, when sent.
+    pub authorization: Option<Result<&'a str, NotText>>,
+    /// The signature's verdict (the service identity, or why it was refused)
+    /// when the request carries `X-Service-Identity`; None for an end user's call.
+    pub signature: Option<Result<String, AuthError>>,
+    /// The `X-User-Id` value, when sent.
+    pub user_id: Option<Result<&'a str, NotText>>,
+}
+
+impl Authenticator {
+    /// The user a request acts for: the token's subject for an end user; for
+    /// a signed service call, the signed `X-User-Id`, which a forwarded token
+    /// must agree with.
+    pub fn authenticate(&self, presented: Presented<'_>) -> Result<AuthenticatedUser, AuthError> {
+        let bearer = bearer_token(presented.authorization)?;
+        let Some(outcome) = presented.signature else {
+            let token = bearer.ok_or(AuthError::MissingCredentials)?;
+            let claims = self.jwt.verify(token)?;
+            return Ok(AuthenticatedUser {
+                user_id: claims.user_id,
+                via: Caller::Token,
+            });
+        };
+        let identity = outcome?;
+        // The user comes from the signed header only; a forwarded token is a
+        // second opinion that must agree, never a substitute.
+        let user_id = user_id_header(presented.user_id)?.ok_or(AuthError::MissingUserId)?;
+        if let Some(token) = bearer {
+            let token_user = self.jwt.verify(token)?.user_id;
+            if token_user != user_id {
+                return Err(AuthError::UserMismatch {
+                    header: user_id,
+                    token: token_user,
+                });
+            }
+        }
+        Ok(AuthenticatedUser {
+            user_id,
+            via: Caller::Service { identity },
+        })
+    }
+}
+
 /// The token of `Authorization: Bearer <token>`; None without the header.
-fn bearer_token(req: &HttpRequest) -> Result<Option<&str>, AuthError> {
-    let Some(value) = req.headers().get(AUTHORIZATION) else {
+fn bearer_token(value: Option<Result<&str, NotText>>) -> Result<Option<&str>, AuthError> {
+    let Some(value) = value else {
         return Ok(None);
     };
-    let value = value.to_str().map_err(|_| AuthError::MalformedAuthorization)?;
+    let value = value.map_err(|_| AuthError::MalformedAuthorization)?;
     // The scheme name is case-insensitive (RFC 9110 §11.1).
     match value.split_once(' ') {
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
@@ -226,13 +265,11 @@ fn bearer_token(req: &HttpRequest) -> Result<Option<&str>, AuthError> {
     }
 }
 
-fn user_id_header(req: &HttpRequest) -> Result<Option<Uuid>, AuthError> {
-    let Some(value) = req.headers().get(HEADER_USER_ID) else {
+fn user_id_header(value: Option<Result<&str, NotText>>) -> Result<Option<Uuid>, AuthError> {
+    let Some(value) = value else {
         return Ok(None);
     };
-    let text = value
-        .to_str()
-        .map_err(|_| AuthError::InvalidUserId("<not ASCII>".into()))?;
+    let text = value.map_err(|_| AuthError::InvalidUserId("<not ASCII>".into()))?;
     Uuid::parse_str(text.trim())
         .map(Some)
         .map_err(|_| AuthError::InvalidUserId(text.to_owned()))

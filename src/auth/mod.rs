@@ -15,8 +15,8 @@ use uuid::Uuid;
 use crate::clients::signing::VerifyError;
 
 pub use extractor::{
-    requires, verify_signed_requests, AuthenticatedUser, Authenticator, Authorized, Caller, RequiredPermission,
-    HEADER_USER_ID, SIGNED_BODY_BYTES_MAX,
+    requires, verify_signed_requests, AuthenticatedUser, Authenticator, Authorized, Caller, NotText, Presented,
+    RequiredPermission, HEADER_USER_ID, SIGNED_BODY_BYTES_MAX,
 };
 pub use internal::{authorize, permissions_of, InternalVerifier, Permission, ServiceKeys, AUTHORIZED_SERVICES};
 pub use jwt::{mint_dev_token, mint_token, Claims, JwtAlgorithm, JwtConfig, JwtVerifier};

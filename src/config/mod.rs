@@ -22,6 +22,8 @@ pub use duration::{parse_duration, parse_duration_list};
 /// Where the embedded default keeps its log.
 pub const EMBEDDED_DATABASE_URL: &str = "sqlite:data/order-engine.db";
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+/// Where the gRPC order service listens unless `ORDER_ENGINE_GRPC_ADDR` says otherwise.
+pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:50051";
 /// Who the engine is to the services it calls, unless configured.
 pub const DEFAULT_SERVICE_IDENTITY: &str = "order_engine";
 
@@ -41,6 +43,8 @@ pub struct Settings {
     /// `postgres://…` or `sqlite:path`.
     pub database_url: String,
     pub http_addr: SocketAddr,
+    /// The gRPC order service's listen address (port 0: the OS picks, as tests do).
+    pub grpc_addr: SocketAddr,
     /// What the embedded ledger deposits into each new account.
     pub demo_balance: Decimal,
     /// Added to the quote when reserving for MARKET and STOP_LOSS buys.
@@ -233,6 +237,16 @@ impl Settings {
                 })?,
                 "an address and port such as 127.0.0.1:8080 or 0.0.0.0:8080",
             )?,
+            grpc_addr: parse(
+                &lookup,
+                "ORDER_ENGINE_GRPC_ADDR",
+                DEFAULT_GRPC_ADDR.parse().map_err(|_| ConfigError {
+                    variable: "ORDER_ENGINE_GRPC_ADDR",
+                    value: DEFAULT_GRPC_ADDR.into(),
+                    expected: "host:port".into(),
+                })?,
+                "an address and port such as 127.0.0.1:50051 or 0.0.0.0:50051",
+            )?,
             demo_balance,
             market_buffer_bps: parse(
                 &lookup,
@@ -416,6 +430,7 @@ mod tests {
         let s = settings(&[]).unwrap();
         assert_eq!(s.database_url, EMBEDDED_DATABASE_URL);
         assert_eq!(s.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.grpc_addr.to_string(), "127.0.0.1:50051");
         assert_eq!(
             s.retry_delays.iter().map(Duration::as_secs).collect::<Vec<_>>(),
             [300, 900, 3600, 21600]
@@ -479,6 +494,7 @@ mod tests {
         let s = settings(&[
             ("DATABASE_URL", "postgres://x@h/db"),
             ("ORDER_ENGINE_HTTP_ADDR", "0.0.0.0:9000"),
+            ("ORDER_ENGINE_GRPC_ADDR", "0.0.0.0:9001"),
             ("ORDER_ENGINE_RETRY_DELAYS", "10ms,20ms"),
             ("ORDER_ENGINE_DEMO_BALANCE", "2500.50"),
             ("ORDER_ENGINE_PASSIVATE_AFTER", "5s"),
@@ -487,6 +503,7 @@ mod tests {
         .unwrap();
         assert_eq!(s.database_url, "postgres://x@h/db");
         assert_eq!(s.http_addr.port(), 9000);
+        assert_eq!(s.grpc_addr.port(), 9001);
         assert_eq!(
             s.retry_delays,
             vec![Duration::from_millis(10), Duration::from_millis(20)]

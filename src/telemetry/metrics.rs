@@ -41,6 +41,9 @@ pub const PROJECTION_FAILED: &str = "order_engine_projection_failed";
 pub const SAGAS_STALLED: &str = "order_engine_sagas_stalled";
 pub const DUPLICATE_SUBMISSIONS_TOTAL: &str = "order_engine_duplicate_submissions_total";
 pub const CONFLICTING_SUBMISSIONS_TOTAL: &str = "order_engine_conflicting_submissions_total";
+/// gRPC calls answered, by method and status code (the HTTP counter's twin).
+pub const GRPC_REQUESTS_TOTAL: &str = "order_service_grpc_requests_total";
+pub const GRPC_REQUEST_DURATION_SECONDS: &str = "order_service_grpc_request_duration_seconds";
 
 /// The `route` label of a request no route matched: one series for all of
 /// them, whatever paths scanners try.
@@ -52,6 +55,11 @@ pub const SERVICE_CLIENT_BUCKETS_SECONDS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0
 /// Buckets for one log append: sub-millisecond on SQLite up to a contended
 /// PostgreSQL commit.
 pub const APPEND_BUCKETS_SECONDS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+/// Buckets for one gRPC call: a read answered from memory in well under a
+/// millisecond up to a submission waiting on a slow dependency.
+pub const GRPC_BUCKETS_SECONDS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
 /// Buckets for one saga step, which includes a balance-service round trip
 /// and its retries.
 pub const SAGA_STEP_BUCKETS_SECONDS: &[f64] = &[
@@ -87,6 +95,10 @@ pub struct Metrics {
     pub duplicate_submissions_total: IntCounterVec,
     /// Label `source` (amqp): resends under an existing order's id with other fields, set aside.
     pub conflicting_submissions_total: IntCounterVec,
+    /// Labels `method` (one of the service's five RPCs, or `unknown`), `code` (the gRPC status name, e.g. `OK`, `NOT_FOUND`).
+    pub grpc_requests_total: IntCounterVec,
+    /// Label `method`: time from the request's arrival to its answer's headers.
+    pub grpc_request_duration_seconds: HistogramVec,
 }
 
 impl Metrics {
@@ -162,6 +174,15 @@ impl Metrics {
             ),
             &["source"],
         )?;
+        let grpc_requests_total = IntCounterVec::new(
+            Opts::new(GRPC_REQUESTS_TOTAL, "gRPC calls answered, by method and status code."),
+            &["method", "code"],
+        )?;
+        let grpc_request_duration_seconds = HistogramVec::new(
+            HistogramOpts::new(GRPC_REQUEST_DURATION_SECONDS, "Duration of one gRPC call, by method.")
+                .buckets(GRPC_BUCKETS_SECONDS.to_vec()),
+            &["method"],
+        )?;
 
         registry.register(Box::new(http_requests_total.clone()))?;
         registry.register(Box::new(orders_total.clone()))?;
@@ -175,6 +196,8 @@ impl Metrics {
         registry.register(Box::new(sagas_stalled.clone()))?;
         registry.register(Box::new(duplicate_submissions_total.clone()))?;
         registry.register(Box::new(conflicting_submissions_total.clone()))?;
+        registry.register(Box::new(grpc_requests_total.clone()))?;
+        registry.register(Box::new(grpc_request_duration_seconds.clone()))?;
 
         Ok(Self {
             registry,
@@ -190,6 +213,8 @@ impl Metrics {
             sagas_stalled,
             duplicate_submissions_total,
             conflicting_submissions_total,
+            grpc_requests_total,
+            grpc_request_duration_seconds,
         })
     }
 
@@ -287,6 +312,14 @@ mod tests {
         metrics.sagas_stalled.set(0);
         metrics.duplicate_submissions_total.with_label_values(&["amqp"]).inc();
         metrics.conflicting_submissions_total.with_label_values(&["amqp"]).inc();
+        metrics
+            .grpc_requests_total
+            .with_label_values(&["GetOrderStatus", "OK"])
+            .inc();
+        metrics
+            .grpc_request_duration_seconds
+            .with_label_values(&["GetOrderStatus"])
+            .observe(0.0004);
 
         let text = metrics.render();
         for name in [
@@ -302,6 +335,8 @@ mod tests {
             "order_engine_sagas_stalled",
             "order_engine_duplicate_submissions_total",
             "order_engine_conflicting_submissions_total",
+            "order_service_grpc_requests_total",
+            "order_service_grpc_request_duration_seconds",
         ] {
             assert!(
                 text.contains(&format!("# TYPE {name} ")),

@@ -123,6 +123,8 @@ impl Serve {
         let port = free_port();
         let mut all: Vec<(String, String)> = vec![
             ("ORDER_ENGINE_HTTP_ADDR".into(), format!("127.0.0.1:{port}")),
+            // gRPC is not exercised here; any free port, so restarts never collide.
+            ("ORDER_ENGINE_GRPC_ADDR".into(), "127.0.0.1:0".into()),
             ("ORDER_ENGINE_RETRY_DELAYS".into(), SAGA_RETRY_DELAYS.into()),
             ("ORDER_ENGINE_SHUTDOWN_TIMEOUT".into(), "5s".into()),
             ("RUST_LOG".into(), "order_engine=info,warn".into()),

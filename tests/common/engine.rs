@@ -53,6 +53,8 @@ pub fn fast_config() -> EngineConfig {
 pub fn test_settings(url: &str, config: &EngineConfig) -> Settings {
     let mut settings = Settings::from_lookup(|_| None).unwrap();
     settings.database_url = url.to_owned();
+    // Tests run in parallel: a fixed gRPC port would be taken by the first.
+    settings.grpc_addr = "127.0.0.1:0".parse().unwrap();
     settings.demo_balance = DEMO_BALANCE;
     settings.service_keys = vec![test_service()];
     settings.retry_delays = config.saga.retry_delays.clone();

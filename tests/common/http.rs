@@ -22,6 +22,8 @@ use super::{TestDb, TestStore};
 
 pub struct TestApp {
     pub address: String,
+    /// `http://127.0.0.1:<port>` of the gRPC order service (its own port 0 pick).
+    pub grpc_address: String,
     /// The app's engine, ledger and market, and its log (raw SQL beside it).
     pub engine: Arc<TestEngine>,
     pub client: reqwest::Client,
@@ -53,6 +55,7 @@ pub async fn spawn_app_with(db: &TestDb, config: EngineConfig, auth: Option<Auth
         .try_init();
     let mut settings = test_settings(db.url(), &config);
     settings.http_addr = "127.0.0.1:0".parse().unwrap();
+    settings.grpc_addr = "127.0.0.1:0".parse().unwrap();
     // The bare backend: the application adds group commit and metering itself.
     let opened = db.open_backend(None).await;
     let mut builder = Application::builder(settings)
@@ -74,12 +77,14 @@ pub async fn spawn_app_with(db: &TestDb, config: EngineConfig, auth: Option<Auth
         },
     });
     let address = format!("http://127.0.0.1:{}", app.port());
+    let grpc_address = format!("http://127.0.0.1:{}", app.grpc_port());
     let orders_projection = app.orders_projection();
     let metrics = app.metrics();
     // Serves as long as the test's runtime: nothing asks it to stop.
     actix_rt::spawn(app.run_until(std::future::pending()));
     TestApp {
         address,
+        grpc_address,
         engine,
         client: reqwest::Client::new(),
         orders_projection,
@@ -123,4 +128,44 @@ pub fn test_service() -> ServiceCredentials {
 /// A development token for `user`, as `order-engine token --user` prints.
 pub fn token(user: Uuid) -> String {
     mint_dev_token(&JwtConfig::development(None), user, Duration::from_secs(600)).unwrap()
+}
+
+/// Most events a test's log holds; far above what the HTTP and gRPC tests append.
+pub const LOG_EVENTS_MAX: usize = 10_000;
+/// How long a positive control may take to settle (its saga reserves, then the order rests).
+pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What must not move when a request is refused.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub struct LogState {
+    pub events: usize,
+    pub head: u64,
+}
+
+pub async fn log_state(app: &TestApp) -> LogState {
+    let store = &app.engine.store.store;
+    LogState {
+        events: store.read_all(0, LOG_EVENTS_MAX).await.unwrap().len(),
+        head: store.head_position().await.unwrap(),
+    }
+}
+
+/// Waits until the log stops growing (a positive control's saga has reserved
+/// and the order rests), and returns its state.
+pub async fn settled(app: &TestApp) -> LogState {
+    let mut last = log_state(app).await;
+    let mut quiet_reads = 0;
+    let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+    // Three identical reads 50 ms apart: the reservation is one saga step of a few ms.
+    while quiet_reads < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the log never settled: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = log_state(app).await;
+        quiet_reads = if now == last { quiet_reads + 1 } else { 0 };
+        last = now;
+    }
+    last
 }
