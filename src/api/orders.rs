@@ -20,12 +20,15 @@ use super::dto::{
 use super::openapi::{OrderEventsDoc, ProblemDoc};
 use super::problem::Problem;
 use super::AppState;
+use crate::amqp::wire::parse_traceparent;
 use crate::auth::extractor::{requires, Authorized};
 use crate::engine::{EngineError, SubmitRequest, ENGINE_NAMESPACE};
-use crate::events::EventMetadata;
+use crate::events::{EventMetadata, TraceContext};
 use crate::order::{OrderRejection, OrderType};
 use crate::projections::{IdempotencyClaim, IdempotencyRecord, HISTORY_LIMIT_MAX, IDEMPOTENCY_IN_FLIGHT};
+use crate::telemetry::traces;
 use crate::wire::ObjectOnly;
+use tracing::Instrument;
 
 /// Longest Idempotency-Key accepted (the seed's VARCHAR(255)).
 const IDEMPOTENCY_KEY_LEN_MAX: usize = 255;
@@ -142,12 +145,32 @@ pub async fn submit(
     request: HttpRequest,
     body: web::Json<ObjectOnly<SubmitOrderBody>>,
 ) -> Result<HttpResponse, Problem> {
+    // The caller's W3C trace, validated as on AMQP; exported, the span below continues it.
+    let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
+    let incoming = header("traceparent").and_then(|tp| parse_traceparent(tp, header("tracestate")));
+    let span = traces::span(|| tracing::info_span!("http.submission", user = %caller.user_id));
+    traces::continue_trace(&span, incoming.as_ref());
+    submit_traced(state, caller, request, body, incoming)
+        .instrument(span)
+        .await
+}
+
+/// [`submit`] inside its span; `incoming` is the caller's trace context.
+async fn submit_traced(
+    state: web::Data<AppState>,
+    caller: Authorized<requires::PlaceOrder>,
+    request: HttpRequest,
+    body: web::Json<ObjectOnly<SubmitOrderBody>>,
+    incoming: Option<TraceContext>,
+) -> Result<HttpResponse, Problem> {
     let user = caller.user_id;
     let body = body.into_inner().0.exact()?;
+    // With traces exported, the submission span's context; else the caller's as it came.
+    let trace = traces::current(incoming);
     let Some(key) = idempotency_key(&request)? else {
         let order = state
             .engine
-            .submit(order_request(user, caller.who(), body, None)?)
+            .submit(order_request(user, caller.who(), body, None, trace)?)
             .await?;
         return Ok(HttpResponse::Accepted().json(SubmitOrderResponse::from(&order)));
     };
@@ -155,7 +178,7 @@ pub async fn submit(
     // The order id follows from the key: a retry that takes over a dead
     // request's claim submits the same order, which the engine records once.
     let order_id = Uuid::new_v5(&ENGINE_NAMESPACE, format!("{user}:idempotency:{key}").as_bytes());
-    let submission = order_request(user, caller.who(), body, Some(order_id))?;
+    let submission = order_request(user, caller.who(), body, Some(order_id), trace)?;
     let deadline = Instant::now() + IDEMPOTENCY_WAIT_MAX;
     loop {
         let now = Utc::now();
@@ -295,7 +318,13 @@ fn unavailable(error: impl std::fmt::Display) -> Problem {
 }
 
 /// The engine's request for a submission body, or why the body's prices do not fit its type.
-fn order_request(user: Uuid, who: String, body: OrderBody, order_id: Option<Uuid>) -> Result<SubmitRequest, Problem> {
+fn order_request(
+    user: Uuid,
+    who: String,
+    body: OrderBody,
+    order_id: Option<Uuid>,
+    trace: Option<TraceContext>,
+) -> Result<SubmitRequest, Problem> {
     // The seed's single `price` means the limit or the stop depending on the type.
     let (limit_price, stop_price) = match body.order_type {
         OrderType::Market if body.price.is_some() || body.stop_price.is_some() => {
@@ -339,6 +368,7 @@ fn order_request(user: Uuid, who: String, body: OrderBody, order_id: Option<Uuid
         metadata: EventMetadata {
             who: Some(who),
             source: Some("http".into()),
+            trace,
             ..EventMetadata::default()
         },
     })
