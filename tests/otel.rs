@@ -16,6 +16,7 @@ use std::time::Duration;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use common::amqp::{producer, publish, seed_submission, Collector, TestBroker};
 use common::engine::{eventually, start};
+use common::http::{spawn_app, token};
 use common::TestDb;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -32,6 +33,9 @@ use uuid::Uuid;
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const REMOTE_PARENT: &str = "00f067aa0ba902b7";
+/// The HTTP caller's trace and span, apart from the AMQP producer's.
+const HTTP_TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
+const HTTP_REMOTE_PARENT: &str = "b7ad6b7169203331";
 const WAIT: Duration = Duration::from_secs(30);
 
 /// What the receiver was sent: every span, and every resource's attributes.
@@ -91,12 +95,15 @@ fn text(attributes: &[KeyValue], key: &str) -> Option<String> {
 
 #[actix_rt::test]
 async fn one_amqp_order_is_one_trace_from_the_incoming_traceparent_to_the_position_update() {
-    // Proves that with OTEL_EXPORTER_OTLP_ENDPOINT's configuration the spans of an AMQP-submitted order all carry the producer's trace id and link parent to child from its traceparent through the submission, the order's append and the saga to the positions.updates publish, under the service's name and version.
+    // Proves that with OTEL_EXPORTER_OTLP_ENDPOINT's configuration the spans of an AMQP-submitted order all carry the producer's trace id and link parent to child from its traceparent through the submission, the order's append and the saga to the positions.updates publish, under the service's name and version; and that an HTTP submission's traceparent is continued the same way.
     let test = "otel::one_amqp_order_is_one_trace";
     let Some(db) = TestDb::postgres(test).await else {
         return;
     };
     let Some(broker) = TestBroker::new(test).await else {
+        return;
+    };
+    let Some(http_db) = TestDb::postgres("otel::one_http_order_is_one_trace").await else {
         return;
     };
     let (port, received) = receiver().await;
@@ -145,6 +152,30 @@ async fn one_amqp_order_is_one_trace_from_the_incoming_traceparent_to_the_positi
         !traceparent.contains(REMOTE_PARENT),
         "the publish's own span, not the producer's: {traceparent}"
     );
+
+    // An order over HTTP, on an app of its own, under another caller's trace.
+    let app = spawn_app(&http_db).await;
+    app.engine.market.set_price("AAPL", dec!(150.25)).unwrap();
+    let http_user = Uuid::new_v4();
+    let answer = app
+        .client
+        .post(format!("{}/api/v1/orders", app.address))
+        .bearer_auth(token(http_user))
+        .header("traceparent", format!("00-{HTTP_TRACE_ID}-{HTTP_REMOTE_PARENT}-01"))
+        .json(&json!({"symbol": "AAPL", "order_type": "MARKET", "order_side": "BUY", "quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202);
+    let http_order: serde_json::Value = answer.json().await.unwrap();
+    let http_order = http_order["order_id"].as_str().unwrap().to_owned();
+
+    let bearer = token(http_user);
+    eventually("the HTTP order executed", WAIT, || {
+        let (app, path, bearer) = (&app, format!("/api/v1/orders/{http_order}/status"), bearer.clone());
+        async move { app.get_json(&path, Some(&bearer)).await["status"] == "EXECUTED" }
+    })
+    .await;
 
     // The publish span ends once the broker confirmed it: flush until it is in.
     let is_position_publish = |s: &Span| {
@@ -210,6 +241,31 @@ async fn one_amqp_order_is_one_trace_from_the_incoming_traceparent_to_the_positi
         chain.iter().filter(|n| *n == "order.append").count() >= 2,
         "the submission's append and the fill's: {chain:?}"
     );
+
+    // The HTTP submission continues its caller's span, and its order stays in that trace.
+    let http_submission = received
+        .spans
+        .iter()
+        .find(|s| s.name == "http.submission" && hex::encode(&s.trace_id) == HTTP_TRACE_ID)
+        .expect("an http.submission span in the HTTP caller's trace");
+    assert_eq!(hex::encode(&http_submission.parent_span_id), HTTP_REMOTE_PARENT);
+    let http_spans: Vec<&Span> = received
+        .spans
+        .iter()
+        .filter(|s| text(&s.attributes, "order_id").as_deref() == Some(http_order.as_str()))
+        .collect();
+    assert!(
+        http_spans.iter().any(|s| s.name == "saga.step"),
+        "the saga, past the log, in the HTTP trace"
+    );
+    for span in &http_spans {
+        assert_eq!(
+            hex::encode(&span.trace_id),
+            HTTP_TRACE_ID,
+            "span {} left the HTTP trace",
+            span.name
+        );
+    }
 
     // The service names itself on every export.
     assert!(!received.resources.is_empty());
