@@ -93,6 +93,18 @@ fn text(attributes: &[KeyValue], key: &str) -> Option<String> {
         })
 }
 
+/// Every span in `spans` belongs to the trace `trace_id`.
+fn assert_in_trace(spans: &[&Span], trace_id: &str) {
+    for span in spans {
+        assert_eq!(
+            hex::encode(&span.trace_id),
+            trace_id,
+            "span {} left the trace",
+            span.name
+        );
+    }
+}
+
 #[actix_rt::test]
 async fn one_amqp_order_is_one_trace_from_the_incoming_traceparent_to_the_position_update() {
     // Proves that with OTEL_EXPORTER_OTLP_ENDPOINT's configuration the spans of an AMQP-submitted order all carry the producer's trace id and link parent to child from its traceparent through the submission, the order's append and the saga to the positions.updates publish, under the service's name and version; and that an HTTP submission's traceparent is continued the same way.
@@ -206,14 +218,7 @@ async fn one_amqp_order_is_one_trace_from_the_incoming_traceparent_to_the_positi
     ] {
         assert!(names.contains(&wanted), "no {wanted} span among the order's: {names:?}");
     }
-    for span in &of_order {
-        assert_eq!(
-            hex::encode(&span.trace_id),
-            TRACE_ID,
-            "span {} left the trace",
-            span.name
-        );
-    }
+    assert_in_trace(&of_order, TRACE_ID);
 
     // From the publish, parent by parent, back to the producer's span.
     let by_id: HashMap<Vec<u8>, &Span> = received.spans.iter().map(|s| (s.span_id.clone(), s)).collect();
@@ -258,14 +263,7 @@ async fn one_amqp_order_is_one_trace_from_the_incoming_traceparent_to_the_positi
         http_spans.iter().any(|s| s.name == "saga.step"),
         "the saga, past the log, in the HTTP trace"
     );
-    for span in &http_spans {
-        assert_eq!(
-            hex::encode(&span.trace_id),
-            HTTP_TRACE_ID,
-            "span {} left the HTTP trace",
-            span.name
-        );
-    }
+    assert_in_trace(&http_spans, HTTP_TRACE_ID);
 
     // The service names itself on every export.
     assert!(!received.resources.is_empty());
