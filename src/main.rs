@@ -164,7 +164,21 @@ fn main() -> anyhow::Result<()> {
 
 async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    order_engine::telemetry::init(cli.log_json);
+    // Traces only when OTEL_EXPORTER_OTLP_ENDPOINT is set; read here, at the
+    // binary's edge, like the rest of the environment.
+    let traces = order_engine::telemetry::TraceConfig::from_lookup(|name| std::env::var(name).ok());
+    let traces = order_engine::telemetry::init(cli.log_json, traces.as_ref())?;
+    let result = command(cli).await;
+    if let Some(traces) = traces {
+        // The last batch of spans goes out before the process ends.
+        if let Err(error) = traces.shutdown() {
+            tracing::warn!(%error, "could not send the last spans");
+        }
+    }
+    result
+}
+
+async fn command(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => serve(Settings::from_env()?).await,
         Command::Audit { order_id, format } => audit(&Settings::from_env()?, order_id, format).await,

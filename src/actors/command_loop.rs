@@ -5,15 +5,17 @@
 
 use std::sync::Arc;
 
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::error::ActorError;
 use super::order_actor::ExecuteCommand;
-use crate::events::StreamId;
+use crate::events::{StreamId, TraceContext};
 use crate::order::{OrderAggregate, OrderEvent};
 use crate::store::{
     execute, AppendRequest, Appended, EventStore, ExecuteError, Executed, FoldError, Freshness, Hydrated, Policy,
 };
+use crate::telemetry::traces;
 
 /// The order as the actor holds it between commands.
 pub(crate) type OrderCore = Hydrated<OrderAggregate>;
@@ -47,6 +49,8 @@ pub(crate) struct Handled {
     pub co_written: Vec<Appended>,
     /// The events this call wrote, with their ids; empty when it wrote none.
     pub written: Vec<(Uuid, OrderEvent)>,
+    /// The trace context the events carry (see `CommandReply::trace`).
+    pub trace: Option<TraceContext>,
 }
 
 /// The command's co-write, asked for its streams after each decision.
@@ -95,22 +99,38 @@ pub(crate) async fn run_command(
         order_id,
         co_write: message.co_write.as_ref(),
     };
+    // Exported, the events carry the append's span: the saga and the
+    // publishers, which meet them on the log, continue the trace from there.
+    // Off, the metadata goes as it came, uncopied.
+    let span = traces::span(|| tracing::info_span!("order.append", %order_id, stream = %stream));
+    let traced;
+    let metadata = if traces::enabled() {
+        let mut copy = message.metadata.clone();
+        copy.trace = span.in_scope(|| traces::current(copy.trace.take()));
+        traced = copy;
+        &traced
+    } else {
+        &message.metadata
+    };
     let executed = execute(
         store.as_ref(),
         &stream,
         core,
         &message.command,
         message.command_id,
-        &message.metadata,
+        metadata,
         policy,
         &mut around,
     )
+    .instrument(span)
     .await;
+    let trace = traces::kept(metadata.trace.as_ref());
     match executed {
         Ok(Executed::Unchanged) => Ok(Handled {
             appended: None,
             co_written: Vec::new(),
             written: Vec::new(),
+            trace,
         }),
         Ok(Executed::Written {
             appended,
@@ -120,12 +140,14 @@ pub(crate) async fn run_command(
             appended: Some(appended),
             co_written,
             written: events,
+            trace,
         }),
         // Applied before (a retry after an unknown outcome): caught up, answered.
         Ok(Executed::Repeated { appended, co_written }) => Ok(Handled {
             appended: Some(appended),
             co_written,
             written: Vec::new(),
+            trace,
         }),
         Err(ExecuteError::Rejected(rejection)) => Err(rejection.into()),
         Err(ExecuteError::Fold(error)) => Err(fold_error(order_id, error)),

@@ -9,9 +9,11 @@ use uuid::Uuid;
 use super::command_loop::{catch_up, run_command, CoWrite, OrderCore};
 use super::error::ActorError;
 use super::registry::{ActorConfig, RegistryLink};
-use crate::events::{EventMetadata, StreamId};
+use crate::events::{EventMetadata, StreamId, TraceContext};
 use crate::order::{Order, OrderCommand};
 use crate::store::{Appended, EventStore};
+use crate::telemetry::traces;
+use tracing::Instrument;
 
 /// Handle one command for this order.
 #[derive(Debug, Clone)]
@@ -49,6 +51,9 @@ pub struct CommandReply {
     /// The events this command wrote, with their ids; empty when it wrote none
     /// (a repeat of a command applied before).
     pub written: Vec<(Uuid, crate::order::OrderEvent)>,
+    /// The trace context the events were written with: with traces
+    /// exported, the append's span, which what reacts to them continues.
+    pub trace: Option<TraceContext>,
 }
 
 /// Read the order's current state (after catching up with the stream).
@@ -117,6 +122,9 @@ impl Handler<ExecuteCommand> for OrderActor {
         let store = Arc::clone(&self.store);
         let order_id = self.order_id;
         let retries = self.config.conflict_retries_max;
+        // Exported, the command continues the trace its sender carried in the metadata.
+        let span = traces::span(|| tracing::info_span!("order.command", %order_id, command = message.command.name()));
+        traces::continue_trace(&span, message.metadata.trace.as_ref());
         let work = async move {
             let result = run_command(&store, &mut core, order_id, &message, retries)
                 .await
@@ -125,9 +133,11 @@ impl Handler<ExecuteCommand> for OrderActor {
                     appended: handled.appended,
                     co_written: handled.co_written,
                     written: handled.written,
+                    trace: handled.trace,
                 });
             (core, result)
-        };
+        }
+        .instrument(span);
         AtomicResponse::new(Box::pin(work.into_actor(self).map(|(core, result), actor, _ctx| {
             actor.core = core;
             actor.last_used = Instant::now();

@@ -43,6 +43,7 @@ use crate::events::{EventMetadata, TraceContext};
 use crate::order::{Order, OrderRejection};
 use crate::submission::{FailedAttempt, NextTry};
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::traces;
 
 /// The `source` label of this consumer's submission metrics.
 const METRIC_SOURCE: &str = "amqp";
@@ -280,6 +281,8 @@ impl SubmissionConsumer {
             traceparent = trace.as_ref().map_or("", |t| t.traceparent.as_str()),
             order_id = tracing::field::Empty,
         );
+        // Exported, the span is the producer's span's child.
+        traces::continue_trace(&span, trace.as_ref());
         let delivery_count = header_u32(&headers, HEADER_DELIVERY_COUNT).unwrap_or(0);
         let settlement = async {
             let result = if self.config.queue_kind == QueueKind::Quorum && delivery_count > 0 {
@@ -355,7 +358,9 @@ impl SubmissionConsumer {
                 causation_id: submission.causation_id(),
                 who: Some(format!("user:{}", submission.user_id)),
                 source: Some("amqp".to_owned()),
-                trace,
+                // With traces exported, the submission span's context: what
+                // follows in the engine is its child.
+                trace: traces::current(trace),
             },
         };
         // A fault that passes in seconds (a database restart, a dropped

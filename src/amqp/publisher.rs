@@ -14,6 +14,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::BasicProperties;
 use tokio::sync::watch;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::config::AmqpConfig;
@@ -24,10 +25,11 @@ use super::wire::{
     POSITION_UPDATE_PRIORITY, STATUS_PRIORITY,
 };
 use super::{AmqpError, TaskHealth};
-use crate::events::{decode, RecordedEvent};
+use crate::events::{decode, RecordedEvent, TraceContext};
 use crate::order::{OrderEvent, OrderStatus};
 use crate::projections::{FeedEvent, LogFeed};
 use crate::store::StoreError;
+use crate::telemetry::traces;
 
 /// Which messages a publisher derives from the log; one checkpoint each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,7 +193,8 @@ impl Publisher {
             for chunk in page.chunks(batch_size) {
                 let mut confirms = Vec::new();
                 for event in chunk {
-                    for message in self.messages(event, cache).await? {
+                    for mut message in self.messages(event, cache).await? {
+                        let span = publish_span(&mut message);
                         let confirm = channel
                             .basic_publish(
                                 &exchange,
@@ -200,12 +203,14 @@ impl Publisher {
                                 &message.body,
                                 properties(&message),
                             )
+                            .instrument(span.clone())
                             .await?;
-                        confirms.push(confirm);
+                        // The span ends once the broker confirmed the message.
+                        confirms.push((confirm, span));
                     }
                 }
                 let sent = confirms.len() as u64;
-                for confirm in confirms {
+                for (confirm, _span) in confirms {
                     let confirmation = tokio::time::timeout(self.config.confirm_timeout, confirm)
                         .await
                         .map_err(|_| AmqpError::ConfirmTimeout)??;
@@ -401,6 +406,34 @@ pub fn derive(
             )])
         }
     }
+}
+
+/// With traces exported, a span for one message's publish and confirm that
+/// continues the trace its event was written with (this is how a trace
+/// crosses the log); the message then carries the span's own traceparent.
+/// Off, the disabled span and the event's stored context, as it came.
+fn publish_span(message: &mut Outbound) -> tracing::Span {
+    if !traces::enabled() {
+        return tracing::Span::none();
+    }
+    let stored = message
+        .traceparent
+        .as_ref()
+        .map(|(traceparent, tracestate)| TraceContext {
+            traceparent: traceparent.clone(),
+            tracestate: tracestate.clone(),
+        });
+    let span = tracing::info_span!(
+        "amqp.publish",
+        routing_key = message.routing_key,
+        message_id = %message.message_id,
+        order_id = %message.correlation_id,
+    );
+    traces::continue_trace(&span, stored.as_ref());
+    if let Some(own) = span.in_scope(|| traces::current(stored)) {
+        message.traceparent = Some((own.traceparent, own.tracestate));
+    }
+    span
 }
 
 fn properties(message: &Outbound) -> BasicProperties {

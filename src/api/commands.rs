@@ -27,7 +27,7 @@ use super::problem::Problem;
 use super::AppState;
 use crate::auth::{AuthenticatedUser, Permission};
 use crate::engine::{EngineError, SubmitRequest, ENGINE_NAMESPACE};
-use crate::events::EventMetadata;
+use crate::events::{EventMetadata, TraceContext};
 use crate::order::{OrderRejection, OrderStatus, OrderType};
 use crate::projections::{IdempotencyClaim, IdempotencyRecord, IDEMPOTENCY_IN_FLIGHT};
 
@@ -99,6 +99,9 @@ pub struct CallContext<'a> {
     /// `http` or `grpc`.
     pub source: &'static str,
     pub request_id: &'a str,
+    /// The trace the events continue: the call's span when traces are
+    /// exported, else the caller's `traceparent` as it came.
+    pub trace: Option<&'a TraceContext>,
 }
 
 /// Submits an order, once per Idempotency-Key when one is given: the same key
@@ -115,7 +118,7 @@ pub async fn submit(
     let Some(key) = key else {
         let order = state
             .engine
-            .submit(order_request(user, caller.who(), body, None, call.source)?)
+            .submit(order_request(user, caller.who(), body, None, call)?)
             .await?;
         let body = accepted(&order, call.request_id, false)?;
         return Ok(Submitted { body, replayed: false });
@@ -124,7 +127,7 @@ pub async fn submit(
     // The order id follows from the key: a retry that takes over a dead
     // request's claim submits the same order, which the engine records once.
     let order_id = Uuid::new_v5(&ENGINE_NAMESPACE, format!("{user}:idempotency:{key}").as_bytes());
-    let submission = order_request(user, caller.who(), body, Some(order_id), call.source)?;
+    let submission = order_request(user, caller.who(), body, Some(order_id), call)?;
     let deadline = Instant::now() + IDEMPOTENCY_WAIT_MAX;
     loop {
         let now = Utc::now();
@@ -345,7 +348,7 @@ fn order_request(
     who: String,
     body: OrderBody,
     order_id: Option<Uuid>,
-    source: &'static str,
+    call: CallContext<'_>,
 ) -> Result<SubmitRequest, Problem> {
     // The seed's single `price` means the limit or the stop depending on the type.
     let (limit_price, stop_price) = match body.order_type {
@@ -389,7 +392,8 @@ fn order_request(
         stop_price,
         metadata: EventMetadata {
             who: Some(who),
-            source: Some(source.into()),
+            source: Some(call.source.into()),
+            trace: call.trace.cloned(),
             ..EventMetadata::default()
         },
     })

@@ -16,10 +16,14 @@ use super::dto::{
 use super::openapi::{OrderEventsDoc, ProblemDoc};
 use super::problem::Problem;
 use super::AppState;
+use crate::amqp::wire::parse_traceparent;
 use crate::auth::extractor::{requires, Authorized};
 use crate::engine::EngineError;
+use crate::events::TraceContext;
 use crate::projections::HISTORY_LIMIT_MAX;
+use crate::telemetry::traces;
 use crate::wire::ObjectOnly;
+use tracing::Instrument;
 
 /// History page size when the caller names none (the seed's example).
 pub(crate) const HISTORY_LIMIT_DEFAULT: u32 = 20;
@@ -50,6 +54,24 @@ pub async fn submit(
     request: HttpRequest,
     body: web::Json<ObjectOnly<SubmitOrderBody>>,
 ) -> Result<HttpResponse, Problem> {
+    // The caller's W3C trace, validated as on AMQP; exported, the span below continues it.
+    let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
+    let incoming = header("traceparent").and_then(|tp| parse_traceparent(tp, header("tracestate")));
+    let span = traces::span(|| tracing::info_span!("http.submission", user = %caller.user_id));
+    traces::continue_trace(&span, incoming.as_ref());
+    submit_traced(state, caller, request, body, incoming)
+        .instrument(span)
+        .await
+}
+
+/// [`submit`] inside its span; `incoming` is the caller's trace context.
+async fn submit_traced(
+    state: web::Data<AppState>,
+    caller: Authorized<requires::PlaceOrder>,
+    request: HttpRequest,
+    body: web::Json<ObjectOnly<SubmitOrderBody>>,
+    incoming: Option<TraceContext>,
+) -> Result<HttpResponse, Problem> {
     let body = body.into_inner().0.exact()?;
     let key = request
         .headers()
@@ -57,9 +79,12 @@ pub async fn submit(
         .map(|v| v.to_str().unwrap_or_default());
     let key = commands::idempotency_key(key)?;
     let request_id = request_id(&request);
+    // With traces exported, the submission span's context; else the caller's as it came.
+    let trace = traces::current(incoming);
     let call = CallContext {
         source: "http",
         request_id: &request_id,
+        trace: trace.as_ref(),
     };
     let submitted = commands::submit(&state, &caller, body, key, call).await?;
     let mut answer = HttpResponse::Accepted();

@@ -12,6 +12,7 @@ use super::config::{ConfigError, RemoteServiceConfig, ServiceCredentials};
 use super::resilience::{BreakerState, Resilience, ResilienceError, Transient};
 use super::signing;
 use crate::clock::{Clock, SystemClock};
+use crate::telemetry::traces;
 
 /// The most of an answer's body that is read; a larger one is refused rather
 /// than buffered (every answer in the contracts is a few hundred bytes).
@@ -214,6 +215,14 @@ impl RemoteService {
         }
         for (name, value) in &call.headers {
             request = request.header(*name, value);
+        }
+        // Exported, the callee continues the caller's trace (the saga step's
+        // balance call); off, nothing is added.
+        if let Some(trace) = traces::current(None) {
+            request = request.header("traceparent", trace.traceparent);
+            if let Some(state) = trace.tracestate {
+                request = request.header("tracestate", state);
+            }
         }
         if let Some(credentials) = &self.credentials {
             // Signed over the path as it goes on the wire (percent-encoded by `Url`),

@@ -21,7 +21,7 @@ use crate::account::AccountCommand;
 use crate::aggregate::Aggregate;
 use crate::balance::embedded::{AccountPlan, AccountPlanner};
 use crate::balance::BalanceError;
-use crate::events::{encode, EventMetadata, NewEvent, StreamId};
+use crate::events::{encode, EventMetadata, NewEvent, StreamId, TraceContext};
 use crate::saga::{next_actions, Action, SagaAggregate, SagaCommand, SagaEvent, SagaState, Step, StepOutcome};
 use crate::store::{event_id, AppendRequest};
 
@@ -200,20 +200,22 @@ fn account_command(
 
 /// The appends a staged run makes: the saga's stream at `saga_version` under
 /// `command_id` (event ids derived from it, as `record` derives them), then
-/// the account's when money moved.
+/// the account's when money moved; `trace` is the context they are written
+/// under (the saga step's span when traces are exported).
 pub(crate) fn requests(
     staged: &Staged,
     order_id: Uuid,
     saga_version: u64,
     command_id: Uuid,
     planner: &AccountPlanner,
+    trace: Option<TraceContext>,
 ) -> Result<Vec<AppendRequest>, String> {
     let metadata = EventMetadata {
         correlation_id: Some(order_id),
         causation_id: Some(command_id),
         who: Some("saga".into()),
         source: Some("saga".into()),
-        trace: None,
+        trace,
     };
     let stream = StreamId::saga(order_id);
     let events = staged

@@ -224,6 +224,7 @@ impl Engine {
                 event_id,
                 position: appended.first_position,
                 event,
+                trace: reply.trace.clone(),
             });
         }
         reply

@@ -24,12 +24,13 @@ use uuid::Uuid;
 use super::matching::{on_price, MatchAction, WorkingOrder};
 use super::saga_runner::{saga_task, SagaContext, SagaInput, ENGINE_NAMESPACE};
 use crate::actors::{ActorError, ExecuteCommand};
-use crate::events::EventMetadata;
+use crate::events::{EventMetadata, TraceContext};
 use crate::market::{MarketData, Tick};
 use crate::order::{ExecuteOrder, FailOrder, OrderCommand, OrderEvent, OrderSubmitted, TriggerOrder};
 use crate::projections::{describe_poison, FeedEvent, LogFeed};
 use crate::saga::{reserve_amount, ObservedOrder};
 use crate::store::StoreError;
+use crate::telemetry::traces;
 
 /// The checkpoint name of the reactor.
 pub const REACTOR_CHECKPOINT: &str = "engine.reactor";
@@ -53,6 +54,8 @@ pub(crate) struct Submitted {
     pub event_id: Uuid,
     pub position: u64,
     pub event: OrderSubmitted,
+    /// The trace context the submission was written with.
+    pub trace: Option<TraceContext>,
 }
 
 /// A fill or trigger sent this long ago without an answer may be sent again.
@@ -82,6 +85,9 @@ pub(crate) struct Reactor {
     by_symbol: HashMap<String, HashSet<Uuid>>,
     /// When each fill or trigger was sent, on the runtime's clock (virtual in tests).
     in_flight: HashMap<Uuid, tokio::time::Instant>,
+    /// With traces exported, each working order's acceptance trace: the
+    /// market's fill or trigger continues it. Empty when traces are off.
+    traces: HashMap<Uuid, TraceContext>,
     match_done_tx: mpsc::UnboundedSender<Uuid>,
     /// Orders whose stream holds an event the reactor could not read: it
     /// reacts to nothing more of theirs.
@@ -142,6 +148,7 @@ impl Reactor {
             working: HashMap::new(),
             by_symbol: HashMap::new(),
             in_flight: HashMap::new(),
+            traces: HashMap::new(),
             match_done_tx,
             poisoned: HashSet::new(),
             first_poison: None,
@@ -247,11 +254,24 @@ impl Reactor {
             return;
         }
         self.started_in_process.insert(order_id);
-        self.on_submitted(order_id, submitted.event_id, submitted.position, &submitted.event)
-            .await;
+        self.on_submitted(
+            order_id,
+            submitted.event_id,
+            submitted.position,
+            &submitted.event,
+            submitted.trace,
+        )
+        .await;
     }
 
-    async fn on_submitted(&mut self, order_id: Uuid, event_id: Uuid, position: u64, submitted: &OrderSubmitted) {
+    async fn on_submitted(
+        &mut self,
+        order_id: Uuid,
+        event_id: Uuid,
+        position: u64,
+        submitted: &OrderSubmitted,
+        trace: Option<TraceContext>,
+    ) {
         self.open_since.insert(position, order_id);
         self.open_position.insert(order_id, position);
         self.submitted.insert(order_id, submitted.clone());
@@ -260,6 +280,7 @@ impl Reactor {
             user_id: submitted.user_id,
             side: submitted.side,
             reserve_amount: reserve_amount(submitted, self.ctx.config.market_buffer_bps),
+            trace,
         };
         self.tell_saga(order_id, input).await;
     }
@@ -314,8 +335,14 @@ impl Reactor {
         let observed = match event {
             OrderEvent::OrderSubmitted(submitted) => {
                 if !self.started_in_process.remove(&order_id) {
-                    self.on_submitted(order_id, recorded.event_id, recorded.global_position, submitted)
-                        .await;
+                    self.on_submitted(
+                        order_id,
+                        recorded.event_id,
+                        recorded.global_position,
+                        submitted,
+                        traces::kept(recorded.metadata.trace.as_ref()),
+                    )
+                    .await;
                 }
                 return Ok(());
             }
@@ -327,6 +354,9 @@ impl Reactor {
                         .or_default()
                         .insert(order_id);
                     self.working.insert(order_id, working);
+                    if let Some(trace) = traces::kept(recorded.metadata.trace.as_ref()) {
+                        self.traces.insert(order_id, trace);
+                    }
                     self.match_now(order_id).await;
                 }
                 return Ok(());
@@ -355,6 +385,7 @@ impl Reactor {
             SagaInput::Observe {
                 event_id: recorded.event_id,
                 order: observed,
+                trace: traces::kept(recorded.metadata.trace.as_ref()),
             },
         )
         .await;
@@ -364,6 +395,7 @@ impl Reactor {
     fn forget_working(&mut self, order_id: Uuid) {
         self.submitted.remove(&order_id);
         self.in_flight.remove(&order_id);
+        self.traces.remove(&order_id);
         if let Some(working) = self.working.remove(&order_id) {
             if let Some(ids) = self.by_symbol.get_mut(working.symbol.as_str()) {
                 ids.remove(&order_id);
@@ -482,7 +514,7 @@ impl Reactor {
                 causation_id: None,
                 who: Some("market".into()),
                 source: Some("market".into()),
-                trace: None,
+                trace: self.traces.get(&order_id).cloned(),
             },
             co_write: None,
         };

@@ -24,7 +24,7 @@ use crate::actors::{ActorError, CoWrite, Decided, ExecuteCommand, OrderRegistry}
 use crate::balance::embedded::{AccountTurn, EmbeddedLedger};
 use crate::balance::{BalanceError, BalanceOp, BalanceReceipt, BalanceService, ReleaseOp};
 use crate::clock::Clock;
-use crate::events::{EventMetadata, StreamId};
+use crate::events::{EventMetadata, StreamId, TraceContext};
 use crate::market::MarketData;
 use crate::order::{AcceptOrder, ExecuteOrder, FailOrder, Order, OrderCommand, OrderEvent, OrderStatus};
 use crate::saga::{
@@ -34,6 +34,8 @@ use crate::store::{
     append_atomic, execute, Around, Conflict, EventStore, ExecuteError, Executed, FoldError, Freshness, Hydrated,
     Policy, StoreError,
 };
+use crate::telemetry::traces;
+use tracing::Instrument;
 
 /// Namespace of every id the engine derives from a name (command ids, event ids).
 pub const ENGINE_NAMESPACE: Uuid = Uuid::from_u128(0x6f72_6465_722d_656e_6769_6e65_0000_0001);
@@ -85,11 +87,32 @@ pub(crate) enum SagaInput {
         user_id: Uuid,
         side: crate::order::Side,
         reserve_amount: rust_decimal::Decimal,
+        /// The trace context the submission was written with.
+        trace: Option<TraceContext>,
     },
     Observe {
         event_id: Uuid,
         order: ObservedOrder,
+        /// The trace context the observed order event was written with.
+        trace: Option<TraceContext>,
     },
+}
+
+impl SagaInput {
+    /// The trace the saga's work on this input continues.
+    fn trace(&self) -> Option<&TraceContext> {
+        match self {
+            SagaInput::Start { trace, .. } | SagaInput::Observe { trace, .. } => trace.as_ref(),
+        }
+    }
+
+    /// The span's name for the saga's work on this input.
+    fn step_name(&self) -> &'static str {
+        match self {
+            SagaInput::Start { .. } => "start",
+            SagaInput::Observe { .. } => "observe",
+        }
+    }
 }
 
 pub(crate) struct SagaContext {
@@ -185,6 +208,8 @@ struct SagaRun {
     /// Whether `saga` was folded from the stream (a fresh start with the
     /// embedded ledger skips the read: its commit expects an empty stream).
     loaded: bool,
+    /// The trace of the last input: the saga's later steps (retries, timers) continue it.
+    trace: Option<TraceContext>,
 }
 
 /// A command id derived from a name, so a retry after a crash is the same command.
@@ -201,6 +226,7 @@ impl SagaRun {
             accept_sent: false,
             fail_sent: false,
             loaded: false,
+            trace: None,
         }
     }
 
@@ -240,7 +266,7 @@ impl SagaRun {
             causation_id: Some(command_id),
             who: Some("saga".into()),
             source: Some("saga".into()),
-            trace: None,
+            trace: traces::current(None),
         };
         // A refusal is not reloaded for: a late or duplicate outcome, or work
         // another process finished, has nothing to record either way.
@@ -399,21 +425,26 @@ impl SagaRun {
             idempotency_key: idempotency_key.clone(),
         };
         let started = std::time::Instant::now();
-        let result = match (step, amount) {
-            (Step::Reserve, Some(amount)) => ctx.balance.reserve(op(amount)).await,
-            (Step::Deduct, Some(amount)) => ctx.balance.deduct(op(amount)).await,
-            (Step::Credit, Some(amount)) => ctx.balance.credit(op(amount)).await,
-            (Step::Release, _) => {
-                ctx.balance
-                    .release(ReleaseOp {
-                        user_id: saga.user_id,
-                        order_id: self.order_id,
-                        idempotency_key: idempotency_key.clone(),
-                    })
-                    .await
+        // Exported, the call is the step's child, and a remote client carries its traceparent on.
+        let span = traces::span(|| tracing::info_span!("balance.call", order_id = %self.order_id, %step));
+        let call = async {
+            match (step, amount) {
+                (Step::Reserve, Some(amount)) => ctx.balance.reserve(op(amount)).await,
+                (Step::Deduct, Some(amount)) => ctx.balance.deduct(op(amount)).await,
+                (Step::Credit, Some(amount)) => ctx.balance.credit(op(amount)).await,
+                (Step::Release, _) => {
+                    ctx.balance
+                        .release(ReleaseOp {
+                            user_id: saga.user_id,
+                            order_id: self.order_id,
+                            idempotency_key: idempotency_key.clone(),
+                        })
+                        .await
+                }
+                (step, None) => Err(BalanceError::Rejected(format!("step {step} needs an amount"))),
             }
-            (step, None) => Err(BalanceError::Rejected(format!("step {step} needs an amount"))),
         };
+        let result = call.instrument(span).await;
         tracing::debug!(order_id = %self.order_id, %step, elapsed_ms = started.elapsed().as_millis() as u64, ok = result.is_ok(), "balance call");
         result
     }
@@ -511,6 +542,7 @@ impl SagaRun {
                 user_id,
                 side,
                 reserve_amount,
+                ..
             } => (
                 SagaCommand::Start {
                     order_id: self.order_id,
@@ -521,7 +553,7 @@ impl SagaRun {
                 },
                 Uuid::new_v5(&ENGINE_NAMESPACE, event_id.as_bytes()),
             ),
-            SagaInput::Observe { event_id, order } => (
+            SagaInput::Observe { event_id, order, .. } => (
                 SagaCommand::Observe {
                     event_id: *event_id,
                     order: order.clone(),
@@ -621,13 +653,18 @@ impl SagaRun {
         if staged.events.is_empty() {
             return Ok(Tried::Done(Colocated::Declined));
         }
-        let requests =
-            requests(&staged, self.order_id, self.saga.version, command_id, &turn.planner).map_err(|reason| {
-                RunError::Unreadable {
-                    order_id: self.order_id,
-                    reason,
-                }
-            })?;
+        let requests = requests(
+            &staged,
+            self.order_id,
+            self.saga.version,
+            command_id,
+            &turn.planner,
+            traces::current(None),
+        )
+        .map_err(|reason| RunError::Unreadable {
+            order_id: self.order_id,
+            reason,
+        })?;
         let order_command = match &staged.stop {
             Stop::Accept { reserved_amount } if !self.accept_sent => Some((
                 OrderCommand::Accept(AcceptOrder {
@@ -762,7 +799,8 @@ impl SagaRun {
                 causation_id: None,
                 who: Some(actor.into()),
                 source: Some(actor.into()),
-                trace: None,
+                // The order continues the saga step's trace.
+                trace: traces::current(None),
             },
             co_write,
         }
@@ -796,6 +834,7 @@ impl SagaRun {
         let co_write = {
             let (state, version, planner) = (self.saga.state.clone(), self.saga.version, turn.planner.clone());
             let (order_id, delays, slot) = (self.order_id, ctx.config.retry_delays.clone(), Arc::clone(&slot));
+            let trace = traces::current(None);
             CoWrite(Arc::new(move |decided: &Decided<'_>| {
                 let (event_id, total_value) = decided
                     .events
@@ -816,7 +855,7 @@ impl SagaRun {
                     return Err(format!("the settlement would stop at {:?}", staged.stop));
                 }
                 let command_id = Uuid::new_v5(&ENGINE_NAMESPACE, event_id.as_bytes());
-                let requests = requests(&staged, order_id, version, command_id, &planner)?;
+                let requests = requests(&staged, order_id, version, command_id, &planner, trace.clone())?;
                 *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(staged);
                 Ok(requests)
             }))
@@ -988,7 +1027,10 @@ pub(crate) async fn saga_task(
                 Err(mpsc::error::TryRecvError::Disconnected) => inbox_open = false,
             }
         }
-        let wake = match run.drive(&ctx).await {
+        // Exported, the steps driven here continue the trace of the saga's last input.
+        let span = traces::span(|| tracing::info_span!("saga.drive", %order_id));
+        traces::continue_trace(&span, run.trace.as_ref());
+        let wake = match run.drive(&ctx).instrument(span).await {
             Ok(Idle::Completed) => {
                 ctx.health.saga_moving(order_id);
                 let _ = done.send((order_id, generation));
@@ -1053,7 +1095,26 @@ pub(crate) async fn saga_task(
 }
 
 /// Records one input, retrying local failures within the task's budget.
+/// Exported, the work is a span continuing the trace of the event the input
+/// came from, and what it writes carries that span's context.
 async fn apply_with_retry(
+    ctx: &SagaContext,
+    run: &mut SagaRun,
+    input: SagaInput,
+    retry: &mut LocalRetry,
+) -> Result<(), RunError> {
+    if !traces::enabled() {
+        return apply_input(ctx, run, input, retry).await;
+    }
+    let span = tracing::info_span!("saga.step", order_id = %run.order_id, input = input.step_name());
+    traces::continue_trace(&span, input.trace());
+    if let Some(trace) = input.trace() {
+        run.trace = Some(trace.clone());
+    }
+    apply_input(ctx, run, input, retry).instrument(span).await
+}
+
+async fn apply_input(
     ctx: &SagaContext,
     run: &mut SagaRun,
     input: SagaInput,

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use actix_web::http::StatusCode;
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::money::{amount, double, double_of_json};
@@ -24,7 +25,10 @@ use crate::api::dto::{self, SubmitOrderBody};
 use crate::api::orders::{out_of_bounds, HISTORY_LIMIT_DEFAULT};
 use crate::api::problem::Problem;
 use crate::api::AppState;
+use crate::amqp::wire::parse_traceparent;
 use crate::auth::{AuthError, AuthenticatedUser};
+use crate::events::TraceContext;
+use crate::telemetry::traces;
 use crate::projections::HISTORY_LIMIT_MAX;
 
 /// The metadata key of the Idempotency-Key (HTTP's header, lower case as gRPC requires).
@@ -153,11 +157,12 @@ fn submit_response(body: &serde_json::Value, request_id: &str) -> pb::SubmitOrde
     }
 }
 
-#[tonic::async_trait]
-impl OrderService for OrderGrpc {
-    async fn submit_order(
+impl OrderGrpc {
+    /// [`OrderService::submit_order`] inside its span; `incoming` is the caller's trace context.
+    async fn submit_traced(
         &self,
         request: Request<pb::SubmitOrderRequest>,
+        incoming: Option<TraceContext>,
     ) -> Result<Response<pb::SubmitOrderResponse>, Status> {
         let call = begin(&request)?;
         let key = request
@@ -181,14 +186,32 @@ impl OrderService for OrderGrpc {
             stop_price: message.stop_price.map(amount),
         };
         let body = body.exact().map_err(|p| call.refuse(&p))?;
+        // With traces exported, the submission span's context; else the caller's as it came.
+        let trace = traces::current(incoming);
         let context = CallContext {
             source: "grpc",
             request_id: &call.request_id,
+            trace: trace.as_ref(),
         };
         let submitted = commands::submit(&self.state, &call.caller, body, key, context)
             .await
             .map_err(|p| call.refuse(&p))?;
         Ok(Response::new(submit_response(&submitted.body, &call.request_id)))
+    }
+
+#[tonic::async_trait]
+impl OrderService for OrderGrpc {
+    async fn submit_order(
+        &self,
+        request: Request<pb::SubmitOrderRequest>,
+    ) -> Result<Response<pb::SubmitOrderResponse>, Status> {
+        // The caller's W3C trace from the metadata, validated as on HTTP and
+        // AMQP; exported, the span below continues it.
+        let text = |name: &str| request.metadata().get(name).and_then(|v| v.to_str().ok());
+        let incoming = text("traceparent").and_then(|tp| parse_traceparent(tp, text("tracestate")));
+        let span = traces::span(|| tracing::info_span!("grpc.submission"));
+        traces::continue_trace(&span, incoming.as_ref());
+        self.submit_traced(request, incoming).instrument(span).await
     }
 
     async fn get_order_details(
