@@ -13,6 +13,7 @@ use tokio::sync::broadcast;
 use crate::order::Symbol;
 
 mod hours;
+pub mod proto;
 mod simulator;
 mod walk;
 
