@@ -248,10 +248,11 @@ impl GrpcMarketData {
             .await;
         answer.map_err(|error| match error {
             ResilienceError::Failed {
-                error: CallError::Status {
-                    code: tonic::Code::NotFound,
-                    ..
-                },
+                error:
+                    CallError::Status {
+                        code: tonic::Code::NotFound,
+                        ..
+                    },
                 ..
             } => MarketError::UnknownSymbol(symbol.to_owned()),
             other => MarketError::Unavailable(other.to_string()),
