@@ -42,7 +42,7 @@ const PRICE_PLACES_MAX: usize = 8;
 /// How to reach the market data service and how patiently.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrpcMarketDataConfig {
-    /// Bound on one attempt, sent to the service as the call's deadline.
+    /// Bound on one attempt (the client gives up; not sent as grpc-timeout).
     pub deadline: Duration,
     pub retry: RetryPolicy,
     pub breaker: BreakerConfig,
@@ -165,8 +165,7 @@ impl GrpcMarketData {
         };
         let endpoint = Endpoint::from_shared(address.clone())
             .map_err(|e| bad(e.to_string()))?
-            .connect_timeout(config.deadline)
-            .timeout(config.deadline);
+            .connect_timeout(config.deadline);
         Ok(Self {
             client: MarketDataServiceClient::new(endpoint.connect_lazy()),
             resilience: Resilience::new(config.retry, config.breaker, config.deadline),
@@ -220,8 +219,7 @@ impl GrpcMarketData {
         self.watched.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// One resilient call: each attempt carries the deadline to the service
-    /// (`grpc-timeout`) and is bounded by it here too, and its answer is
+    /// One resilient call: each attempt is bounded by the deadline, and its answer is
     /// checked by `check` inside the attempt, so a wrong answer is retried
     /// and counted by the breaker like a failure.
     async fn call<Req, Res, T, F, Fut>(
@@ -239,8 +237,10 @@ impl GrpcMarketData {
         let answer = self
             .resilience
             .run(|_attempt| {
-                let mut request = tonic::Request::new(request.clone());
-                request.set_timeout(self.deadline);
+                // The deadline is Resilience's per-attempt timeout alone: a
+                // tonic-side one (grpc-timeout) races it and ends the call as
+                // CANCELLED, which reads as a refusal and is not retried.
+                let request = tonic::Request::new(request.clone());
                 let pending = send(self.client.clone(), request);
                 let check = &check;
                 async move { check(pending.await?.into_inner()) }
