@@ -37,6 +37,7 @@ on_every_backend_in_actix!(
     a_duplicate_submission_is_one_order_and_one_execution,
     a_malformed_message_is_dead_lettered_once_with_its_reason,
     a_refused_order_is_published_as_order_rejected,
+    an_order_without_market_data_is_rejected_at_once_not_laddered,
     a_transient_failure_is_retried_then_succeeds,
     a_submission_that_keeps_failing_lands_in_the_dlq_after_the_last_retry,
     closing_the_engines_connections_mid_publish_loses_nothing,
@@ -80,6 +81,8 @@ struct Faulty {
     calls: std::sync::Mutex<HashMap<Uuid, u32>>,
     /// Records of failed tries never answer (a log that hangs), instead of reaching the engine.
     hang_records: bool,
+    /// Fail as the engine does when market data is unavailable, not as a database outage.
+    market_data_down: bool,
 }
 
 impl Faulty {
@@ -90,6 +93,7 @@ impl Faulty {
             began: std::sync::OnceLock::new(),
             calls: std::sync::Mutex::default(),
             hang_records: false,
+            market_data_down: false,
         }
     }
 
@@ -114,6 +118,9 @@ impl OrderSubmitter for Faulty {
             *call
         };
         if (self.fails)(order_id, call, since) {
+            if self.market_data_down {
+                return Err(EngineError::MarketDataUnavailable("circuit open (test)".into()));
+            }
             return Err(EngineError::Unavailable("database unreachable (test)".into()));
         }
         self.engine.submit(request).await
@@ -512,6 +519,41 @@ async fn a_refused_order_is_published_as_order_rejected(db: TestDb) {
     assert!(unknown_event["event_data"]["reason"].as_str().unwrap().contains("ZZZZ"));
     assert_eq!(by_order[&negative.to_string()]["event_data"]["code"], "InvalidQuantity");
     assert!(h.order_events(unknown).await.is_empty());
+    assert_eq!(dlq.len(), 0);
+    h.stop().await;
+}
+
+async fn an_order_without_market_data_is_rejected_at_once_not_laddered(db: TestDb) {
+    // Proves a submission the engine refuses for want of market data becomes one
+    // OrderRejected with code MarketDataUnavailable: not retried in the consumer,
+    // not put on the ladder, not dead-lettered, and no order recorded.
+    let Some((h, refusing)) = Harness::wrapped(
+        "an_order_without_market_data_is_rejected_at_once_not_laddered",
+        &db,
+        |c| c,
+        |engine| Faulty {
+            market_data_down: true,
+            ..Faulty::new(engine, |_, _, _| true)
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let test = h.broker.connect("reader").await;
+    let events = Collector::start(&test, "orders.events").await;
+    let dlq = Collector::start(&test, "orders.dlq").await;
+    let order_id = Uuid::new_v4();
+    publish_order(&producer(&test).await, order_id, json!(2)).await;
+    wait_count("the rejection", &events, 1).await;
+    let rejected = &events.all()[0].json;
+    assert_eq!(rejected["event_type"], "OrderRejected");
+    assert_eq!(rejected["aggregate_id"], order_id.to_string());
+    assert_eq!(rejected["event_data"]["code"], "MarketDataUnavailable");
+    // Give a retry time to show itself before counting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(refusing.total_calls(), 1, "tried once: the client already retried");
+    assert!(h.order_events(order_id).await.is_empty());
     assert_eq!(dlq.len(), 0);
     h.stop().await;
 }

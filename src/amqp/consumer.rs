@@ -388,9 +388,18 @@ impl SubmissionConsumer {
                 self.refused(publisher, delivery, &submission, attempt, &rejection.to_string(), code)
                     .await
             }
-            Err(error @ (EngineError::AccountNotAllowed(_) | EngineError::NotFound(_))) => {
+            // Market data unavailable is refused at once, not laddered: the
+            // client already retried within its deadlines, and a MARKET order
+            // filled minutes later at another price is not what was asked.
+            // The producer hears `MarketDataUnavailable` and may resubmit.
+            Err(
+                error @ (EngineError::AccountNotAllowed(_)
+                | EngineError::NotFound(_)
+                | EngineError::MarketDataUnavailable(_)),
+            ) => {
                 let code = match error {
                     EngineError::AccountNotAllowed(_) => "AccountNotAllowed",
+                    EngineError::MarketDataUnavailable(_) => "MarketDataUnavailable",
                     _ => "NotFound",
                 };
                 self.refused(publisher, delivery, &submission, attempt, &error.to_string(), code)

@@ -266,6 +266,21 @@ impl From<EngineError> for Problem {
                 ))
                 .with_retry_after(RETRY_AFTER_UNAVAILABLE)
             }
+            EngineError::MarketDataUnavailable(cause) => {
+                // Its own type: the order was refused for want of a price, not
+                // quoted at a made-up one; the cause (addresses) is logged only.
+                tracing::warn!(%cause, "answering 503: market data is unavailable");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "market-data-unavailable",
+                    "Market data unavailable",
+                )
+                .with_detail(format!(
+                    "no current price or market status could be had for this order, so it was not accepted; retry in {} s",
+                    RETRY_AFTER_UNAVAILABLE.as_secs()
+                ))
+                .with_retry_after(RETRY_AFTER_UNAVAILABLE)
+            }
             EngineError::Internal(cause) => {
                 tracing::error!(%cause, "answering 500");
                 internal_error()
@@ -514,6 +529,11 @@ mod tests {
                 EngineError::Unavailable("balance at 10.0.0.7:8080 refused".into()),
                 503,
                 "urn:order-engine:problem:service-unavailable",
+            ),
+            (
+                EngineError::MarketDataUnavailable("market data at 10.0.0.7:50054: circuit open".into()),
+                503,
+                "urn:order-engine:problem:market-data-unavailable",
             ),
             (
                 EngineError::Internal("sqlx: relation \"events\" does not exist".into()),

@@ -36,6 +36,13 @@ pub enum AppError {
         #[source]
         source: ConfigError,
     },
+    /// The market data service's address is not usable.
+    #[error("ORDER_ENGINE_MARKET_DATA_URL={address}")]
+    MarketData {
+        address: String,
+        #[source]
+        source: crate::market::DiscoveryError,
+    },
     #[error("reading ORDER_ENGINE_JWT_PUBLIC_KEY_FILE={path}")]
     JwtKeyFile {
         path: String,

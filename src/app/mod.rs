@@ -268,8 +268,9 @@ impl Application {
         web::Data::from(Arc::clone(&self.stack.metrics))
     }
 
-    pub fn market(&self) -> Arc<MarketSimulator> {
-        Arc::clone(&self.stack.market)
+    /// The simulator when it is the market data; None with the gRPC client.
+    pub fn market(&self) -> Option<Arc<MarketSimulator>> {
+        self.stack.market.clone()
     }
 
     /// The embedded ledger when it is the balance service.
@@ -332,6 +333,10 @@ impl Application {
             port,
             grpc_port = grpc.port(),
             balance = if settings.balance_service_url.is_some() { "remote" } else { "embedded ledger" },
+            market_data = match settings.market_data {
+                crate::config::MarketDataSource::Simulator => "simulator",
+                crate::config::MarketDataSource::Grpc { .. } => "grpc",
+            },
             rabbitmq = settings.amqp_url.is_some(),
             ready_ms = started.elapsed().as_millis() as u64,
             "order-engine ready"

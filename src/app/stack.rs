@@ -1,7 +1,7 @@
 //! The engine and everything it depends on, wired as `serve` runs it: the log
 //! behind group commit (when configured) and metering, the balance service
-//! (embedded ledger or remote client, metered), accounts, the market
-//! simulator, the clock. No front end and no follower: `Application` adds
+//! (embedded ledger or remote client, metered), accounts, market data (the
+//! simulator, or the gRPC client when `ORDER_ENGINE_MARKET_DATA=grpc`), the clock. No front end and no follower: `Application` adds
 //! those; the engine benches use this alone. Must never read the environment.
 
 use std::sync::Arc;
@@ -16,9 +16,9 @@ use crate::balance::http::HttpBalanceClient;
 use crate::balance::BalanceService;
 use crate::clients::RemoteServiceConfig;
 use crate::clock::{Clock, SystemClock};
-use crate::config::Settings;
+use crate::config::{MarketDataSource, Settings};
 use crate::engine::{CrashPoint, Engine, EngineConfig, EngineDeps};
-use crate::market::{MarketSimulator, SimulatorConfig};
+use crate::market::{GrpcMarketData, MarketData, MarketSimulator, SimulatorConfig};
 use crate::projections::{self, ReadModels};
 use crate::store::{redact_url, EventStore, GroupCommitStore, StoreConfig};
 use crate::telemetry::metered::{MeteredBalance, MeteredStore};
@@ -75,11 +75,16 @@ pub struct EngineStack {
     pub models: Option<Arc<dyn ReadModels>>,
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
-    pub market: Arc<MarketSimulator>,
+    /// The simulator when it is the market data (the default, or a caller's);
+    /// None with the gRPC market data client.
+    pub market: Option<Arc<MarketSimulator>>,
+    /// What the engine quotes from: the simulator or the gRPC client.
+    pub market_data: Arc<dyn MarketData>,
     /// The embedded ledger when it is the balance service; None with a remote
     /// balance service or an override.
     pub ledger: Option<Arc<EmbeddedLedger>>,
-    /// The task that ticks the market; None when the market is frozen or the caller's.
+    /// The task that ticks the market (the simulator's walk, or the gRPC
+    /// client's poll); None when the market is frozen or the caller's.
     pub(super) feed: Option<JoinHandle<()>>,
 }
 
@@ -147,9 +152,9 @@ impl EngineStack {
                 })?),
                 None => Arc::new(EmbeddedAccounts),
             };
-        let (market, feed) = match overrides.market {
-            Some(market) => (market, None),
-            None => {
+        let (market, market_data, feed): (_, Arc<dyn MarketData>, _) = match (overrides.market, &settings.market_data) {
+            (Some(market), _) => (Some(Arc::clone(&market)), market as Arc<dyn MarketData>, None),
+            (None, MarketDataSource::Simulator) => {
                 let market = Arc::new(MarketSimulator::new(
                     SimulatorConfig {
                         seed: settings.simulator_seed,
@@ -159,7 +164,17 @@ impl EngineStack {
                     Arc::clone(&clock),
                 ));
                 let feed = (!overrides.frozen_market).then(|| Arc::clone(&market).spawn());
-                (market, feed)
+                (Some(Arc::clone(&market)), market as Arc<dyn MarketData>, feed)
+            }
+            (None, MarketDataSource::Grpc { address, config }) => {
+                let client = Arc::new(GrpcMarketData::connect(address, config).await.map_err(|source| {
+                    AppError::MarketData {
+                        address: address.0.clone(),
+                        source,
+                    }
+                })?);
+                let feed = (!overrides.frozen_market).then(|| Arc::clone(&client).spawn_feed());
+                (None, client as Arc<dyn MarketData>, feed)
             }
         };
 
@@ -169,7 +184,7 @@ impl EngineStack {
                 EngineDeps {
                     store: Arc::clone(&store),
                     balance,
-                    market: Arc::clone(&market) as _,
+                    market: Arc::clone(&market_data),
                     accounts,
                     clock: Arc::clone(&clock),
                 },
@@ -184,6 +199,7 @@ impl EngineStack {
             metrics,
             clock,
             market,
+            market_data,
             ledger,
             feed,
         })

@@ -16,7 +16,8 @@ use crate::amqp::{
     AmqpConfig, DEFAULT_PREFETCH, DEFAULT_QUICK_RETRIES, DEFAULT_QUICK_RETRY_MAX, DEFAULT_QUICK_RETRY_MIN,
     PREFETCH_MAX, QUICK_RETRIES_MAX, RETRY_DELAY_MAX, RETRY_RUNGS_MAX, SEED_RETRY_LADDER,
 };
-use crate::clients::ServiceCredentials;
+use crate::clients::{BreakerConfig, RetryPolicy, ServiceCredentials};
+use crate::market::{ConfiguredAddress, GrpcMarketDataConfig};
 pub use duration::{parse_duration, parse_duration_list};
 
 /// Where the embedded default keeps its log.
@@ -37,6 +38,24 @@ pub const SERVICE_IDENTITY_ENV: &str = "ORDER_ENGINE_SERVICE_IDENTITY";
 pub const INTERNAL_API_KEY_ENV: &str = "INTERNAL_API_KEY";
 /// Outbound: the secret the engine signs its calls with; never sent.
 pub const SIGNING_SECRET_ENV: &str = "ORDER_ENGINE_SIGNING_SECRET";
+/// Which market data the engine quotes from: `simulator` (default) or `grpc`.
+pub const MARKET_DATA_ENV: &str = "ORDER_ENGINE_MARKET_DATA";
+/// The market data service's address, with `ORDER_ENGINE_MARKET_DATA=grpc`.
+pub const MARKET_DATA_URL_ENV: &str = "ORDER_ENGINE_MARKET_DATA_URL";
+
+/// Where prices, symbols and market hours come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MarketDataSource {
+    /// The embedded simulator (`ORDER_ENGINE_SIMULATOR_SEED`, `ORDER_ENGINE_TICK_INTERVAL`).
+    Simulator,
+    /// The market data service over gRPC.
+    Grpc {
+        /// From `ORDER_ENGINE_MARKET_DATA_URL` until the configuration
+        /// service's registry replaces it (`market::MarketDataDiscovery`).
+        address: ConfiguredAddress,
+        config: GrpcMarketDataConfig,
+    },
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -61,6 +80,8 @@ pub struct Settings {
     pub balance_service_url: Option<String>,
     /// A remote account service; every account active when unset.
     pub account_service_url: Option<String>,
+    /// The simulator unless `ORDER_ENGINE_MARKET_DATA=grpc`.
+    pub market_data: MarketDataSource,
     /// RabbitMQ; none when unset.
     pub amqp_url: Option<String>,
     /// The AMQP consumer's retry ladder, one queue per rung (seed 004 section 3.4 by default).
@@ -268,6 +289,7 @@ impl Settings {
             group_commit: parse(&lookup, "ORDER_ENGINE_GROUP_COMMIT", true, "true or false")?,
             balance_service_url: lookup("BALANCE_SERVICE_URL"),
             account_service_url: lookup("ACCOUNT_SERVICE_URL"),
+            market_data: market_data(&lookup)?,
             amqp_url: lookup("AMQP_URL"),
             amqp_retry_delays,
             amqp_quick_retries,
@@ -285,6 +307,81 @@ impl Settings {
             outbound_credentials: outbound_credentials(&lookup)?,
         })
     }
+}
+
+/// `ORDER_ENGINE_MARKET_DATA` and, for `grpc`, its address and patience.
+fn market_data(lookup: &impl Fn(&str) -> Option<String>) -> Result<MarketDataSource, ConfigError> {
+    let choice = lookup(MARKET_DATA_ENV);
+    match choice.as_deref().map(str::trim) {
+        None | Some("simulator") => return Ok(MarketDataSource::Simulator),
+        Some("grpc") => {}
+        Some(_) => {
+            return Err(ConfigError {
+                variable: MARKET_DATA_ENV,
+                value: choice.unwrap_or_default(),
+                expected: "simulator or grpc".into(),
+            })
+        }
+    }
+    let url = lookup(MARKET_DATA_URL_ENV).ok_or_else(|| ConfigError {
+        variable: MARKET_DATA_URL_ENV,
+        value: String::new(),
+        expected: format!("http://host:port of the market data service (required with {MARKET_DATA_ENV}=grpc)"),
+    })?;
+    let address = url.trim().parse().map_err(|_| ConfigError {
+        variable: MARKET_DATA_URL_ENV,
+        value: url.clone(),
+        expected: "http://host:port".into(),
+    })?;
+    let duration = |variable: &'static str, default: Duration| -> Result<Duration, ConfigError> {
+        match lookup(variable) {
+            None => Ok(default),
+            Some(value) => match parse_duration(&value) {
+                Ok(duration) if !duration.is_zero() => Ok(duration),
+                Ok(_) => Err("a duration above zero".to_owned()),
+                Err(expected) => Err(expected),
+            }
+            .map_err(|expected| ConfigError {
+                variable,
+                value,
+                expected,
+            }),
+        }
+    };
+    // At least one: zero attempts never calls, and a zero threshold never opens.
+    let at_least_one = |variable: &'static str, default: u32| -> Result<u32, ConfigError> {
+        match lookup(variable) {
+            None => Ok(default),
+            Some(value) => value
+                .trim()
+                .parse::<std::num::NonZeroU32>()
+                .map(std::num::NonZeroU32::get)
+                .map_err(|_| ConfigError {
+                    variable,
+                    value,
+                    expected: "a whole number above zero".into(),
+                }),
+        }
+    };
+    let defaults = GrpcMarketDataConfig::default();
+    Ok(MarketDataSource::Grpc {
+        address,
+        config: GrpcMarketDataConfig {
+            deadline: duration("ORDER_ENGINE_MARKET_DATA_DEADLINE", defaults.deadline)?,
+            retry: RetryPolicy {
+                attempts_max: at_least_one("ORDER_ENGINE_MARKET_DATA_ATTEMPTS", defaults.retry.attempts_max)?,
+                ..defaults.retry
+            },
+            breaker: BreakerConfig {
+                failure_threshold: at_least_one(
+                    "ORDER_ENGINE_MARKET_DATA_BREAKER_FAILURES",
+                    defaults.breaker.failure_threshold,
+                )?,
+                open_for: duration("ORDER_ENGINE_MARKET_DATA_BREAKER_OPEN_FOR", defaults.breaker.open_for)?,
+            },
+            poll_interval: duration("ORDER_ENGINE_MARKET_DATA_POLL_INTERVAL", defaults.poll_interval)?,
+        },
+    })
 }
 
 /// One actor thread per core the process may use (at least one, at most
@@ -651,6 +748,43 @@ mod tests {
             assert_eq!(error.variable, "ORDER_ENGINE_ACTOR_THREADS", "{value}: {error}");
             assert!(error.to_string().contains("from 1 to 64"), "{error}");
         }
+    }
+
+    #[test]
+    fn market_data_is_the_simulator_unless_grpc_is_chosen_with_an_address() {
+        // Proves the setting that selects the market data client: simulator by
+        // default, grpc with its address and patience, grpc without an address refused.
+        assert_eq!(settings(&[]).unwrap().market_data, MarketDataSource::Simulator);
+        let grpc = settings(&[
+            (MARKET_DATA_ENV, "grpc"),
+            (MARKET_DATA_URL_ENV, "http://market-data:50054"),
+            ("ORDER_ENGINE_MARKET_DATA_DEADLINE", "250ms"),
+            ("ORDER_ENGINE_MARKET_DATA_ATTEMPTS", "2"),
+            ("ORDER_ENGINE_MARKET_DATA_BREAKER_FAILURES", "4"),
+            ("ORDER_ENGINE_MARKET_DATA_BREAKER_OPEN_FOR", "10s"),
+        ])
+        .unwrap();
+        let MarketDataSource::Grpc { address, config } = grpc.market_data else {
+            panic!("grpc was chosen");
+        };
+        assert_eq!(address, ConfiguredAddress("http://market-data:50054".into()));
+        assert_eq!(config.deadline, Duration::from_millis(250));
+        assert_eq!(config.retry.attempts_max, 2);
+        assert_eq!(config.breaker.failure_threshold, 4);
+        assert_eq!(config.breaker.open_for, Duration::from_secs(10));
+        let error = settings(&[(MARKET_DATA_ENV, "grpc")]).unwrap_err();
+        assert_eq!(error.variable, MARKET_DATA_URL_ENV);
+        let error = settings(&[(MARKET_DATA_ENV, "bloomberg")]).unwrap_err();
+        assert_eq!(error.variable, MARKET_DATA_ENV);
+        let error = settings(&[(MARKET_DATA_ENV, "grpc"), (MARKET_DATA_URL_ENV, "market-data:50054")]).unwrap_err();
+        assert_eq!(error.variable, MARKET_DATA_URL_ENV);
+        let error = settings(&[
+            (MARKET_DATA_ENV, "grpc"),
+            (MARKET_DATA_URL_ENV, "http://md:1"),
+            ("ORDER_ENGINE_MARKET_DATA_ATTEMPTS", "0"),
+        ])
+        .unwrap_err();
+        assert_eq!(error.variable, "ORDER_ENGINE_MARKET_DATA_ATTEMPTS");
     }
 
     #[test]

@@ -78,6 +78,11 @@ pub enum EngineError {
     NotFound(Uuid),
     #[error("a service the engine needs is unavailable; retry later: {0}")]
     Unavailable(String),
+    /// No trustworthy price or market status for the order's symbol (the
+    /// market data service is down, slow, behind an open breaker or answering
+    /// nonsense): the order is refused, never quoted at a made-up price.
+    #[error("market data is unavailable; the order was not accepted: {0}")]
+    MarketDataUnavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -180,7 +185,7 @@ impl Engine {
                     .market
                     .is_market_open(&request.symbol)
                     .await
-                    .map_err(|e| EngineError::Unavailable(e.to_string()))?;
+                    .map_err(|e| EngineError::MarketDataUnavailable(e.to_string()))?;
                 Some(Quote {
                     price: price.price,
                     as_of: price.as_of,
@@ -188,7 +193,9 @@ impl Engine {
                 })
             }
             Err(MarketError::UnknownSymbol(_)) => None,
-            Err(error) => return Err(EngineError::Unavailable(error.to_string())),
+            Err(error @ MarketError::Unavailable(_)) => {
+                return Err(EngineError::MarketDataUnavailable(error.to_string()))
+            }
         };
         let order_id = request.order_id.unwrap_or_else(Uuid::now_v7);
         let command = OrderCommand::Submit(SubmitOrder {

@@ -2,7 +2,8 @@
 //! prices, asset details, market hours, and a feed of price ticks that drives
 //! resting orders.
 //!
-//! Implementation: the embedded simulator (`simulator.rs`).
+//! Implementations: the embedded simulator (`simulator.rs`), the default, and
+//! the market data service over gRPC (`grpc.rs`), chosen by a setting.
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveTime, Utc};
@@ -12,10 +13,13 @@ use tokio::sync::broadcast;
 
 use crate::order::Symbol;
 
+pub mod grpc;
 mod hours;
+pub mod proto;
 mod simulator;
 mod walk;
 
+pub use grpc::{ConfiguredAddress, DiscoveryError, GrpcMarketData, GrpcMarketDataConfig, MarketDataDiscovery};
 pub use hours::{HoursError, MarketHours, Session};
 pub use simulator::{
     ListedSymbol, MarketSimulator, SetPriceError, SimulatorConfig, DEFAULT_FEED_CAPACITY, DEFAULT_MAX_STEP_BPS,

@@ -125,7 +125,7 @@ pub async fn start_with(
     TestEngine {
         engine: stack.engine,
         ledger: stack.ledger.unwrap_or_else(|| ledger(&store)),
-        market: stack.market,
+        market: stack.market.expect("the simulator is the market data"),
         store,
     }
 }

@@ -70,7 +70,7 @@ pub async fn spawn_app_with(db: &TestDb, config: EngineConfig, auth: Option<Auth
     let engine = Arc::new(TestEngine {
         engine: app.engine(),
         ledger: app.ledger().expect("the embedded ledger is the balance service"),
-        market: app.market(),
+        market: app.market().expect("the simulator is the market data"),
         store: TestStore {
             store: app.store(),
             ..opened
