@@ -20,16 +20,16 @@ use super::pb;
 use super::pb::order_service_server::OrderService;
 use super::status::{api_response, refusal};
 use super::CallerOutcome;
+use crate::amqp::wire::parse_traceparent;
 use crate::api::commands::{self, CallContext};
 use crate::api::dto::{self, SubmitOrderBody};
 use crate::api::orders::{out_of_bounds, HISTORY_LIMIT_DEFAULT};
 use crate::api::problem::Problem;
 use crate::api::AppState;
-use crate::amqp::wire::parse_traceparent;
 use crate::auth::{AuthError, AuthenticatedUser};
 use crate::events::TraceContext;
-use crate::telemetry::traces;
 use crate::projections::HISTORY_LIMIT_MAX;
+use crate::telemetry::traces;
 
 /// The metadata key of the Idempotency-Key (HTTP's header, lower case as gRPC requires).
 pub const METADATA_IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -198,6 +198,7 @@ impl OrderGrpc {
             .map_err(|p| call.refuse(&p))?;
         Ok(Response::new(submit_response(&submitted.body, &call.request_id)))
     }
+}
 
 #[tonic::async_trait]
 impl OrderService for OrderGrpc {
