@@ -79,7 +79,7 @@ impl OpsDb {
                 sqlx::query(&format!("CREATE TABLE {scratch} (LIKE {live} INCLUDING ALL)"))
                     .execute(&mut *conn)
                     .await?;
-                for index in secondary_indexes(&mut *conn, scratch).await? {
+                for index in secondary_indexes(&mut conn, scratch).await? {
                     sqlx::query(&format!("DROP INDEX {}", index.0))
                         .execute(&mut *conn)
                         .await?;
@@ -114,12 +114,12 @@ impl OpsDb {
             return Ok(());
         };
         let mut conn = pool.acquire().await?;
-        let built: Vec<String> = secondary_indexes(&mut *conn, scratch)
+        let built: Vec<String> = secondary_indexes(&mut conn, scratch)
             .await?
             .into_iter()
             .map(|(name, def)| index_shape(&name, &def))
             .collect();
-        for (name, def) in secondary_indexes(&mut *conn, live).await? {
+        for (name, def) in secondary_indexes(&mut conn, live).await? {
             let shape = index_shape(&name, &def);
             // An index already there (a previous run's build) is not made twice.
             if built.contains(&shape) {
