@@ -14,13 +14,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
-use uuid::Uuid;
 
 use super::error::validate_batch;
-use super::{AppendRequest, Appended, ChainedEvent, Conflict, EventStore, StoreError, BATCH_STREAMS_MAX};
-use crate::events::{RecordedEvent, StreamId};
+use super::{AppendRequest, Appended, Conflict, EventStore, StoreError, BATCH_STREAMS_MAX};
 
 /// Appends waiting for the writer; callers wait for room beyond this, which is
 /// how a slow database pushes back on the actors.
@@ -151,8 +148,7 @@ async fn unless_abandoned<'a, T>(
 /// unavailable: the writer is stuck only if the database is.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
 
-#[async_trait]
-impl EventStore for GroupCommitStore {
+crate::store_wrapper!(GroupCommitStore {
     async fn append_batch(&self, requests: Vec<AppendRequest>) -> Result<Vec<Result<Appended, Conflict>>, StoreError> {
         // Refused here, alone, so a malformed request cannot fail a group.
         validate_batch(&requests)?;
@@ -168,52 +164,7 @@ impl EventStore for GroupCommitStore {
         }
     }
 
-    async fn read_stream(
-        &self,
-        stream_id: &StreamId,
-        from_version: u64,
-        max_count: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_stream(stream_id, from_version, max_count).await
-    }
-
-    async fn read_all(&self, after_position: u64, max_count: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_all(after_position, max_count).await
-    }
-
-    async fn read_chained(&self, after_position: u64, max_count: usize) -> Result<Vec<ChainedEvent>, StoreError> {
-        self.inner.read_chained(after_position, max_count).await
-    }
-
-    async fn import_chained(&self, events: Vec<ChainedEvent>) -> Result<(), StoreError> {
-        self.inner.import_chained(events).await
-    }
-
-    async fn command_record(&self, stream_id: &StreamId, command_id: Uuid) -> Result<Option<Appended>, StoreError> {
-        self.inner.command_record(stream_id, command_id).await
-    }
-
-    async fn stream_version(&self, stream_id: &StreamId) -> Result<u64, StoreError> {
-        self.inner.stream_version(stream_id).await
-    }
-
-    async fn head_position(&self) -> Result<u64, StoreError> {
-        self.inner.head_position().await
-    }
-
-    async fn wait_for_append(&self, after_position: u64, timeout: Duration) {
-        self.inner.wait_for_append(after_position, timeout).await;
-    }
-
-    async fn load_checkpoint(&self, name: &str) -> Result<u64, StoreError> {
-        self.inner.load_checkpoint(name).await
-    }
-
     async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError> {
         self.inner.save_checkpoint(name, position).await
     }
-
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-}
+});

@@ -17,6 +17,7 @@ mod postgres;
 mod rows;
 mod sqlite;
 mod types;
+mod wrapper;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! They change no behaviour: each call is passed through unchanged.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use rust_decimal::Decimal;
@@ -11,8 +11,7 @@ use uuid::Uuid;
 
 use super::metrics::Metrics;
 use crate::balance::{Balance, BalanceError, BalanceOp, BalanceReceipt, BalanceService, ReleaseOp};
-use crate::events::{RecordedEvent, StreamId};
-use crate::store::{AppendRequest, Appended, ChainedEvent, Conflict, EventStore, StoreError};
+use crate::store::{AppendRequest, Appended, Conflict, EventStore, StoreError};
 
 /// An event store that records each append batch's duration.
 pub struct MeteredStore {
@@ -26,8 +25,7 @@ impl MeteredStore {
     }
 }
 
-#[async_trait]
-impl EventStore for MeteredStore {
+crate::store_wrapper!(MeteredStore {
     async fn append_batch(&self, requests: Vec<AppendRequest>) -> Result<Vec<Result<Appended, Conflict>>, StoreError> {
         let started = Instant::now();
         let result = self.inner.append_batch(requests).await;
@@ -37,55 +35,10 @@ impl EventStore for MeteredStore {
         result
     }
 
-    async fn read_stream(
-        &self,
-        stream_id: &StreamId,
-        from_version: u64,
-        max_count: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_stream(stream_id, from_version, max_count).await
-    }
-
-    async fn read_all(&self, after_position: u64, max_count: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_all(after_position, max_count).await
-    }
-
-    async fn read_chained(&self, after_position: u64, max_count: usize) -> Result<Vec<ChainedEvent>, StoreError> {
-        self.inner.read_chained(after_position, max_count).await
-    }
-
-    async fn import_chained(&self, events: Vec<ChainedEvent>) -> Result<(), StoreError> {
-        self.inner.import_chained(events).await
-    }
-
-    async fn command_record(&self, stream_id: &StreamId, command_id: Uuid) -> Result<Option<Appended>, StoreError> {
-        self.inner.command_record(stream_id, command_id).await
-    }
-
-    async fn stream_version(&self, stream_id: &StreamId) -> Result<u64, StoreError> {
-        self.inner.stream_version(stream_id).await
-    }
-
-    async fn head_position(&self) -> Result<u64, StoreError> {
-        self.inner.head_position().await
-    }
-
-    async fn wait_for_append(&self, after_position: u64, timeout: Duration) {
-        self.inner.wait_for_append(after_position, timeout).await;
-    }
-
-    async fn load_checkpoint(&self, name: &str) -> Result<u64, StoreError> {
-        self.inner.load_checkpoint(name).await
-    }
-
     async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError> {
         self.inner.save_checkpoint(name, position).await
     }
-
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-}
+});
 
 /// A balance service whose calls are timed as saga steps and as requests to
 /// the `balance` service (embedded or remote alike).
