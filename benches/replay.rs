@@ -45,6 +45,7 @@ async fn write_log(store: &dyn EventStore) {
 async fn replay_once(store: Arc<dyn EventStore>, models: &dyn ReadModels) -> u64 {
     let mut tail = LogTail::new(store, 0);
     let mut events = 0;
+    let mut committed = 0;
     loop {
         let batch = match tail.try_next_batch().await {
             Ok(Some(batch)) => batch,
@@ -57,9 +58,13 @@ async fn replay_once(store: Arc<dyn EventStore>, models: &dyn ReadModels) -> u64
                 order_row_change(event).unwrap_or_else(|e| panic!("event {} must project: {e}", event.global_position))
             })
             .collect();
-        if let Err(error) = models.commit(ORDERS_PROJECTION, &changes, tail.position()).await {
+        if let Err(error) = models
+            .commit(ORDERS_PROJECTION, &changes, committed, tail.position())
+            .await
+        {
             panic!("committing rows up to {}: {error}", tail.position());
         }
+        committed = tail.position();
         events += batch.len() as u64;
     }
 }

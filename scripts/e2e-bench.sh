@@ -3,7 +3,9 @@
 # then one `order-engine loadgen` run; prints the result's summary.
 #
 # Usage: scripts/e2e-bench.sh GROUP_COMMIT RATE SECONDS TAG   (e.g. true max 20 gc-max)
-#        IN_FLIGHT=256 by default. Writes TAG.json and engine-TAG.log here.
+#        IN_FLIGHT=256 by default; PROCESSES=N (default 1) starts N engines on the
+#        one database and vhost, a cluster (ports 18080.., nodes e2e-0..).
+#        Writes TAG.json and engine-TAG[-i].log here.
 # Needs: psql, rabbitmqctl, python3, the release binary (`cargo build --release`
 # into $CARGO_TARGET_DIR or target/).
 set -euo pipefail
@@ -12,17 +14,24 @@ ADMIN_URL=${ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/order-engine}
 export DATABASE_URL="${ADMIN_URL%/*}/oe_load"
 export AMQP_URL=amqp://guest:guest@127.0.0.1:5672/oe-load
-export ORDER_ENGINE_HTTP_ADDR=127.0.0.1:18080 ORDER_ENGINE_DEMO_BALANCE=1000000000 RUST_LOG=warn
+export ORDER_ENGINE_DEMO_BALANCE=1000000000 RUST_LOG=warn
+PROCESSES=${PROCESSES:-1}
 
 psql -q "$ADMIN_URL" -c "DROP DATABASE IF EXISTS oe_load WITH (FORCE)" -c "CREATE DATABASE oe_load"
 rabbitmqctl delete_vhost oe-load >/dev/null 2>&1 || true
 rabbitmqctl add_vhost oe-load >/dev/null
 rabbitmqctl set_permissions -p oe-load guest '.*' '.*' '.*' >/dev/null
-ORDER_ENGINE_GROUP_COMMIT=$GROUP_COMMIT "$BIN" serve >"engine-$TAG.log" 2>&1 &
-ENGINE_PID=$!
+PIDS=()
+for ((i = 0; i < PROCESSES; i++)); do
+  log="engine-$TAG.log"; [ "$PROCESSES" -gt 1 ] && log="engine-$TAG-$i.log"
+  ORDER_ENGINE_GROUP_COMMIT=$GROUP_COMMIT ORDER_ENGINE_HTTP_ADDR=127.0.0.1:$((18080 + i)) \
+    ORDER_ENGINE_GRPC_ADDR=127.0.0.1:$((18180 + i)) ORDER_ENGINE_NODE_ID=e2e-$i "$BIN" serve >"$log" 2>&1 &
+  PIDS+=($!)
+done
+ENGINE_PID=${PIDS[0]}
 cleanup() {
-  kill "$ENGINE_PID" 2>/dev/null || true
-  wait "$ENGINE_PID" 2>/dev/null || true
+  kill "${PIDS[@]}" 2>/dev/null || true
+  wait "${PIDS[@]}" 2>/dev/null || true
   psql -q "$ADMIN_URL" -c "DROP DATABASE IF EXISTS oe_load WITH (FORCE)"
   rabbitmqctl delete_vhost oe-load >/dev/null 2>&1 || true
 }

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod balance;
 pub mod clients;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod events;

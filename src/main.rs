@@ -32,6 +32,12 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+enum ClusterAction {
+    /// List the members (live and lapsed), each one's partitions and leader roles, and unowned work.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Run the engine: HTTP API, order actors, saga, market, until Ctrl-C or SIGTERM.
     Serve,
@@ -56,6 +62,11 @@ enum Command {
     },
     /// Check the log's invariants; prints each violation. Exit 0 healthy, 1 violations, 2 could not check.
     Verify,
+    /// The processes sharing this PostgreSQL and the work each owns.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
     /// Write the log as JSON lines: one event per line, every field and both hashes.
     Export {
         /// First position to write (default 1).
@@ -182,6 +193,9 @@ async fn command(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => serve(Settings::from_env()?).await,
         Command::Audit { order_id, format } => audit(&Settings::from_env()?, order_id, format).await,
+        Command::Cluster {
+            action: ClusterAction::Status,
+        } => cluster_status(&Settings::from_env()?).await,
         Command::Replay { projection, all, from } => {
             let projections = match (projection, all) {
                 (Some(name), _) => vec![ops::Projection::parse(&name)?],
@@ -288,6 +302,31 @@ async fn audit(settings: &Settings, order_id: uuid::Uuid, format: AuditFormat) -
         AuditFormat::Table => order_engine::audit::render_table(order_id, &story),
         AuditFormat::Json => serde_json::to_string_pretty(&story)? + "\n",
     };
+    // The report is the command's output.
+    #[allow(clippy::print_stdout)]
+    {
+        print!("{text}");
+    }
+    Ok(())
+}
+
+/// Prints the cluster's members and owners as the database says now.
+async fn cluster_status(settings: &Settings) -> anyhow::Result<()> {
+    let url = &settings.database_url;
+    anyhow::ensure!(
+        url.starts_with("postgres://") || url.starts_with("postgresql://"),
+        "a cluster runs on PostgreSQL; DATABASE_URL={} is not PostgreSQL (a SQLite engine is one process)",
+        redact_url(url)
+    );
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(std::time::Duration::from_secs(10))
+        .connect(url)
+        .await
+        .with_context(|| format!("connecting to {}", redact_url(url)))?;
+    let leases = order_engine::cluster::Leases::new(pool, order_engine::config::DEFAULT_LEASE_TTL);
+    let (members, held) = (leases.members().await?, leases.leases().await?);
+    let text = order_engine::cluster::render_status(&members, &held, chrono::Utc::now());
     // The report is the command's output.
     #[allow(clippy::print_stdout)]
     {

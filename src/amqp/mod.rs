@@ -22,6 +22,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::cluster::{ClusterView, Partitioning};
 pub use config::{
     AmqpConfig, QueueKind, DEFAULT_AMQP_URL, DEFAULT_CONFIRM_TIMEOUT, DEFAULT_DELIVERY_LIMIT, DEFAULT_ORDER_CACHE_MAX,
     DEFAULT_PREFETCH, DEFAULT_PUBLISHER_BATCH, DEFAULT_QUICK_RETRIES, DEFAULT_QUICK_RETRY_MAX, DEFAULT_QUICK_RETRY_MIN,
@@ -66,6 +67,9 @@ pub enum AmqpError {
 pub struct TaskHealth {
     name: String,
     connected: AtomicBool,
+    /// A publisher whose leader role another process holds: not running,
+    /// and not a reason for this process to be unready.
+    standby: AtomicBool,
     processed: AtomicU64,
     ack_frames: AtomicU64,
     stopped: Mutex<Option<String>>,
@@ -76,6 +80,7 @@ impl TaskHealth {
         Arc::new(Self {
             name: name.into(),
             connected: AtomicBool::new(false),
+            standby: AtomicBool::new(false),
             processed: AtomicU64::new(0),
             ack_frames: AtomicU64::new(0),
             stopped: Mutex::new(None),
@@ -104,6 +109,15 @@ impl TaskHealth {
 
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::SeqCst)
+    }
+
+    /// Whether another process runs this publisher (its leader role is theirs).
+    pub fn is_standby(&self) -> bool {
+        self.standby.load(Ordering::SeqCst)
+    }
+
+    fn set_standby(&self, standby: bool) {
+        self.standby.store(standby, Ordering::SeqCst);
     }
 
     /// Submissions settled (consumer) or messages confirmed (publisher) since start.
@@ -164,9 +178,10 @@ pub struct AmqpHandle {
 }
 
 impl AmqpHandle {
-    /// True while the consumer and every publisher hold a live connection.
+    /// True while the consumer and every publisher this process runs hold a
+    /// live connection (in a cluster, the others' publishers are theirs to run).
     pub fn is_connected(&self) -> bool {
-        self.consumer.is_connected() && self.publishers.iter().all(|p| p.is_connected())
+        self.consumer.is_connected() && self.publishers.iter().all(|p| p.is_standby() || p.is_connected())
     }
 
     pub fn consumer(&self) -> &TaskHealth {
@@ -216,17 +231,22 @@ pub fn start(
     metrics: Option<Arc<Metrics>>,
 ) -> AmqpHandle {
     let feed = LogFeed::start(store);
-    start_following(config, submitter, feed, clock, metrics)
+    let cluster = ClusterView::standalone(Partitioning::new(1));
+    start_following(config, submitter, feed, clock, metrics, cluster)
 }
 
 /// [`start`], with the publishers following a log feed the caller shares
 /// (the engine's, in `serve`: one reader of the log for the whole process).
+/// In a cluster every process consumes `orders.submit` (any process records
+/// a submission; its partition's owner drives it), and each publisher runs
+/// only where its leader role is held.
 pub fn start_following(
     config: AmqpConfig,
     submitter: Arc<dyn OrderSubmitter>,
     feed: LogFeed,
     clock: Arc<dyn Clock>,
     metrics: Option<Arc<Metrics>>,
+    cluster: ClusterView,
 ) -> AmqpHandle {
     let config = Arc::new(config);
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -243,13 +263,29 @@ pub fn start_following(
     let mut publishers = Vec::new();
     for route in Route::ALL {
         let health = TaskHealth::new(route.checkpoint());
-        let publisher = Publisher {
-            route,
-            config: Arc::clone(&config),
-            feed: feed.clone(),
-            health: Arc::clone(&health),
-        };
-        tasks.push(tokio::spawn(publisher.run(shutdown_rx.clone())));
+        let cluster_standby = cluster.is_clustered();
+        health.set_standby(cluster_standby);
+        let (config, feed, task_health) = (Arc::clone(&config), feed.clone(), Arc::clone(&health));
+        tasks.push(tokio::spawn(crate::cluster::lead(
+            cluster.clone(),
+            route.checkpoint(),
+            shutdown_rx.clone(),
+            move |stop| {
+                let publisher = Publisher {
+                    route,
+                    config: Arc::clone(&config),
+                    feed: feed.clone(),
+                    health: Arc::clone(&task_health),
+                };
+                let health = Arc::clone(&task_health);
+                health.set_standby(false);
+                async move {
+                    publisher.run(stop).await;
+                    // Stopped because the role moved (or for good, which its health says).
+                    health.set_standby(cluster_standby);
+                }
+            },
+        )));
         publishers.push(health);
     }
     AmqpHandle {

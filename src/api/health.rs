@@ -66,6 +66,26 @@ pub async fn readiness(state: &AppState) -> (bool, serde_json::Value) {
             .map(|(order_id, reason)| json!({ "order_id": order_id, "reason": reason }))
             .collect::<Vec<_>>(),
     });
+    if let Some(cluster) = &state.cluster {
+        let status = cluster.status();
+        // Owning nothing is not a failure (more members than work); being
+        // replaced by a newer process under this node name is.
+        ready &= !status.replaced;
+        let now = chrono::Utc::now();
+        checks["cluster"] = json!({
+            "status": if status.replaced { "replaced" } else if status.last_error.is_some() { "heartbeat failing" } else { "ok" },
+            "node": status.node,
+            "incarnation": status.incarnation,
+            "members": status.members,
+            "last_heartbeat": status.last_beat,
+            "last_error": status.last_error,
+            "leases": status.leases.iter().map(|(name, lease)| json!({
+                "name": name,
+                "token": lease.token,
+                "held_seconds": (now - lease.acquired).num_milliseconds().max(0) as f64 / 1000.0,
+            })).collect::<Vec<_>>(),
+        });
+    }
     if let Some(connected) = &state.broker_connected {
         let up = connected();
         ready &= up;
@@ -108,5 +128,8 @@ pub async fn metrics(
     metrics
         .sagas_stalled
         .set(i64::try_from(engine.sagas_stalled).unwrap_or(i64::MAX));
+    if let Some(cluster) = &state.cluster {
+        cluster.observe_metrics();
+    }
     crate::telemetry::metrics::metrics_endpoint(metrics).await
 }

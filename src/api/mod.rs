@@ -32,6 +32,8 @@ pub struct AppState {
     pub orders_projection: Arc<ProjectionHealth>,
     /// Whether the broker is connected; None when no broker is configured.
     pub broker_connected: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
+    /// This process's membership of the cluster; None standalone.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 pub use health::{readiness, PROJECTION_LAG_EVENTS_MAX};

@@ -26,6 +26,13 @@ pub enum AppError {
     /// which the HTTP API and the orders projection read.
     #[error("the log was given without the read models the HTTP API needs")]
     NoReadModels,
+    /// Joining the other processes on this database (issue 13) failed.
+    #[error("joining the cluster on {database}")]
+    Cluster {
+        database: String,
+        #[source]
+        source: crate::cluster::ClusterError,
+    },
     #[error("registering metrics")]
     Metrics(#[source] prometheus::Error),
     /// A remote service client (balance, accounts) refused its configuration.

@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 pub use auth::jwt_config;
 pub use error::AppError;
 pub use shutdown::stop_signal;
-pub use stack::{engine_config, EngineStack, GivenLog, Overrides};
+pub use stack::{engine_config, leader_roles, EngineStack, GivenLog, Overrides};
 
 use crate::amqp::{self, AmqpHandle};
 use crate::api::{self, AppState};
@@ -150,12 +150,26 @@ impl ApplicationBuilder {
         let models = stack.models.clone().ok_or(AppError::NoReadModels)?;
         let orders_projection = Arc::new(ProjectionHealth::default());
         let (stop_projection, projection_stopped) = watch::channel(false);
-        let projection = tokio::spawn(run_orders_projection(
+        let (feed, projected, health, metrics) = (
             stack.engine.feed().clone(),
             Arc::clone(&models),
             Arc::clone(&orders_projection),
-            Some(Arc::clone(&stack.metrics)),
+            Arc::clone(&stack.metrics),
+        );
+        // Once in a cluster: where the projection's leader role is held.
+        let projection = tokio::spawn(crate::cluster::lead(
+            stack.engine.deps().cluster.clone(),
+            crate::projections::ORDERS_PROJECTION,
             projection_stopped,
+            move |stop| {
+                run_orders_projection(
+                    feed.clone(),
+                    Arc::clone(&projected),
+                    Arc::clone(&health),
+                    Some(Arc::clone(&metrics)),
+                    stop,
+                )
+            },
         ));
         // RabbitMQ only when configured: the embedded default runs without a broker.
         let amqp = settings.amqp_url.as_ref().map(|url| {
@@ -165,6 +179,7 @@ impl ApplicationBuilder {
                 stack.engine.feed().clone(),
                 Arc::clone(&stack.clock),
                 Some(Arc::clone(&stack.metrics)),
+                stack.engine.deps().cluster.clone(),
             ))
         });
         let broker_connected = amqp.as_ref().map(|handle| {
@@ -176,6 +191,7 @@ impl ApplicationBuilder {
             models: Arc::clone(&models),
             orders_projection: Arc::clone(&orders_projection),
             broker_connected,
+            cluster: stack.cluster.clone(),
         });
         let auth = web::Data::new(match self.authenticator {
             Some(authenticator) => authenticator,
@@ -387,6 +403,10 @@ impl Application {
             stack.engine.shutdown(),
         )
         .await?;
+        // Last: the reactor saved its checkpoints, so the next owners resume from them.
+        if let Some(cluster) = &stack.cluster {
+            within(deadline, timeout, "leaving the cluster", cluster.leave()).await?;
+        }
         tracing::info!("stopped");
         Ok(())
     }

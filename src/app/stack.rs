@@ -4,6 +4,7 @@
 //! simulator, or the gRPC client when `ORDER_ENGINE_MARKET_DATA=grpc`), the clock. No front end and no follower: `Application` adds
 //! those; the engine benches use this alone. Must never read the environment.
 
+use std::str::FromStr;
 use std::sync::Arc;
 
 use tokio::task::JoinHandle;
@@ -16,11 +17,12 @@ use crate::balance::http::HttpBalanceClient;
 use crate::balance::BalanceService;
 use crate::clients::RemoteServiceConfig;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{MarketDataSource, Settings};
+use crate::cluster::{Cluster, ClusterError, ClusterView, FencedStore, MembershipConfig, Partitioning};
+use crate::config::{ClusterMode, MarketDataSource, Settings};
 use crate::engine::{CrashPoint, Engine, EngineConfig, EngineDeps};
 use crate::market::{GrpcMarketData, MarketData, MarketSimulator, SimulatorConfig};
 use crate::projections::{self, ReadModels};
-use crate::store::{redact_url, EventStore, GroupCommitStore, StoreConfig};
+use crate::store::{redact_url, EventStore, GroupCommitStore, PostgresConfig, StoreConfig, StoreError};
 use crate::telemetry::metered::{MeteredBalance, MeteredStore};
 use crate::telemetry::metrics::Metrics;
 
@@ -86,6 +88,8 @@ pub struct EngineStack {
     /// The task that ticks the market (the simulator's walk, or the gRPC
     /// client's poll); None when the market is frozen or the caller's.
     pub(super) feed: Option<JoinHandle<()>>,
+    /// This process's membership of the cluster on PostgreSQL; None standalone.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl EngineStack {
@@ -97,18 +101,44 @@ impl EngineStack {
             database: redact_url(&settings.database_url),
             source,
         };
+        let node = node_id(settings);
         let (store, models) = match overrides.log {
             Some(GivenLog { store, models }) => (store, models),
             None => {
-                let (store, models) =
-                    projections::open(&StoreConfig::from_url(&settings.database_url).map_err(store_error)?)
-                        .await
-                        .map_err(store_error)?;
+                let mut config = StoreConfig::from_url(&settings.database_url).map_err(store_error)?;
+                if let StoreConfig::Postgres(pg) = &mut config {
+                    // Which process wrote what shows in pg_stat_activity (and to a test's trigger).
+                    pg.application_name = format!("{}@{node}", PostgresConfig::ENGINE_APPLICATION_NAME);
+                    pg.idle_in_transaction_timeout = pg
+                        .idle_in_transaction_timeout
+                        .min(settings.cluster.lease_ttl.mul_f64(5.0 / 6.0));
+                }
+                let (store, models) = projections::open(&config).await.map_err(store_error)?;
                 (store, Some(models))
             }
         };
         let clock = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let metrics = Arc::new(Metrics::new().map_err(AppError::Metrics)?);
+        let cluster = join_cluster(settings, &node)
+            .await
+            .map_err(|source| AppError::Cluster {
+                database: redact_url(&settings.database_url),
+                source,
+            })?;
+        if let Some(cluster) = &cluster {
+            cluster
+                .register_metrics(metrics.registry())
+                .map_err(AppError::Metrics)?;
+        }
+        let partitioning = Partitioning::new(settings.cluster.partitions);
+        let view = cluster
+            .as_ref()
+            .map_or_else(|| ClusterView::standalone(partitioning), |c| c.view());
+        // Innermost, so the check sits right before the commit.
+        let store: Arc<dyn EventStore> = match &cluster {
+            Some(_) => Arc::new(FencedStore::new(store, view.clone())),
+            None => store,
+        };
         let store: Arc<dyn EventStore> = if settings.group_commit {
             Arc::new(GroupCommitStore::new(store))
         } else {
@@ -187,6 +217,7 @@ impl EngineStack {
                     market: Arc::clone(&market_data),
                     accounts,
                     clock: Arc::clone(&clock),
+                    cluster: view,
                 },
                 overrides.crash,
             )
@@ -202,7 +233,72 @@ impl EngineStack {
             market_data,
             ledger,
             feed,
+            cluster,
         })
+    }
+}
+
+/// The followers of the whole log that run once in a cluster, by checkpoint
+/// name. The same list on every member, whatever it runs: the share each
+/// member computes must agree (a cluster's members run one configuration).
+pub fn leader_roles() -> Vec<String> {
+    std::iter::once(crate::projections::ORDERS_PROJECTION)
+        .chain(crate::amqp::Route::ALL.iter().map(|route| route.checkpoint()))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Joins the other processes on this PostgreSQL (clustered by default); None
+/// on SQLite or with `ORDER_ENGINE_CLUSTER=off`.
+async fn join_cluster(settings: &Settings, node: &str) -> Result<Option<Arc<Cluster>>, ClusterError> {
+    let url = &settings.database_url;
+    let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+    if settings.cluster.mode == ClusterMode::Off || !postgres {
+        return Ok(None);
+    }
+    let options = sqlx::postgres::PgConnectOptions::from_str(url)
+        .map_err(|e| ClusterError::Store(StoreError::Config(format!("invalid PostgreSQL URL: {e}"))))?
+        .application_name(&format!("{}@{node} cluster", PostgresConfig::ENGINE_APPLICATION_NAME))
+        // A beat stuck in the database must not outlast the lease it renews.
+        .options([(
+            "statement_timeout",
+            format!("{}ms", settings.cluster.heartbeat.as_millis().max(500)),
+        )]);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(settings.cluster.heartbeat.max(std::time::Duration::from_secs(1)))
+        .connect_with(options)
+        .await
+        .map_err(|e| ClusterError::Store(StoreError::from(e)))?;
+    let cluster = Cluster::join(
+        pool,
+        MembershipConfig {
+            node: node.to_owned(),
+            partitioning: Partitioning::new(settings.cluster.partitions),
+            roles: leader_roles(),
+            lease_ttl: settings.cluster.lease_ttl,
+            heartbeat: settings.cluster.heartbeat,
+        },
+    )
+    .await?;
+    Ok(Some(Arc::new(cluster)))
+}
+
+/// `ORDER_ENGINE_NODE_ID`, else `host:port` (stable across restarts, so a
+/// restarted process takes its predecessor's leases at once), else, with
+/// port 0 (tests), `host:` and a fresh id.
+fn node_id(settings: &Settings) -> String {
+    if let Some(node) = &settings.cluster.node_id {
+        return node.clone();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    match settings.http_addr.port() {
+        0 => format!("{host}:{}", uuid::Uuid::new_v4()),
+        port => format!("{host}:{port}"),
     }
 }
 

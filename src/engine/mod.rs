@@ -22,13 +22,14 @@ pub use attempts::ATTEMPT_RECORD_TIMEOUT;
 pub use crash::{CrashPoint, Halted};
 pub use health::{EngineHealth, EngineHealthSnapshot, STALLED_SAGAS_LISTED_MAX};
 pub use matching::{on_price, MatchAction, WorkingOrder};
-pub use reactor::REACTOR_CHECKPOINT;
+pub use reactor::{partition_checkpoint, REACTOR_CHECKPOINT};
 pub use saga_runner::{SagaConfig, ENGINE_NAMESPACE, LOCAL_RETRIES_MAX};
 
 use crate::accounts::{AccountError, Accounts};
 use crate::actors::{ActorConfig, ActorError, ExecuteCommand, OrderRegistry, StartError};
 use crate::balance::BalanceService;
 use crate::clock::Clock;
+use crate::cluster::ClusterView;
 use crate::events::EventMetadata;
 use crate::market::{MarketData, MarketError};
 use crate::order::{CancelOrder, Order, OrderCommand, OrderEvent, OrderRejection, OrderType, Quote, Side, SubmitOrder};
@@ -45,6 +46,8 @@ pub struct EngineDeps {
     pub market: Arc<dyn MarketData>,
     pub accounts: Arc<dyn Accounts>,
     pub clock: Arc<dyn Clock>,
+    /// Which users' sagas and orders this process drives (all, standalone).
+    pub cluster: ClusterView,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -126,6 +129,7 @@ impl Engine {
             config: config.saga.clone(),
             crash,
             health: Arc::clone(&health),
+            cluster: deps.cluster.clone(),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (submissions, submissions_rx) = tokio::sync::mpsc::channel(reactor::IN_PROCESS_STARTS_QUEUE_MAX);

@@ -24,6 +24,7 @@ use uuid::Uuid;
 use super::matching::{on_price, MatchAction, WorkingOrder};
 use super::saga_runner::{saga_task, SagaContext, SagaInput, ENGINE_NAMESPACE};
 use crate::actors::{ActorError, ExecuteCommand};
+use crate::cluster::{Ownership, Partition};
 use crate::events::{EventMetadata, TraceContext};
 use crate::market::{MarketData, Tick};
 use crate::order::{ExecuteOrder, FailOrder, OrderCommand, OrderEvent, OrderSubmitted, TriggerOrder};
@@ -70,6 +71,18 @@ struct SagaSlot {
     generation: u64,
 }
 
+/// Why one run of the reactor over a set of partitions ended.
+enum Ended {
+    Shutdown,
+    /// The partitions this process owns changed: run again over the new set.
+    Rebalanced,
+}
+
+/// The checkpoint of one partition's reactor work, in a cluster of `count` partitions.
+pub fn partition_checkpoint(count: u16, partition: Partition) -> String {
+    format!("{REACTOR_CHECKPOINT}.{count}.{partition}")
+}
+
 pub(crate) struct Reactor {
     ctx: Arc<SagaContext>,
     market: Arc<dyn MarketData>,
@@ -100,6 +113,13 @@ pub(crate) struct Reactor {
     settled_in_page: HashSet<Uuid>,
     /// Orders whose saga was started in-process, until the tail reaches their submission.
     started_in_process: HashSet<Uuid>,
+    /// The partitions this run reacts to (None: all, standalone).
+    owned: Option<std::collections::BTreeSet<Partition>>,
+    /// Each open order's partition, for the per-partition checkpoints.
+    open_partition: HashMap<Uuid, Partition>,
+    /// Every saga task this run started, so a rebalance can stop them: the
+    /// new owner resumes them from their streams.
+    tasks: Vec<tokio::task::AbortHandle>,
 }
 
 /// The orders whose `SagaCompleted` is in `page`.
@@ -120,25 +140,118 @@ impl Reactor {
         mut rematch: mpsc::Receiver<Uuid>,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        let mut ownership = ctx.cluster.subscribe();
+        loop {
+            let owned = ownership.borrow_and_update().clone();
+            let ended = Self::run_owning(
+                &ctx,
+                &market,
+                &feed,
+                &owned,
+                &mut ownership,
+                &mut submissions,
+                &mut rematch,
+                &mut shutdown,
+            )
+            .await;
+            match ended {
+                Ended::Shutdown => return,
+                Ended::Rebalanced => {
+                    tracing::info!("partitions changed hands; the reactor runs again over its new share")
+                }
+            }
+        }
+    }
+
+    /// The checkpoints this run keeps: the reactor's own when standalone,
+    /// one per owned partition in a cluster.
+    fn checkpoints(ctx: &SagaContext, owned: &Ownership) -> Vec<(String, Option<Partition>)> {
+        match owned.partitions() {
+            None => vec![(REACTOR_CHECKPOINT.to_owned(), None)],
+            Some(partitions) => {
+                let count = ctx.cluster.partitioning().count();
+                partitions
+                    .iter()
+                    .map(|p| (partition_checkpoint(count, *p), Some(*p)))
+                    .collect()
+            }
+        }
+    }
+
+    /// Where this run starts: the lowest of its checkpoints. A partition
+    /// never saved on its own starts from the standalone checkpoint, which
+    /// was the whole engine's before it became a cluster.
+    async fn start_position(ctx: &SagaContext, owned: &Ownership) -> Result<u64, StoreError> {
+        let legacy = ctx.store.load_checkpoint(REACTOR_CHECKPOINT).await?;
+        let mut start: Option<u64> = None;
+        for (name, partition) in Self::checkpoints(ctx, owned) {
+            let at = match partition {
+                None => legacy,
+                Some(_) => match ctx.store.load_checkpoint(&name).await? {
+                    0 => legacy,
+                    at => at,
+                },
+            };
+            start = Some(start.map_or(at, |s| s.min(at)));
+        }
+        Ok(start.unwrap_or(legacy))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_owning(
+        ctx: &Arc<SagaContext>,
+        market: &Arc<dyn MarketData>,
+        feed: &LogFeed,
+        owned: &Ownership,
+        ownership: &mut watch::Receiver<Ownership>,
+        submissions: &mut mpsc::Receiver<Submitted>,
+        rematch: &mut mpsc::Receiver<Uuid>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Ended {
+        if owned.partitions().is_some_and(|p| p.is_empty()) {
+            // Nothing to react to: wait for a share, dropping in-process
+            // starts (their owner meets them on the log).
+            let mut ownership_open = true;
+            loop {
+                tokio::select! {
+                    _ = shutdown.changed() => return Ended::Shutdown,
+                    // A closed watch (the membership stopped) never changes again.
+                    changed = ownership.changed(), if ownership_open => match changed {
+                        Err(_) => ownership_open = false,
+                        Ok(()) if !ownership.borrow().same_work(owned) => return Ended::Rebalanced,
+                        Ok(()) => {}
+                    },
+                    Some(_) = submissions.recv() => {}
+                    Some(_) = rematch.recv() => {}
+                }
+            }
+        }
         let start = loop {
-            match ctx.store.load_checkpoint(REACTOR_CHECKPOINT).await {
+            match Self::start_position(ctx, owned).await {
                 Ok(position) => break position,
                 Err(error) => {
                     tracing::warn!(%error, "reactor cannot read its checkpoint; retrying");
                     tokio::select! {
-                        _ = shutdown.changed() => return,
+                        _ = shutdown.changed() => return Ended::Shutdown,
                         () = tokio::time::sleep(Duration::from_secs(1)) => {}
                     }
                 }
             }
         };
-        tracing::info!(from_position = start, "reactor resuming");
+        let checkpoints = Self::checkpoints(ctx, owned);
+        tracing::info!(
+            from_position = start,
+            partitions = owned
+                .partitions()
+                .map_or(usize::from(ctx.cluster.partitioning().count()), |p| p.len()),
+            "reactor resuming"
+        );
         let (saga_done_tx, mut saga_done_rx) = mpsc::unbounded_channel();
         let (match_done_tx, mut match_done_rx) = mpsc::unbounded_channel();
         let mut ticks = market.subscribe();
         let mut reactor = Reactor {
-            ctx: Arc::clone(&ctx),
-            market,
+            ctx: Arc::clone(ctx),
+            market: Arc::clone(market),
             sagas: HashMap::new(),
             next_generation: 0,
             saga_done_tx,
@@ -154,13 +267,17 @@ impl Reactor {
             first_poison: None,
             settled_in_page: HashSet::new(),
             started_in_process: HashSet::new(),
+            owned: owned.partitions().cloned(),
+            open_partition: HashMap::new(),
+            tasks: Vec::new(),
         };
         let mut tail = feed.follow(start);
-        let mut saved = start;
+        let mut saved: HashMap<String, u64> = HashMap::new();
         let mut save_timer = tokio::time::interval(CHECKPOINT_INTERVAL);
-        loop {
+        let mut ownership_open = owned.is_clustered();
+        let ended = loop {
             if ctx.crash.as_ref().is_some_and(|c| c.is_halted()) {
-                return;
+                return Ended::Shutdown;
             }
             // Biased, in a fixed order, so one seed of the simulation replays the
             // same interleaving (an unbiased select draws from a random source);
@@ -168,7 +285,13 @@ impl Reactor {
             // empty under load and would otherwise starve them.
             tokio::select! {
                 biased;
-                _ = shutdown.changed() => break,
+                _ = shutdown.changed() => break Ended::Shutdown,
+                // A closed watch (the membership stopped) never changes again.
+                changed = ownership.changed(), if ownership_open => match changed {
+                    Err(_) => ownership_open = false,
+                    Ok(()) if !ownership.borrow().same_work(owned) => break Ended::Rebalanced,
+                    Ok(()) => {}
+                },
                 Some((order_id, generation)) = saga_done_rx.recv() => {
                     if reactor.sagas.get(&order_id).is_some_and(|s| s.generation == generation) {
                         reactor.sagas.remove(&order_id);
@@ -178,9 +301,10 @@ impl Reactor {
                     reactor.in_flight.remove(&order_id);
                 }
                 _ = save_timer.tick() => {
-                    let mark = reactor.low_water_mark(tail.position());
-                    if mark != saved && ctx.store.save_checkpoint(REACTOR_CHECKPOINT, mark).await.is_ok() {
-                        saved = mark;
+                    reactor.tasks.retain(|task| !task.is_finished());
+                    // Lapsed leases: another process may own these partitions now.
+                    if ctx.cluster.is_valid() {
+                        reactor.save_checkpoints(&checkpoints, tail.position(), &mut saved).await;
                     }
                 }
                 tick = ticks.recv() => match tick {
@@ -212,27 +336,69 @@ impl Reactor {
                         let reason = format!("the log cannot be read past position {}: {error}", tail.position());
                         tracing::error!(checkpoint = REACTOR_CHECKPOINT, %reason, "reactor stopped");
                         ctx.health.reactor_stopped(reason);
-                        return;
+                        return Ended::Shutdown;
                     }
                     Err(error) => {
                         // Anything else may pass (a restart, a timeout under load): retry, hearing shutdown.
                         tracing::error!(%error, "reactor cannot read the log; retrying");
                         tokio::select! {
-                            _ = shutdown.changed() => break,
+                            _ = shutdown.changed() => break Ended::Shutdown,
                             () = tokio::time::sleep(READ_RETRY_DELAY) => {}
                         }
                     }
                 },
             }
+        };
+        if ctx.cluster.is_valid() {
+            reactor
+                .save_checkpoints(&checkpoints, tail.position(), &mut saved)
+                .await;
         }
-        let mark = reactor.low_water_mark(tail.position());
-        if let Err(error) = ctx.store.save_checkpoint(REACTOR_CHECKPOINT, mark).await {
-            tracing::warn!(%error, "reactor could not save its checkpoint at shutdown; it will replay a little more");
+        if matches!(ended, Ended::Rebalanced) {
+            // The next run (here or at the new owner) resumes them from their streams.
+            reactor.stop_sagas();
+        }
+        ended
+    }
+
+    fn stop_sagas(&mut self) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+        self.sagas.clear();
+    }
+
+    /// Saves each checkpoint that moved: the standalone one, or one per partition.
+    async fn save_checkpoints(
+        &self,
+        checkpoints: &[(String, Option<Partition>)],
+        tail_position: u64,
+        saved: &mut HashMap<String, u64>,
+    ) {
+        for (name, partition) in checkpoints {
+            let mark = self.low_water_mark(*partition, tail_position);
+            if saved.get(name) == Some(&mark) {
+                continue;
+            }
+            match self.ctx.store.save_checkpoint(name, mark).await {
+                Ok(()) => {
+                    saved.insert(name.clone(), mark);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, checkpoint = %name, "reactor could not save its checkpoint; it will replay a little more");
+                }
+            }
         }
     }
 
-    fn low_water_mark(&self, tail_position: u64) -> u64 {
-        let open = match self.open_since.keys().next() {
+    /// The position before the oldest open saga (of `partition`, or of all).
+    fn low_water_mark(&self, partition: Option<Partition>, tail_position: u64) -> u64 {
+        let oldest = self
+            .open_since
+            .iter()
+            .find(|(_, order_id)| partition.is_none() || self.open_partition.get(order_id) == partition.as_ref())
+            .map(|(position, _)| *position);
+        let open = match oldest {
             Some(oldest) => oldest.saturating_sub(1),
             None => tail_position,
         };
@@ -241,11 +407,20 @@ impl Reactor {
             .map_or(open, |position| open.min(position.saturating_sub(1)))
     }
 
+    /// Whether this run reacts to `user_id`'s orders.
+    fn owns_user(&self, user_id: Uuid) -> bool {
+        match &self.owned {
+            None => true,
+            Some(owned) => owned.contains(&self.ctx.cluster.partitioning().of_user(user_id)),
+        }
+    }
+
     /// Starts the saga of an order this process just submitted, without
     /// waiting for the tail to bring its submission back.
     async fn start_in_process(&mut self, submitted: Submitted, tail_position: u64) {
         let order_id = submitted.order_id;
-        if submitted.position <= tail_position
+        if !self.owns_user(submitted.event.user_id)
+            || submitted.position <= tail_position
             || self.poisoned.contains(&order_id)
             || self.sagas.len() >= self.ctx.config.active_max
             || self.started_in_process.len() >= IN_PROCESS_STARTED_MAX
@@ -274,6 +449,8 @@ impl Reactor {
     ) {
         self.open_since.insert(position, order_id);
         self.open_position.insert(order_id, position);
+        self.open_partition
+            .insert(order_id, self.ctx.cluster.partitioning().of_user(submitted.user_id));
         self.submitted.insert(order_id, submitted.clone());
         let input = SagaInput::Start {
             event_id,
@@ -296,6 +473,7 @@ impl Reactor {
                         if let Some(position) = self.open_position.remove(&order_id) {
                             self.open_since.remove(&position);
                         }
+                        self.open_partition.remove(&order_id);
                     }
                 }
                 return Ok(());
@@ -322,11 +500,27 @@ impl Reactor {
                 return Err(describe_poison(recorded, "reacted to", &error.to_string()));
             }
         };
+        // In a cluster, another process reacts to other partitions' orders.
+        let ours = match event {
+            OrderEvent::OrderSubmitted(submitted) => self.owns_user(submitted.user_id),
+            _ => {
+                self.owned.is_none()
+                    || self.open_position.contains_key(&order_id)
+                    || self.submitted.contains_key(&order_id)
+            }
+        };
+        if !ours {
+            return Ok(());
+        }
         if self.settled_in_page.contains(&order_id) {
             if matches!(event, OrderEvent::OrderSubmitted(_)) && !self.started_in_process.remove(&order_id) {
                 // Opened and settled in this page: the mark never stops here.
                 self.open_since.insert(recorded.global_position, order_id);
                 self.open_position.insert(order_id, recorded.global_position);
+                if let OrderEvent::OrderSubmitted(submitted) = event {
+                    self.open_partition
+                        .insert(order_id, self.ctx.cluster.partitioning().of_user(submitted.user_id));
+                }
             } else {
                 self.forget_working(order_id);
             }
@@ -418,13 +612,14 @@ impl Reactor {
         let generation = self.next_generation;
         // Capacity is at least one and the receiver is alive: this cannot fail.
         let _ = tx.try_send(input);
-        tokio::spawn(saga_task(
+        let task = tokio::spawn(saga_task(
             Arc::clone(&self.ctx),
             order_id,
             generation,
             rx,
             self.saga_done_tx.clone(),
         ));
+        self.tasks.push(task.abort_handle());
         self.sagas.insert(order_id, SagaSlot { inbox: tx, generation });
     }
 
@@ -456,6 +651,10 @@ impl Reactor {
         let Some(working) = self.working.get(&order_id) else {
             return;
         };
+        // Lapsed leases: the order may have another owner by now.
+        if !self.ctx.cluster.is_valid() {
+            return;
+        }
         // Its saga is filling it with the settlement in one commit; a fill
         // from here would race it. Should that fail, the next tick fills it.
         if self

@@ -24,6 +24,7 @@ use crate::actors::{ActorError, CoWrite, Decided, ExecuteCommand, OrderRegistry}
 use crate::balance::embedded::{AccountTurn, EmbeddedLedger};
 use crate::balance::{BalanceError, BalanceOp, BalanceReceipt, BalanceService, ReleaseOp};
 use crate::clock::Clock;
+use crate::cluster::ClusterView;
 use crate::events::{EventMetadata, StreamId, TraceContext};
 use crate::market::MarketData;
 use crate::order::{AcceptOrder, ExecuteOrder, FailOrder, Order, OrderCommand, OrderEvent, OrderStatus};
@@ -131,10 +132,18 @@ pub(crate) struct SagaContext {
     pub config: SagaConfig,
     pub crash: Option<Arc<CrashPoint>>,
     pub health: Arc<EngineHealth>,
+    /// What this process owns; a saga acts only while the leases are held.
+    pub cluster: ClusterView,
 }
 
 impl SagaContext {
     fn before_effect(&self) -> Result<(), RunError> {
+        // Stopped or cut off past the lease time (SIGSTOP, a long pause): the
+        // partition may have a new owner resuming this saga. Stop as a crash
+        // would; the owner's reactor resumes it from its stream.
+        if !self.cluster.is_valid() {
+            return Err(RunError::Halted(Halted));
+        }
         match &self.crash {
             Some(crash) => crash.before().map_err(RunError::Halted),
             None => Ok(()),

@@ -600,7 +600,8 @@ fn to_i64(position: u64) -> i64 {
 async fn engine_connected(conn: &mut PgConnection) -> Result<bool, OpsError> {
     let connected: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
-                        WHERE datname = current_database() AND application_name = $1 \
+                        WHERE datname = current_database() \
+                          AND (application_name = $1 OR application_name LIKE $1 || '@%') \
                           AND pid <> pg_backend_pid())",
     )
     .bind(PostgresConfig::ENGINE_APPLICATION_NAME)

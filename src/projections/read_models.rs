@@ -61,8 +61,12 @@ pub struct HistoryPage {
 
 #[async_trait]
 pub trait ReadModels: Send + Sync + 'static {
-    /// Applies `changes` and sets `projection`'s checkpoint to `position`, atomically.
-    async fn commit(&self, projection: &str, changes: &[OrderRowChange], position: u64) -> Result<(), StoreError>;
+    /// Applies `changes` and moves `projection`'s checkpoint from `from` to
+    /// `to`, atomically, only if the checkpoint is still at `from`: a second
+    /// runner of the same projection (an overlapping leader hand-over) gets
+    /// [`StoreError::CheckpointMoved`] and writes nothing, so no page is ever
+    /// applied twice.
+    async fn commit(&self, projection: &str, changes: &[OrderRowChange], from: u64, to: u64) -> Result<(), StoreError>;
 
     /// Where `projection` has got to; 0 when it never committed.
     async fn checkpoint(&self, projection: &str) -> Result<u64, StoreError>;

@@ -103,6 +103,7 @@ pub async fn run_orders_projection(
         };
         health.update(|s| s.position = from);
         let mut tail = feed.follow(from);
+        let mut committed = from;
         loop {
             let batch = tokio::select! {
                 _ = shutdown.changed() => return,
@@ -131,7 +132,10 @@ pub async fn run_orders_projection(
                     }
                 }
             }
-            if let Err(error) = models.commit(ORDERS_PROJECTION, &changes, tail.position()).await {
+            if let Err(error) = models
+                .commit(ORDERS_PROJECTION, &changes, committed, tail.position())
+                .await
+            {
                 if error.is_transient() {
                     tracing::warn!(%error, "orders projection could not commit; retrying from its checkpoint");
                     if pause_or_shutdown(&mut shutdown).await {
@@ -150,6 +154,7 @@ pub async fn run_orders_projection(
                 health.update(|s| s.failed = Some(reason));
                 return;
             }
+            committed = tail.position();
             if let Some(metrics) = &metrics {
                 // Counted after the commit, once per status an order reaches.
                 for change in &changes {

@@ -80,21 +80,32 @@ fn row_to_idempotency(row: &PgRow) -> Result<IdempotencyRecord, StoreError> {
 
 #[async_trait]
 impl ReadModels for PostgresReadModels {
-    async fn commit(&self, projection: &str, changes: &[OrderRowChange], position: u64) -> Result<(), StoreError> {
+    async fn commit(&self, projection: &str, changes: &[OrderRowChange], from: u64, to: u64) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         // An order's changes within the page fold into one row write; a page
         // is then a few bulk statements, not one round trip per event.
         for batch in coalesce_page(changes) {
             write_batch(&mut tx, "orders", &batch).await?;
         }
-        sqlx::query(
+        // Last, so the locks are taken in the order `replay --swap` takes
+        // them (the table, then the checkpoint row).
+        let moved = sqlx::query(
             "INSERT INTO checkpoints (name, position, updated_at) VALUES ($1, $2, now()) \
-             ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = EXCLUDED.updated_at",
+             ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = EXCLUDED.updated_at \
+             WHERE checkpoints.position = $3 RETURNING name",
         )
         .bind(projection)
-        .bind(i64::try_from(position).unwrap_or(i64::MAX))
-        .execute(&mut *tx)
+        .bind(i64::try_from(to).unwrap_or(i64::MAX))
+        .bind(i64::try_from(from).unwrap_or(i64::MAX))
+        .fetch_optional(&mut *tx)
         .await?;
+        if moved.is_none() {
+            tx.rollback().await?;
+            return Err(StoreError::CheckpointMoved {
+                name: projection.to_owned(),
+                expected: from,
+            });
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -246,7 +257,8 @@ pub async fn write_batch(conn: &mut PgConnection, table: &str, batch: &RowBatch)
              SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[]::numeric[], \
              $7::text[]::numeric[], $8::text[]::numeric[], $9::text[], $10::timestamptz[], $11::timestamptz[], \
              $12::timestamptz[], $13::text[]::numeric[], $14::text[]::numeric[], $15::text[]::numeric[], \
-             $16::timestamptz[], $17::text[])"
+             $16::timestamptz[], $17::text[]) \
+             ON CONFLICT (id) DO NOTHING"
         ))
         .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.user_id).collect::<Vec<_>>())

@@ -91,8 +91,19 @@ fn row_to_idempotency(row: &SqliteRow) -> Result<IdempotencyRecord, StoreError> 
 
 #[async_trait]
 impl ReadModels for SqliteReadModels {
-    async fn commit(&self, projection: &str, changes: &[OrderRowChange], position: u64) -> Result<(), StoreError> {
+    async fn commit(&self, projection: &str, changes: &[OrderRowChange], from: u64, to: u64) -> Result<(), StoreError> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let at: Option<i64> = sqlx::query_scalar("SELECT position FROM checkpoints WHERE name = ?")
+            .bind(projection)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if at.and_then(|p| u64::try_from(p).ok()).unwrap_or(0) != from {
+            tx.rollback().await?;
+            return Err(StoreError::CheckpointMoved {
+                name: projection.to_owned(),
+                expected: from,
+            });
+        }
         // An order's changes within the page fold into one row write.
         for batch in coalesce_page(changes) {
             write_batch(&mut tx, "orders", &batch).await?;
@@ -102,7 +113,7 @@ impl ReadModels for SqliteReadModels {
              ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
         )
         .bind(projection)
-        .bind(i64::try_from(position).unwrap_or(i64::MAX))
+        .bind(i64::try_from(to).unwrap_or(i64::MAX))
         .bind(Utc::now())
         .execute(&mut *tx)
         .await?;

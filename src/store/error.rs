@@ -14,6 +14,17 @@ pub enum StoreError {
     InvalidAppend(String),
     #[error("another writer appended to {stream_id} outside the log lock; retry the command")]
     ConcurrentWriter { stream_id: String },
+    /// A follower's commit found its checkpoint moved since it read it:
+    /// another process runs the same follower (a leader hand-over overlapped).
+    /// Nothing was written; the follower resumes from the checkpoint.
+    #[error("checkpoint {name} moved past {expected} under another runner; resuming from it")]
+    CheckpointMoved { name: String, expected: u64 },
+    /// In a cluster, this process's leases ran out before it could renew
+    /// them (it was stopped, or cut off from the database, past the lease
+    /// time): another process may own its work now, so it writes nothing
+    /// until its next heartbeat claims work again.
+    #[error("this process's cluster leases lapsed (stopped or cut off past ORDER_ENGINE_LEASE_TTL); it writes nothing until it rejoins; retry")]
+    Fenced,
     #[error("stored event at position {position} is unreadable: {reason}")]
     Corrupt { position: i64, reason: String },
     #[error("store configuration: {0}")]
@@ -29,7 +40,11 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::Unavailable(_) | Self::ConcurrentWriter { .. } | Self::Fault(_)
+            Self::Unavailable(_)
+                | Self::ConcurrentWriter { .. }
+                | Self::CheckpointMoved { .. }
+                | Self::Fenced
+                | Self::Fault(_)
         )
     }
 

@@ -117,6 +117,11 @@ pub struct PostgresConfig {
     pub acquire_timeout: Duration,
     /// Server-side bound on any one statement, so nothing hangs on a stuck server.
     pub statement_timeout: Duration,
+    /// The server ends a session left idle inside a transaction this long: a
+    /// process stopped mid-append (SIGSTOP, a VM pause) must neither hold the
+    /// log's lock for everyone nor commit after its cluster leases have run
+    /// out, so in a cluster this stays below the lease time.
+    pub idle_in_transaction_timeout: Duration,
 }
 
 impl PostgresConfig {
@@ -133,6 +138,7 @@ impl PostgresConfig {
             write_connections: 2,
             acquire_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30),
+            idle_in_transaction_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -159,10 +165,16 @@ impl PostgresStore {
             .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))?
             .application_name(&config.application_name)
             .options(
-                [(
-                    "statement_timeout",
-                    format!("{}ms", config.statement_timeout.as_millis()),
-                )]
+                [
+                    (
+                        "statement_timeout",
+                        format!("{}ms", config.statement_timeout.as_millis()),
+                    ),
+                    (
+                        "idle_in_transaction_session_timeout",
+                        format!("{}ms", config.idle_in_transaction_timeout.as_millis().max(1)),
+                    ),
+                ]
                 .into_iter()
                 .chain(PLANNER_SETTINGS.map(|(name, value)| (name, value.to_owned()))),
             );

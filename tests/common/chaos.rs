@@ -175,6 +175,23 @@ impl Serve {
         }
     }
 
+    /// SIGSTOP: the process stays, holding its connections, and does nothing
+    /// (a VM pause, a debugger, a long GC elsewhere).
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`pause`](Self::pause).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("serve is running").id();
+        let status = Command::new("kill").args([signal, &pid.to_string()]).status().unwrap();
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+
     /// Whether the process died on its own (a crash the test did not cause).
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
@@ -225,25 +242,31 @@ impl Serve {
 
     /// Runs `order-engine verify` on the same settings; its exit code and last line.
     pub async fn verify(&self) -> (i32, String) {
+        let (code, stdout) = self.run_command(&["verify"]).await;
+        (code, stdout.lines().last().unwrap_or_default().to_owned())
+    }
+
+    /// Runs `order-engine <args>` on the same settings; its exit code and output.
+    pub async fn run_command(&self, args: &[&str]) -> (i32, String) {
         let mut command = Command::new(env!("CARGO_BIN_EXE_order-engine"));
         command
-            .arg("verify")
+            .args(args)
             .env_remove("DATABASE_URL")
             .env_remove("AMQP_URL")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let task = tokio::task::spawn_blocking(move || command.output());
         let output = tokio::time::timeout(VERIFY_TIMEOUT, task)
             .await
-            .expect("verify finished within its bound")
+            .expect("the command finished within its bound")
             .unwrap()
             .unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         let code = output.status.code().unwrap_or(-1);
         if code != 0 {
-            figures(&format!("verify exited {code}:\n{stdout}\n{stderr}"));
+            figures(&format!("{args:?} exited {code}:\n{stdout}\n{stderr}"));
         }
-        (code, stdout.lines().last().unwrap_or_default().to_owned())
+        (code, stdout)
     }
 }
 

@@ -14,7 +14,7 @@ use order_engine::app::{Application, ApplicationBuilder};
 use order_engine::balance::embedded::{EmbeddedLedger, LedgerConfig};
 use order_engine::balance::{Balance, BalanceError, BalanceOp, BalanceReceipt, BalanceService, ReleaseOp};
 use order_engine::clock::SystemClock;
-use order_engine::config::Settings;
+use order_engine::config::{ClusterMode, Settings};
 use order_engine::engine::{Engine, EngineConfig};
 use order_engine::events::StreamId;
 use order_engine::market::MarketSimulator;
@@ -61,6 +61,10 @@ pub fn test_settings(url: &str, config: &EngineConfig) -> Settings {
     settings.market_buffer_bps = config.saga.market_buffer_bps;
     settings.passivate_after = config.actors.passivate_after;
     settings.live_actors_max = config.actors.live_actors_max;
+    // One engine per test database is the whole engine; a test that starts a
+    // second "process" on the same database means a rival, not a member
+    // taking half the work. tests/cluster.rs turns clustering on.
+    settings.cluster.mode = ClusterMode::Off;
     settings
 }
 

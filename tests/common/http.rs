@@ -12,6 +12,7 @@ use actix_web::web;
 use order_engine::app::Application;
 use order_engine::auth::{mint_dev_token, Authenticator, JwtConfig};
 use order_engine::clients::ServiceCredentials;
+use order_engine::config::Settings;
 use order_engine::engine::EngineConfig;
 use order_engine::projections::ProjectionHealth;
 use order_engine::telemetry::metrics::Metrics;
@@ -48,6 +49,16 @@ pub async fn spawn_app_with_auth(db: &TestDb, auth: Authenticator) -> TestApp {
 /// The actor threads stay `serve`'s default, one per core, so the HTTP tests
 /// run the order actors spread over threads as production does.
 pub async fn spawn_app_with(db: &TestDb, config: EngineConfig, auth: Option<Authenticator>) -> TestApp {
+    spawn_app_configured(db, config, auth, |_| {}).await
+}
+
+/// As [`spawn_app_with`], with `adjust` applied to the settings last (clustering on, say).
+pub async fn spawn_app_configured(
+    db: &TestDb,
+    config: EngineConfig,
+    auth: Option<Authenticator>,
+    adjust: impl FnOnce(&mut Settings),
+) -> TestApp {
     // Logs go through the test writer (captured); RUST_LOG=order_engine=debug shows them.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -56,6 +67,7 @@ pub async fn spawn_app_with(db: &TestDb, config: EngineConfig, auth: Option<Auth
     let mut settings = test_settings(db.url(), &config);
     settings.http_addr = "127.0.0.1:0".parse().unwrap();
     settings.grpc_addr = "127.0.0.1:0".parse().unwrap();
+    adjust(&mut settings);
     // The bare backend: the application adds group commit and metering itself.
     let opened = db.open_backend(None).await;
     let mut builder = Application::builder(settings)
