@@ -3,6 +3,7 @@
 //! Parsing is pure (the lookup is passed in) so every variable and its error
 //! message is tested; `from_env` is the only place that reads the process env.
 
+pub mod controls;
 mod duration;
 
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use crate::amqp::{
 };
 use crate::clients::{BreakerConfig, RetryPolicy, ServiceCredentials};
 use crate::market::{ConfiguredAddress, GrpcMarketDataConfig};
+pub use controls::{ControlSettings, GatewayTrust};
 pub use duration::{parse_duration, parse_duration_list};
 
 /// Where the embedded default keeps its log.
@@ -109,6 +111,8 @@ pub struct Settings {
     /// How the engine signs its calls to the balance and account services;
     /// unsigned when None.
     pub outbound_credentials: Option<ServiceCredentials>,
+    /// Pre-trade controls and the security layer (`config::controls`).
+    pub controls: ControlSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -305,6 +309,7 @@ impl Settings {
             jwt_audience: lookup("ORDER_ENGINE_JWT_AUDIENCE"),
             service_keys: service_keys(&lookup)?,
             outbound_credentials: outbound_credentials(&lookup)?,
+            controls: ControlSettings::from_lookup(&lookup)?,
         })
     }
 }
