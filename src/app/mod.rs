@@ -33,6 +33,7 @@ use crate::balance::embedded::EmbeddedLedger;
 use crate::balance::BalanceService;
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::controls::{audit, Controls};
 use crate::engine::{CrashPoint, Engine, EngineConfig};
 use crate::grpc::GrpcServer;
 use crate::market::MarketSimulator;
@@ -55,6 +56,8 @@ pub struct Application {
     amqp: Option<Arc<AmqpHandle>>,
     orders_projection: Arc<ProjectionHealth>,
     projection: JoinHandle<()>,
+    /// The AUDIT_EVENT follower (`controls::audit`); stops with the projection.
+    audit_log: JoinHandle<()>,
     stop_projection: watch::Sender<bool>,
     /// What the "ready" line reports, kept from the settings.
     settings: Settings,
@@ -155,6 +158,12 @@ impl ApplicationBuilder {
             Arc::clone(&models),
             Arc::clone(&orders_projection),
             Some(Arc::clone(&stack.metrics)),
+            projection_stopped.clone(),
+        ));
+        let audit_log = tokio::spawn(audit::run_audit_log(
+            stack.engine.feed().clone(),
+            Arc::clone(&stack.store),
+            Arc::clone(&models),
             projection_stopped,
         ));
         // RabbitMQ only when configured: the embedded default runs without a broker.
@@ -176,6 +185,7 @@ impl ApplicationBuilder {
             models: Arc::clone(&models),
             orders_projection: Arc::clone(&orders_projection),
             broker_connected,
+            controls: Arc::new(Controls::new(settings.controls.clone(), stack.breakers.clone())),
         });
         let auth = web::Data::new(match self.authenticator {
             Some(authenticator) => authenticator,
@@ -219,6 +229,7 @@ impl ApplicationBuilder {
             amqp,
             orders_projection,
             projection,
+            audit_log,
             stop_projection,
             settings,
             started,
@@ -304,6 +315,7 @@ impl Application {
             grpc,
             amqp,
             projection,
+            audit_log,
             stop_projection,
             settings,
             started,
@@ -380,6 +392,7 @@ impl Application {
         // connection an actor opened is served by its thread's I/O driver, and
         // fails whoever holds it once that thread has stopped.
         let _ = within(deadline, timeout, "the orders projection", projection).await?;
+        let _ = within(deadline, timeout, "the audit log", audit_log).await?;
         within(
             deadline,
             timeout,
