@@ -12,8 +12,10 @@ use actix_web::web;
 use order_engine::app::Application;
 use order_engine::auth::{mint_dev_token, Authenticator, JwtConfig};
 use order_engine::clients::ServiceCredentials;
+use order_engine::config::Settings;
 use order_engine::engine::EngineConfig;
 use order_engine::projections::ProjectionHealth;
+use order_engine::projections::ReadModels;
 use order_engine::telemetry::metrics::Metrics;
 use uuid::Uuid;
 
@@ -48,6 +50,25 @@ pub async fn spawn_app_with_auth(db: &TestDb, auth: Authenticator) -> TestApp {
 /// The actor threads stay `serve`'s default, one per core, so the HTTP tests
 /// run the order actors spread over threads as production does.
 pub async fn spawn_app_with(db: &TestDb, config: EngineConfig, auth: Option<Authenticator>) -> TestApp {
+    spawn_app_custom(db, config, auth, Custom::default()).await
+}
+
+/// What a test changes in what `serve` would build, beyond the engine's bounds.
+#[derive(Default)]
+pub struct Custom {
+    /// Edits the settings before the app is built (a control's setting).
+    pub settings: Option<Box<dyn FnOnce(&mut Settings)>>,
+    /// Wraps the read models the app serves from (a fault-injecting double).
+    pub models: Option<Box<dyn FnOnce(Arc<dyn ReadModels>) -> Arc<dyn ReadModels>>>,
+}
+
+/// As [`spawn_app_with`], with the settings and read models changed by `custom`.
+pub async fn spawn_app_custom(
+    db: &TestDb,
+    config: EngineConfig,
+    auth: Option<Authenticator>,
+    custom: Custom,
+) -> TestApp {
     // Logs go through the test writer (captured); RUST_LOG=order_engine=debug shows them.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -56,10 +77,17 @@ pub async fn spawn_app_with(db: &TestDb, config: EngineConfig, auth: Option<Auth
     let mut settings = test_settings(db.url(), &config);
     settings.http_addr = "127.0.0.1:0".parse().unwrap();
     settings.grpc_addr = "127.0.0.1:0".parse().unwrap();
+    if let Some(edit) = custom.settings {
+        edit(&mut settings);
+    }
     // The bare backend: the application adds group commit and metering itself.
     let opened = db.open_backend(None).await;
+    let models = match custom.models {
+        Some(wrap) => wrap(Arc::clone(&opened.models)),
+        None => Arc::clone(&opened.models),
+    };
     let mut builder = Application::builder(settings)
-        .log(Arc::clone(&opened.store), Arc::clone(&opened.models))
+        .log(Arc::clone(&opened.store), models)
         // Tests set prices and assert fills at them: no feed moves the market.
         .frozen_market()
         .http_workers(1);
