@@ -46,6 +46,19 @@ fn resting_limit() -> Value {
     json!({"symbol": "AAPL", "order_type": "LIMIT", "order_side": "BUY", "quantity": 1, "price": 100})
 }
 
+/// [`resting_limit`] as a gRPC message.
+fn grpc_resting_limit(user: Uuid) -> SubmitOrderRequest {
+    SubmitOrderRequest {
+        user_id: user.to_string(),
+        symbol: "AAPL".into(),
+        order_type: "LIMIT".into(),
+        order_side: "BUY".into(),
+        quantity: 1.0,
+        price: Some(100.0),
+        stop_price: None,
+    }
+}
+
 fn trusting_gateway() -> Custom {
     Custom {
         settings: Some(Box::new(|settings: &mut Settings| {
@@ -159,15 +172,7 @@ async fn gateway_headers_name_the_user_only_with_the_shared_secret(db: TestDb) {
 
     let mut grpc = OrderServiceClient::connect(app.grpc_address.clone()).await.unwrap();
     let gateway_call = |secret: &str| {
-        let mut request = Request::new(SubmitOrderRequest {
-            user_id: user.to_string(),
-            symbol: "AAPL".into(),
-            order_type: "LIMIT".into(),
-            order_side: "BUY".into(),
-            quantity: 1.0,
-            price: Some(100.0),
-            stop_price: None,
-        });
+        let mut request = Request::new(grpc_resting_limit(user));
         request
             .metadata_mut()
             .insert("x-gateway-secret", secret.parse().unwrap());
@@ -296,15 +301,7 @@ async fn an_idempotency_key_that_cannot_be_checked_refuses_the_order(db: TestDb)
     );
 
     let mut grpc = OrderServiceClient::connect(app.grpc_address.clone()).await.unwrap();
-    let mut request = Request::new(SubmitOrderRequest {
-        user_id: user.to_string(),
-        symbol: "AAPL".into(),
-        order_type: "LIMIT".into(),
-        order_side: "BUY".into(),
-        quantity: 1.0,
-        price: Some(100.0),
-        stop_price: None,
-    });
+    let mut request = Request::new(grpc_resting_limit(user));
     request
         .metadata_mut()
         .insert("authorization", format!("Bearer {}", token(user)).parse().unwrap());

@@ -281,15 +281,7 @@ impl Authenticator {
         // The user comes from the signed header only; a forwarded token is a
         // second opinion that must agree, never a substitute.
         let user_id = user_id_header(presented.user_id)?.ok_or(AuthError::MissingUserId)?;
-        if let Some(token) = bearer {
-            let token_user = self.jwt.verify(token)?.user_id;
-            if token_user != user_id {
-                return Err(AuthError::UserMismatch {
-                    header: user_id,
-                    token: token_user,
-                });
-            }
-        }
+        self.token_agrees(bearer, user_id)?;
         Ok(AuthenticatedUser {
             user_id,
             via: Caller::Service { identity },
@@ -298,6 +290,22 @@ impl Authenticator {
 }
 
 impl Authenticator {
+    /// A forwarded token, when there is one, must be valid and name `user_id`:
+    /// a second opinion on the header, never a substitute for it.
+    fn token_agrees(&self, bearer: Option<&str>, user_id: Uuid) -> Result<(), AuthError> {
+        let Some(token) = bearer else {
+            return Ok(());
+        };
+        let token_user = self.jwt.verify(token)?.user_id;
+        if token_user != user_id {
+            return Err(AuthError::UserMismatch {
+                header: user_id,
+                token: token_user,
+            });
+        }
+        Ok(())
+    }
+
     /// The user the API gateway names, once it has proved the shared secret.
     fn gateway_user(
         &self,
@@ -315,15 +323,7 @@ impl Authenticator {
             return Err(AuthError::GatewaySecretInvalid);
         }
         let user_id = user_id_header(user_id)?.ok_or(AuthError::GatewayUserMissing)?;
-        if let Some(token) = bearer {
-            let token_user = self.jwt.verify(token)?.user_id;
-            if token_user != user_id {
-                return Err(AuthError::UserMismatch {
-                    header: user_id,
-                    token: token_user,
-                });
-            }
-        }
+        self.token_agrees(bearer, user_id)?;
         Ok(AuthenticatedUser {
             user_id,
             via: Caller::Gateway,
