@@ -76,6 +76,9 @@ async fn spawn(db: &TestDb, custom: Custom) -> TestApp {
     app
 }
 
+/// Request headers by name.
+type Headers = Vec<(&'static str, String)>;
+
 /// POST /api/v1/orders with these headers and no bearer token unless one is among them.
 async fn post_with(app: &TestApp, headers: &[(&str, String)]) -> reqwest::Response {
     let mut request = app
@@ -110,7 +113,7 @@ async fn gateway_headers_name_the_user_only_with_the_shared_secret(db: TestDb) {
     let app = spawn(&db, trusting_gateway()).await;
     let (user, other) = (Uuid::new_v4(), Uuid::new_v4());
     let before = log_state(&app).await;
-    let cases: [(&str, Vec<(&str, String)>, &str); 4] = [
+    let cases: [(&str, Headers, &str); 4] = [
         (
             "wrong secret",
             vec![

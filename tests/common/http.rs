@@ -53,13 +53,16 @@ pub async fn spawn_app_with(db: &TestDb, config: EngineConfig, auth: Option<Auth
     spawn_app_custom(db, config, auth, Custom::default()).await
 }
 
+/// Edits the settings before the app is built (a control's setting).
+pub type EditSettings = Box<dyn FnOnce(&mut Settings)>;
+/// Wraps the read models the app serves from (a fault-injecting double).
+pub type WrapModels = Box<dyn FnOnce(Arc<dyn ReadModels>) -> Arc<dyn ReadModels>>;
+
 /// What a test changes in what `serve` would build, beyond the engine's bounds.
 #[derive(Default)]
 pub struct Custom {
-    /// Edits the settings before the app is built (a control's setting).
-    pub settings: Option<Box<dyn FnOnce(&mut Settings)>>,
-    /// Wraps the read models the app serves from (a fault-injecting double).
-    pub models: Option<Box<dyn FnOnce(Arc<dyn ReadModels>) -> Arc<dyn ReadModels>>>,
+    pub settings: Option<EditSettings>,
+    pub models: Option<WrapModels>,
 }
 
 /// As [`spawn_app_with`], with the settings and read models changed by `custom`.
