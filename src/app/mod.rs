@@ -160,10 +160,21 @@ impl ApplicationBuilder {
             Some(Arc::clone(&stack.metrics)),
             projection_stopped.clone(),
         ));
+        // The audit follower's start is read before the server opens: read
+        // inside its task, it could land after the first orders were appended
+        // and skip their lines. If it cannot be read now, the task retries.
+        let audit_start = match audit::start_position(stack.store.as_ref()).await {
+            Ok(position) => Some(position),
+            Err(error) => {
+                tracing::warn!(%error, "the audit log cannot read its checkpoint yet; its task will retry");
+                None
+            }
+        };
         let audit_log = tokio::spawn(audit::run_audit_log(
             stack.engine.feed().clone(),
             Arc::clone(&stack.store),
             Arc::clone(&models),
+            audit_start,
             projection_stopped,
         ));
         // RabbitMQ only when configured: the embedded default runs without a broker.

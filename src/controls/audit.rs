@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use crate::order::{OrderEvent, OrderType, Side};
 use crate::projections::{FeedEvent, LogFeed, ReadModels};
-use crate::store::EventStore;
+use crate::store::{EventStore, StoreError};
 
 /// The message every audit line carries, what log queries search for.
 pub const AUDIT_EVENT: &str = "AUDIT_EVENT";
@@ -115,28 +115,43 @@ fn shown<T: std::fmt::Display>(value: Option<T>) -> Option<tracing::field::Displ
     value.map(tracing::field::display)
 }
 
-/// Follows the log from the audit checkpoint and writes a line for each
-/// order's submission and end, until `shutdown`. A first start (no
-/// checkpoint) begins at the head: the history before it is the log's own
-/// audit trail (`order-engine audit`), not a burst of old lines. Lines are
-/// written before the checkpoint moves, so a crash repeats a few, never skips.
+/// Where the follower starts: its checkpoint, or on a first start (no
+/// checkpoint) the head, saved at once so a restart resumes there rather
+/// than at a later head. The history before a first start is the log's own
+/// audit trail (`order-engine audit`), not a burst of old lines.
+pub async fn start_position(store: &dyn EventStore) -> Result<u64, StoreError> {
+    match store.load_checkpoint(AUDIT_CHECKPOINT).await? {
+        0 => {
+            let head = store.head_position().await?;
+            if head > 0 {
+                store.save_checkpoint(AUDIT_CHECKPOINT, head).await?;
+            }
+            Ok(head)
+        }
+        position => Ok(position),
+    }
+}
+
+/// Follows the log from `start` (from [`start_position`], read by the caller
+/// before it serves, so an order accepted as the server opens is not behind
+/// the follower's starting point; None: read it here) and writes a line for
+/// each order's submission and end, until `shutdown`. Lines are written
+/// before the checkpoint moves, so a crash repeats a few, never skips.
 pub async fn run_audit_log(
     feed: LogFeed,
     store: Arc<dyn EventStore>,
     models: Arc<dyn ReadModels>,
+    mut start: Option<u64>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut owners = Owners::default();
     'restart: loop {
-        let start = async {
-            match store.load_checkpoint(AUDIT_CHECKPOINT).await? {
-                0 => store.head_position().await,
-                position => Ok(position),
-            }
-        };
-        let from = tokio::select! {
-            _ = shutdown.changed() => return,
-            from = start => from,
+        let from = match start.take() {
+            Some(from) => Ok(from),
+            None => tokio::select! {
+                _ = shutdown.changed() => return,
+                from = start_position(store.as_ref()) => from,
+            },
         };
         let from = match from {
             Ok(from) => from,
