@@ -432,4 +432,20 @@ mod tests {
             .await;
         assert!(matches!(built, Err(AppError::NoReadModels)), "{:?}", built.err());
     }
+
+    #[actix_rt::test]
+    async fn serve_with_nothing_configured_builds() {
+        // Proves the README's quick start: with no variable set (test auth mode on by default
+        // outside production, no JWT key), `serve`'s settings build an application. Only the
+        // SQLite file and the ports are moved, so the test writes nothing in the repo and binds
+        // nothing another run holds.
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = Settings::from_lookup(|_| None).unwrap();
+        settings.database_url = format!("sqlite:{}", dir.path().join("order-engine.db").display());
+        settings.http_addr = "127.0.0.1:0".parse().unwrap();
+        settings.grpc_addr = "127.0.0.1:0".parse().unwrap();
+        let built = Application::build(settings).await;
+        let app = built.unwrap_or_else(|error| panic!("serve's defaults refused: {error}"));
+        assert_ne!(app.port(), 0);
+    }
 }
