@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::order::{OrderEvent, OrderType, Side};
-use crate::projections::{FeedEvent, LogFeed, ReadModels};
+use crate::projections::{pause_or_shutdown, FeedEvent, LogFeed, ReadModels};
 use crate::store::{EventStore, StoreError};
 
 /// The message every audit line carries, what log queries search for.
@@ -38,8 +38,6 @@ pub const AUDIT_CHECKPOINT: &str = "audit_log";
 /// Orders whose owner the follower remembers between their submission and
 /// their end (a terminal event of an order it forgot asks the read model).
 pub const OWNERS_REMEMBERED_MAX: usize = 100_000;
-/// Wait before the follower reads again after the store failed under it.
-const RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What happened to the order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,13 +185,6 @@ pub async fn run_audit_log(
                 tracing::warn!(%error, "the audit log cannot save its checkpoint");
             }
         }
-    }
-}
-
-async fn pause_or_shutdown(shutdown: &mut watch::Receiver<bool>) -> bool {
-    tokio::select! {
-        _ = shutdown.changed() => true,
-        () = tokio::time::sleep(RETRY_DELAY) => false,
     }
 }
 
