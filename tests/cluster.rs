@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use common::amqp::TestBroker;
 use common::engine::{eventually, fast_config};
-use common::http::{spawn_app_configured, token, TestApp};
+use common::http::{spawn_app_custom, token, Custom, TestApp};
 use common::TestDb;
 use harness::{assert_common, figures, publish_all, setting, settle, workload, Observer, Producer, Serve};
 use order_engine::app::leader_roles;
@@ -216,7 +216,15 @@ async fn two_engines_on_one_database_project_each_order_once_and_both_stay_ready
         else {
             return;
         };
-        let spawn = || spawn_app_configured(&db, fast_config(), None, |s| s.cluster.mode = mode);
+        let spawn = || {
+            let custom = Custom {
+                settings: Some(Box::new(move |s: &mut order_engine::config::Settings| {
+                    s.cluster.mode = mode
+                })),
+                ..Custom::default()
+            };
+            spawn_app_custom(&db, fast_config(), None, custom)
+        };
         let (a, b) = (spawn().await, spawn().await);
         let mut orders = Vec::new();
         for i in 0..20 {

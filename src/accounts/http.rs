@@ -40,6 +40,11 @@ impl HttpAccountsClient {
     pub fn breaker_state(&self) -> BreakerState {
         self.remote.breaker_state()
     }
+
+    /// The breaker, for `/health/circuit-breaker` and `/metrics`.
+    pub fn breaker(&self) -> std::sync::Arc<crate::clients::CircuitBreaker> {
+        self.remote.breaker()
+    }
 }
 
 #[async_trait]

@@ -38,6 +38,7 @@ use super::topology::{
 use super::wire::{parse_traceparent, EventMessage, Submission, EVENT_PRIORITY};
 use super::{AmqpError, TaskHealth};
 use crate::clock::Clock;
+use crate::controls::audit::{self, AuditOutcome, AuditRecord};
 use crate::engine::{Engine, EngineError, SubmitRequest};
 use crate::events::{EventMetadata, TraceContext};
 use crate::order::{Order, OrderRejection};
@@ -339,6 +340,16 @@ impl SubmissionConsumer {
             Ok(submission) => submission,
             Err(error) => {
                 tracing::warn!(%error, "undecodable submission; dead-lettering it");
+                // Refused before it had terms to audit: the door and why.
+                audit::emit(
+                    AuditOutcome::Refused,
+                    &AuditRecord {
+                        source: Some("amqp"),
+                        reason: Some("undecodable-submission"),
+                        at: Some(self.clock.now()),
+                        ..AuditRecord::default()
+                    },
+                );
                 self.dead_letter(publisher, delivery, &error.to_string()).await?;
                 return Ok(Outcome::DeadLettered);
             }
@@ -510,6 +521,22 @@ impl SubmissionConsumer {
             reason,
             code,
             "the engine refused the submission; publishing OrderRejected"
+        );
+        audit::emit(
+            AuditOutcome::Refused,
+            &AuditRecord {
+                order_id: Some(submission.order_id),
+                user_id: Some(submission.user_id),
+                symbol: Some(submission.symbol.as_str()),
+                side: Some(submission.side),
+                order_type: Some(submission.order_type),
+                quantity: Some(submission.quantity),
+                price: submission.limit_price.or(submission.stop_price),
+                source: Some("amqp"),
+                reason: Some(code),
+                at: Some(self.clock.now()),
+                ..AuditRecord::default()
+            },
         );
         let message = EventMessage::rejected(submission, reason, code, self.clock.now());
         let body = serde_json::to_vec(&message).map_err(|e| AmqpError::Encode(e.to_string()))?;

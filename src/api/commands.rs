@@ -23,9 +23,10 @@ use super::dto::{
     ApiResponse, CancelOrderResponse, HistoryResponse, OrderBody, OrderDetails, OrderDetailsResponse,
     OrderStatusResponse, SubmitOrderResponse,
 };
-use super::problem::Problem;
+use super::problem::{Problem, RETRY_AFTER_UNAVAILABLE};
 use super::AppState;
 use crate::auth::{AuthenticatedUser, Permission};
+use crate::controls::audit::{self, AuditOutcome, AuditRecord};
 use crate::engine::{EngineError, SubmitRequest, ENGINE_NAMESPACE};
 use crate::events::{EventMetadata, TraceContext};
 use crate::order::{OrderRejection, OrderStatus, OrderType};
@@ -106,7 +107,47 @@ pub struct CallContext<'a> {
 
 /// Submits an order, once per Idempotency-Key when one is given: the same key
 /// and request get the first answer, another request with the key is refused.
+/// A refusal is audited here (an AUDIT_EVENT line); an acceptance is audited
+/// from the log (`controls::audit`), where every door's orders meet.
 pub async fn submit(
+    state: &AppState,
+    caller: &AuthenticatedUser,
+    body: OrderBody,
+    key: Option<String>,
+    call: CallContext<'_>,
+) -> Result<Submitted, Problem> {
+    let terms = (
+        body.symbol.clone(),
+        body.order_side,
+        body.order_type,
+        body.quantity,
+        body.price,
+    );
+    let result = submit_unaudited(state, caller, body, key, call).await;
+    if let Err(problem) = &result {
+        let (symbol, side, order_type, quantity, price) = terms;
+        let who = caller.who();
+        audit::emit(
+            AuditOutcome::Refused,
+            &AuditRecord {
+                user_id: Some(caller.user_id),
+                symbol: Some(symbol.as_str()),
+                side: Some(side),
+                order_type: Some(order_type),
+                quantity: Some(quantity),
+                price,
+                source: Some(call.source),
+                who: Some(&who),
+                reason: Some(problem.slug()),
+                at: Some(Utc::now()),
+                ..AuditRecord::default()
+            },
+        );
+    }
+    result
+}
+
+async fn submit_unaudited(
     state: &AppState,
     caller: &AuthenticatedUser,
     body: OrderBody,
@@ -128,29 +169,90 @@ pub async fn submit(
     // request's claim submits the same order, which the engine records once.
     let order_id = Uuid::new_v5(&ENGINE_NAMESPACE, format!("{user}:idempotency:{key}").as_bytes());
     let submission = order_request(user, caller.who(), body, Some(order_id), call)?;
+    match submit_once_per_key(state, submission.clone(), &key, &hash, call.request_id).await {
+        Ok(submitted) => Ok(submitted),
+        Err(Keyed::Refused(problem)) => Err(problem),
+        Err(Keyed::Unchecked(cause)) if state.controls.settings.idempotency_fail_closed => {
+            tracing::warn!(%cause, %key, %user, "refusing an order: its Idempotency-Key could not be checked (fail-closed)");
+            Err(idempotency_unavailable())
+        }
+        Err(Keyed::Unchecked(cause)) => {
+            // Fail-open: the order id still follows from the key, so a retry
+            // during the outage meets the first order in the log (recorded
+            // once) and gets its answer; only the stored answer is missing.
+            tracing::warn!(%cause, %key, %user, "submitting without checking the Idempotency-Key (ORDER_SERVICE_IDEMPOTENCY_FAIL_CLOSED=false)");
+            let (order, replay) = submit_keyed(state, submission).await?;
+            let body = accepted(&order, call.request_id, replay)?;
+            Ok(Submitted { body, replayed: replay })
+        }
+    }
+}
+
+/// Why a keyed submission produced no answer.
+enum Keyed {
+    /// A refusal to answer with.
+    Refused(Problem),
+    /// The idempotency record could not be read or written (the cause, for the log).
+    Unchecked(String),
+}
+
+impl From<Problem> for Keyed {
+    fn from(problem: Problem) -> Self {
+        Self::Refused(problem)
+    }
+}
+
+fn unchecked(error: impl std::fmt::Display) -> Keyed {
+    Keyed::Unchecked(error.to_string())
+}
+
+/// 503 for an order whose Idempotency-Key could not be checked (fail-closed).
+fn idempotency_unavailable() -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "idempotency-unavailable",
+        "Idempotency check unavailable",
+    )
+    .with_detail(format!(
+        "the Idempotency-Key could not be checked against earlier requests, so the order was not submitted \
+         rather than risk a duplicate; nothing was recorded. Retry with the same key in {} s",
+        RETRY_AFTER_UNAVAILABLE.as_secs()
+    ))
+    .with_retry_after(RETRY_AFTER_UNAVAILABLE)
+}
+
+/// Claims the key and submits, or answers with the first request's answer.
+async fn submit_once_per_key(
+    state: &AppState,
+    submission: SubmitRequest,
+    key: &str,
+    hash: &str,
+    request_id: &str,
+) -> Result<Submitted, Keyed> {
+    let (user, order_id) = (submission.user_id, submission.order_id.unwrap_or_default());
     let deadline = Instant::now() + IDEMPOTENCY_WAIT_MAX;
     loop {
         let now = Utc::now();
         let claim = IdempotencyRecord {
-            idempotency_key: key.clone(),
+            idempotency_key: key.to_owned(),
             user_id: user,
             order_id,
             status: IDEMPOTENCY_IN_FLIGHT.to_owned(),
-            request_hash: hash.clone(),
+            request_hash: hash.to_owned(),
             response_data: serde_json::Value::Null,
             created_at: now,
             expires_at: now + Duration::hours(IDEMPOTENCY_TTL_HOURS),
         };
-        match state.models.claim(claim).await.map_err(unavailable)? {
-            IdempotencyClaim::Won => return submit_claimed(state, submission, &key, now, call.request_id).await,
+        match state.models.claim(claim).await.map_err(unchecked)? {
+            IdempotencyClaim::Won => return Ok(submit_claimed(state, submission, key, now, request_id).await?),
             IdempotencyClaim::Released => {}
-            IdempotencyClaim::Held(record) => match wait_for_answer(state, record, &hash, deadline).await? {
-                Waited::Answered(record) => return Ok(replayed(&record, call.request_id)),
+            IdempotencyClaim::Held(record) => match wait_for_answer(state, record, hash, deadline).await? {
+                Waited::Answered(record) => return Ok(replayed(&record, request_id)),
                 Waited::Gone => {}
             },
         }
         if Instant::now() >= deadline {
-            return Err(in_progress());
+            return Err(in_progress().into());
         }
     }
 }
@@ -237,11 +339,11 @@ async fn wait_for_answer(
     mut record: IdempotencyRecord,
     hash: &str,
     deadline: Instant,
-) -> Result<Waited, Problem> {
+) -> Result<Waited, Keyed> {
     let mut pause = IDEMPOTENCY_POLL_MIN;
     loop {
         if record.request_hash != hash {
-            return Err(key_reused());
+            return Err(key_reused().into());
         }
         if !record.in_flight() {
             return Ok(Waited::Answered(record));
@@ -257,11 +359,11 @@ async fn wait_for_answer(
                 .models
                 .release(record.user_id, &record.idempotency_key, record.created_at)
                 .await
-                .map_err(unavailable)?;
+                .map_err(unchecked)?;
             return Ok(Waited::Gone);
         }
         if Instant::now() + pause > deadline {
-            return Err(in_progress());
+            return Err(in_progress().into());
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(IDEMPOTENCY_POLL_MAX);
@@ -269,7 +371,7 @@ async fn wait_for_answer(
             .models
             .idempotency(record.user_id, &record.idempotency_key, Utc::now())
             .await
-            .map_err(unavailable)?
+            .map_err(unchecked)?
         {
             Some(next) => record = next,
             None => return Ok(Waited::Gone),
@@ -293,23 +395,11 @@ async fn submit_claimed(
             tracing::warn!(%error, %key, %user, "could not release an Idempotency-Key claim");
         }
     };
-    let expected = submission.clone();
-    let (order, replay) = match state.engine.submit(submission).await {
-        Ok(order) => (order, false),
-        Err(EngineError::Rejected(OrderRejection::AlreadySubmitted { .. })) => {
-            // A claim taken over from a crashed request whose order got through,
-            // or a key reused after its record expired.
-            match state.engine.owned(order_id, user).await {
-                Ok(order) if same_order(&order, &expected) => (order, true),
-                _ => {
-                    release().await;
-                    return Err(key_reused());
-                }
-            }
-        }
-        Err(error) => {
+    let (order, replay) = match submit_keyed(state, submission).await {
+        Ok(submitted) => submitted,
+        Err(problem) => {
             release().await;
-            return Err(error.into());
+            return Err(problem);
         }
     };
     let body = accepted(&order, request_id, replay)?;
@@ -318,6 +408,25 @@ async fn submit_claimed(
         tracing::warn!(%error, %key, %user, %order_id, "could not store the answer to an Idempotency-Key");
     }
     Ok(Submitted { body, replayed: replay })
+}
+
+/// Submits under the key's order id. The order already there under that id
+/// is the answer when it is the same order (a claim taken over from a
+/// crashed request whose order got through, or a retry that could not be
+/// checked); another order there means the key was reused.
+async fn submit_keyed(state: &AppState, submission: SubmitRequest) -> Result<(crate::order::Order, bool), Problem> {
+    let (user, order_id) = (submission.user_id, submission.order_id.unwrap_or_default());
+    let expected = submission.clone();
+    match state.engine.submit(submission).await {
+        Ok(order) => Ok((order, false)),
+        Err(EngineError::Rejected(OrderRejection::AlreadySubmitted { .. })) => {
+            match state.engine.owned(order_id, user).await {
+                Ok(order) if same_order(&order, &expected) => Ok((order, true)),
+                _ => Err(key_reused()),
+            }
+        }
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Whether `order` is what `request` asks for (a retry of it, not another order).

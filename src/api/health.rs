@@ -7,7 +7,7 @@
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use super::openapi::HealthDoc;
+use super::openapi::{CircuitBreakersDoc, HealthDoc, RateLimiterDoc};
 use super::AppState;
 
 /// A projection further behind than this many events is not ready.
@@ -95,6 +95,45 @@ pub async fn readiness(state: &AppState) -> (bool, serde_json::Value) {
     (ready, body)
 }
 
+/// Each remote client's circuit breaker (seed 001's `/health/circuit-breaker`):
+/// its state, its counts since start and its configuration. Always 200: an
+/// open breaker is the client protecting the engine, reported rather than
+/// failed on (`/health/ready` is what a load balancer asks). `services` is
+/// empty when everything is embedded.
+#[utoipa::path(get, path = "/health/circuit-breaker", tag = "operations", responses((status = 200, description = "Each remote client's breaker", body = CircuitBreakersDoc)))]
+pub async fn circuit_breakers(state: web::Data<AppState>) -> HttpResponse {
+    let services: serde_json::Map<String, serde_json::Value> = state
+        .controls
+        .breakers
+        .snapshots()
+        .into_iter()
+        .map(|(service, b)| {
+            let body = json!({
+                "state": b.state.as_str(),
+                "consecutive_failures": b.consecutive_failures,
+                "succeeded_total": b.succeeded_total,
+                "failed_total": b.failed_total,
+                "refused_total": b.refused_total,
+                "opened_total": b.opened_total,
+                "failure_threshold": b.config.failure_threshold,
+                "open_for_ms": u64::try_from(b.config.open_for.as_millis()).unwrap_or(u64::MAX),
+            });
+            (service.to_owned(), body)
+        })
+        .collect();
+    let any_open = services.values().any(|b| b["state"] != "closed");
+    HttpResponse::Ok().json(json!({
+        "status": if any_open { "degraded" } else { "ok" },
+        "services": services,
+    }))
+}
+
+/// The limits in force and the users held back (seed 001's `/health/rate-limiter`).
+#[utoipa::path(get, path = "/health/rate-limiter", tag = "operations", responses((status = 200, description = "Limits in force and users currently limited", body = RateLimiterDoc)))]
+pub async fn rate_limiter(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.controls.rate_limits())
+}
+
 /// Prometheus text: the seed's metric names and the engine's own. Gauges that
 /// describe the present (live actors, projection lag) are read at scrape time.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
@@ -131,5 +170,6 @@ pub async fn metrics(
     if let Some(cluster) = &state.cluster {
         cluster.observe_metrics();
     }
+    metrics.observe_breakers(&state.controls.breakers.snapshots());
     crate::telemetry::metrics::metrics_endpoint(metrics).await
 }

@@ -18,6 +18,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, App};
 
 use crate::auth::extractor::{verify_signed_requests, Authenticator};
+use crate::controls::Controls;
 use crate::engine::Engine;
 use crate::projections::{ProjectionHealth, ReadModels};
 use crate::telemetry::metrics::{count_http_requests, Metrics};
@@ -34,6 +35,8 @@ pub struct AppState {
     pub broker_connected: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
     /// This process's membership of the cluster; None standalone.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Pre-trade controls: idempotency fail-closed, breakers and limits to report.
+    pub controls: Arc<Controls>,
 }
 
 pub use health::{readiness, PROJECTION_LAG_EVENTS_MAX};
@@ -73,6 +76,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
     config
         .service(resource("/health/live", "GET").route(web::get().to(health::live)))
         .service(resource("/health/ready", "GET").route(web::get().to(health::ready)))
+        .service(resource("/health/circuit-breaker", "GET").route(web::get().to(health::circuit_breakers)))
+        .service(resource("/health/rate-limiter", "GET").route(web::get().to(health::rate_limiter)))
         .service(resource("/metrics", "GET").route(web::get().to(health::metrics)))
         .service(resource("/api/v1/openapi.json", "GET").route(web::get().to(openapi::document)))
         .service(resource("/api/v1/orders", "POST").route(web::post().to(orders::submit)))

@@ -48,6 +48,67 @@ pub struct HealthDoc {
     checks: Option<BTreeMap<String, serde_json::Value>>,
 }
 
+/// GET /health/circuit-breaker.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct CircuitBreakersDoc {
+    /// `ok`, or `degraded` while a breaker is open or half-open.
+    status: String,
+    /// By client (`balance`, `accounts`, `market_data`); empty when all is embedded.
+    services: BTreeMap<String, BreakerDoc>,
+}
+
+/// One client's breaker.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct BreakerDoc {
+    /// `closed`, `open` or `half_open`.
+    state: String,
+    consecutive_failures: u32,
+    succeeded_total: u64,
+    failed_total: u64,
+    /// Calls refused without reaching the service.
+    refused_total: u64,
+    opened_total: u64,
+    failure_threshold: u32,
+    open_for_ms: u64,
+}
+
+/// GET /health/rate-limiter.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct RateLimiterDoc {
+    status: String,
+    /// Whether a per-user limiter runs.
+    per_user_limiter: bool,
+    limits: Vec<LimitDoc>,
+    users_limited: Vec<LimitedUserDoc>,
+}
+
+/// One limit in force.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct LimitDoc {
+    name: String,
+    /// `request`, `connection`, `service`, `user` or `process`.
+    scope: String,
+    limit: u64,
+    unit: String,
+    /// What a caller over it gets.
+    answer: String,
+    /// The setting or constant that fixes it.
+    source: String,
+}
+
+/// A user a per-user limiter refuses now.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct LimitedUserDoc {
+    user_id: uuid::Uuid,
+    limit: String,
+    retry_after_secs: u64,
+}
+
 /// GET /api/v1/orders/{order_id}/events: the order's audit trail.
 #[derive(ToSchema)]
 #[allow(dead_code)]
@@ -176,6 +237,8 @@ impl Modify for BearerAuth {
         super::orders::cancel,
         super::health::live,
         super::health::ready,
+        super::health::circuit_breakers,
+        super::health::rate_limiter,
         super::health::metrics,
     ),
     components(schemas(
@@ -189,6 +252,11 @@ impl Modify for BearerAuth {
         HistoryResponse,
         ProblemDoc,
         HealthDoc,
+        CircuitBreakersDoc,
+        BreakerDoc,
+        RateLimiterDoc,
+        LimitDoc,
+        LimitedUserDoc,
         OrderEventsDoc,
         OrderStatusDoc,
         OrderTypeDoc,

@@ -33,9 +33,53 @@ pub fn jwt_config(settings: &Settings) -> Result<JwtConfig, AppError> {
 }
 
 /// The API's authenticator; `clock` judges the age of signed internal requests.
+/// The API gateway is trusted only when the settings give its secret.
 pub(super) fn authenticator(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Authenticator, AppError> {
-    Ok(Authenticator::new(
+    // Without a key of its own the engine would verify tokens with the
+    // published development secret: only in test auth mode, never in production.
+    if !settings.controls.test_auth_mode && settings.jwt_secret.is_none() && settings.jwt_public_key_file.is_none() {
+        return Err(AppError::NoJwtKey {
+            production: settings.controls.production(),
+        });
+    }
+    let authenticator = Authenticator::new(
         JwtVerifier::new(&jwt_config(settings)?).map_err(AppError::Jwt)?,
         InternalVerifier::new(ServiceKeys::new(settings.service_keys.clone()), clock),
-    ))
+    );
+    Ok(match &settings.controls.gateway {
+        Some(gateway) => authenticator.with_gateway_secret(gateway.secret.clone()),
+        None => authenticator,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+
+    #[test]
+    fn production_without_a_token_key_is_refused() {
+        // Proves ENVIRONMENT=prod never falls back to the development JWT secret,
+        // and that test auth mode off refuses it elsewhere too.
+        for (vars, production) in [
+            (&[("ENVIRONMENT", "prod")][..], true),
+            (&[("ORDER_SERVICE_TEST_AUTH_MODE", "false")][..], false),
+        ] {
+            let settings =
+                Settings::from_lookup(|name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned()))
+                    .unwrap();
+            let refused = authenticator(&settings, Arc::new(SystemClock)).unwrap_err();
+            assert!(
+                matches!(refused, AppError::NoJwtKey { production: p } if p == production),
+                "{refused}"
+            );
+        }
+        let prod_with_key = Settings::from_lookup(|name| match name {
+            "ENVIRONMENT" => Some("prod".into()),
+            "ORDER_ENGINE_JWT_SECRET" => Some("a-production-secret-of-at-least-32-bytes".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert!(authenticator(&prod_with_key, Arc::new(SystemClock)).is_ok());
+    }
 }

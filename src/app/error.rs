@@ -58,6 +58,9 @@ pub enum AppError {
     },
     #[error("JWT settings")]
     Jwt(#[source] AuthConfigError),
+    /// No key to verify user tokens with, and the development secret is not allowed.
+    #[error("no key to verify user tokens: set ORDER_ENGINE_JWT_SECRET or ORDER_ENGINE_JWT_PUBLIC_KEY_FILE{}", if *production { " (ENVIRONMENT is production: the development secret is refused)" } else { ", or ORDER_SERVICE_TEST_AUTH_MODE=true for development tokens" })]
+    NoJwtKey { production: bool },
     #[error("binding ORDER_ENGINE_HTTP_ADDR={addr}")]
     Bind {
         addr: SocketAddr,

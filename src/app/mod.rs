@@ -33,6 +33,7 @@ use crate::balance::embedded::EmbeddedLedger;
 use crate::balance::BalanceService;
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::controls::{audit, Controls};
 use crate::engine::{CrashPoint, Engine, EngineConfig};
 use crate::grpc::GrpcServer;
 use crate::market::MarketSimulator;
@@ -55,6 +56,8 @@ pub struct Application {
     amqp: Option<Arc<AmqpHandle>>,
     orders_projection: Arc<ProjectionHealth>,
     projection: JoinHandle<()>,
+    /// The AUDIT_EVENT follower (`controls::audit`); stops with the projection.
+    audit_log: JoinHandle<()>,
     stop_projection: watch::Sender<bool>,
     /// What the "ready" line reports, kept from the settings.
     settings: Settings,
@@ -156,9 +159,42 @@ impl ApplicationBuilder {
             Arc::clone(&orders_projection),
             Arc::clone(&stack.metrics),
         );
+        let cluster = stack.engine.deps().cluster.clone();
+        // The audit follower's start is read before the server opens: read
+        // inside its task, it could land after the first orders were appended
+        // and skip their lines. If it cannot be read now, the task retries.
+        let audit_start = match audit::start_position(stack.store.as_ref()).await {
+            Ok(position) => Some(position),
+            Err(error) => {
+                tracing::warn!(%error, "the audit log cannot read its checkpoint yet; its task will retry");
+                None
+            }
+        };
+        let (audit_feed, audit_store, audit_models) = (
+            stack.engine.feed().clone(),
+            Arc::clone(&stack.store),
+            Arc::clone(&models),
+        );
+        let mut first_start = audit_start;
+        // Once in a cluster, as the projection: where its leader role is held
+        // (a later lead reads its checkpoint again).
+        let audit_log = tokio::spawn(crate::cluster::lead(
+            cluster.clone(),
+            audit::AUDIT_CHECKPOINT,
+            projection_stopped.clone(),
+            move |stop| {
+                audit::run_audit_log(
+                    audit_feed.clone(),
+                    Arc::clone(&audit_store),
+                    Arc::clone(&audit_models),
+                    first_start.take(),
+                    stop,
+                )
+            },
+        ));
         // Once in a cluster: where the projection's leader role is held.
         let projection = tokio::spawn(crate::cluster::lead(
-            stack.engine.deps().cluster.clone(),
+            cluster,
             crate::projections::ORDERS_PROJECTION,
             projection_stopped,
             move |stop| {
@@ -192,6 +228,7 @@ impl ApplicationBuilder {
             orders_projection: Arc::clone(&orders_projection),
             broker_connected,
             cluster: stack.cluster.clone(),
+            controls: Arc::new(Controls::new(settings.controls.clone(), stack.breakers.clone())),
         });
         let auth = web::Data::new(match self.authenticator {
             Some(authenticator) => authenticator,
@@ -235,6 +272,7 @@ impl ApplicationBuilder {
             amqp,
             orders_projection,
             projection,
+            audit_log,
             stop_projection,
             settings,
             started,
@@ -320,6 +358,7 @@ impl Application {
             grpc,
             amqp,
             projection,
+            audit_log,
             stop_projection,
             settings,
             started,
@@ -396,6 +435,7 @@ impl Application {
         // connection an actor opened is served by its thread's I/O driver, and
         // fails whoever holds it once that thread has stopped.
         let _ = within(deadline, timeout, "the orders projection", projection).await?;
+        let _ = within(deadline, timeout, "the audit log", audit_log).await?;
         within(
             deadline,
             timeout,
@@ -427,5 +467,21 @@ mod tests {
             .build()
             .await;
         assert!(matches!(built, Err(AppError::NoReadModels)), "{:?}", built.err());
+    }
+
+    #[actix_rt::test]
+    async fn serve_with_nothing_configured_builds() {
+        // Proves the README's quick start: with no variable set (test auth mode on by default
+        // outside production, no JWT key), `serve`'s settings build an application. Only the
+        // SQLite file and the ports are moved, so the test writes nothing in the repo and binds
+        // nothing another run holds.
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = Settings::from_lookup(|_| None).unwrap();
+        settings.database_url = format!("sqlite:{}", dir.path().join("order-engine.db").display());
+        settings.http_addr = "127.0.0.1:0".parse().unwrap();
+        settings.grpc_addr = "127.0.0.1:0".parse().unwrap();
+        let built = Application::build(settings).await;
+        let app = built.unwrap_or_else(|error| panic!("serve's defaults refused: {error}"));
+        assert_ne!(app.port(), 0);
     }
 }

@@ -15,7 +15,7 @@ use crate::accounts::{Accounts, EmbeddedAccounts};
 use crate::balance::embedded::{EmbeddedLedger, LedgerConfig};
 use crate::balance::http::HttpBalanceClient;
 use crate::balance::BalanceService;
-use crate::clients::RemoteServiceConfig;
+use crate::clients::{Breakers, RemoteServiceConfig};
 use crate::clock::{Clock, SystemClock};
 use crate::cluster::{Cluster, ClusterError, ClusterView, FencedStore, MembershipConfig, Partitioning};
 use crate::config::{ClusterMode, MarketDataSource, Settings};
@@ -85,6 +85,8 @@ pub struct EngineStack {
     /// The embedded ledger when it is the balance service; None with a remote
     /// balance service or an override.
     pub ledger: Option<Arc<EmbeddedLedger>>,
+    /// The remote clients' circuit breakers (none when all is embedded).
+    pub breakers: Breakers,
     /// The task that ticks the market (the simulator's walk, or the gRPC
     /// client's poll); None when the market is frozen or the caller's.
     pub(super) feed: Option<JoinHandle<()>>,
@@ -147,6 +149,7 @@ impl EngineStack {
         // Every append the engine makes (orders, sagas, ledger) is timed, queueing included.
         let store: Arc<dyn EventStore> = Arc::new(MeteredStore::new(store, Arc::clone(&metrics)));
 
+        let mut breakers = Breakers::default();
         let (balance, ledger) = match (overrides.balance, &settings.balance_service_url) {
             (Some(balance), _) => (balance, None),
             (None, Some(url)) => {
@@ -156,6 +159,7 @@ impl EngineStack {
                         url: url.clone(),
                         source,
                     })?;
+                breakers.add("balance", client.breaker());
                 (Arc::new(client) as Arc<dyn BalanceService>, None)
             }
             (None, None) => {
@@ -171,17 +175,19 @@ impl EngineStack {
             }
         };
         let balance: Arc<dyn BalanceService> = Arc::new(MeteredBalance::new(balance, Arc::clone(&metrics)));
-        let accounts: Arc<dyn Accounts> =
-            match &settings.account_service_url {
-                Some(url) => Arc::new(HttpAccountsClient::new(&remote(settings, url)).map_err(|source| {
-                    AppError::RemoteClient {
+        let accounts: Arc<dyn Accounts> = match &settings.account_service_url {
+            Some(url) => {
+                let client =
+                    HttpAccountsClient::new(&remote(settings, url)).map_err(|source| AppError::RemoteClient {
                         variable: "ACCOUNT_SERVICE_URL",
                         url: url.clone(),
                         source,
-                    }
-                })?),
-                None => Arc::new(EmbeddedAccounts),
-            };
+                    })?;
+                breakers.add("accounts", client.breaker());
+                Arc::new(client)
+            }
+            None => Arc::new(EmbeddedAccounts),
+        };
         let (market, market_data, feed): (_, Arc<dyn MarketData>, _) = match (overrides.market, &settings.market_data) {
             (Some(market), _) => (Some(Arc::clone(&market)), market as Arc<dyn MarketData>, None),
             (None, MarketDataSource::Simulator) => {
@@ -203,6 +209,7 @@ impl EngineStack {
                         source,
                     }
                 })?);
+                breakers.add("market_data", client.breaker());
                 let feed = (!overrides.frozen_market).then(|| Arc::clone(&client).spawn_feed());
                 (None, client as Arc<dyn MarketData>, feed)
             }
@@ -232,6 +239,7 @@ impl EngineStack {
             market,
             market_data,
             ledger,
+            breakers,
             feed,
             cluster,
         })
@@ -242,10 +250,14 @@ impl EngineStack {
 /// name. The same list on every member, whatever it runs: the share each
 /// member computes must agree (a cluster's members run one configuration).
 pub fn leader_roles() -> Vec<String> {
-    std::iter::once(crate::projections::ORDERS_PROJECTION)
-        .chain(crate::amqp::Route::ALL.iter().map(|route| route.checkpoint()))
-        .map(str::to_owned)
-        .collect()
+    [
+        crate::projections::ORDERS_PROJECTION,
+        crate::controls::audit::AUDIT_CHECKPOINT,
+    ]
+    .into_iter()
+    .chain(crate::amqp::Route::ALL.iter().map(|route| route.checkpoint()))
+    .map(str::to_owned)
+    .collect()
 }
 
 /// Joins the other processes on this PostgreSQL (clustered by default); None

@@ -20,8 +20,17 @@
 //!   service may also forward the user's Bearer token; then it is verified
 //!   too and must name the same user as `X-User-Id`.
 //!
+//! - **The API gateway** (seed 000's gateway trust, off unless
+//!   `ORDER_SERVICE_TRUST_GATEWAY_HEADERS` is true) sends the shared secret in
+//!   `X-Gateway-Secret` and the user in `X-User-Id`, in place of a token. The
+//!   secret is compared in constant time. With trust off, a wrong secret, or
+//!   no user, the request is a 401 and nothing runs. A forwarded token is
+//!   checked too and must name the same user.
+//!
 //! A request carrying `X-Service-Identity` is always treated as a service call:
 //! a bad signature is a 401 even if a valid Bearer token is also present.
+//! Otherwise a request carrying `X-Gateway-Secret` is always a gateway call,
+//! so a stale or wrong secret is never silently ignored in favour of a token.
 //!
 //! # Usage (route author)
 //!
@@ -72,7 +81,11 @@ use super::jwt::JwtVerifier;
 use super::AuthError;
 use crate::api::problem::Problem;
 pub use crate::clients::signing::HEADER_USER_ID;
-use crate::clients::signing::{SignatureHeaders, SignedRequest, HEADER_SERVICE_IDENTITY};
+use crate::clients::signing::{secrets_equal, SignatureHeaders, SignedRequest, HEADER_SERVICE_IDENTITY};
+
+/// The API gateway's proof of the shared secret (`ORDER_SERVICE_GATEWAY_SECRET`).
+/// Seed 000 names the setting but not the header; this name is fixed here.
+pub const HEADER_GATEWAY_SECRET: &str = "X-Gateway-Secret";
 
 /// The largest body a signed request may carry. The signature covers the
 /// whole body, so it is buffered before the handler runs; this bounds that
@@ -87,6 +100,17 @@ pub struct Authenticator {
     jwt: JwtVerifier,
     internal: InternalVerifier,
     signed_body_bytes_max: usize,
+    /// The secret the API gateway proves; None: gateway headers are refused.
+    gateway_secret: Option<GatewaySecret>,
+}
+
+/// Kept out of `Debug`.
+struct GatewaySecret(String);
+
+impl std::fmt::Debug for GatewaySecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GatewaySecret(hidden)")
+    }
 }
 
 impl Authenticator {
@@ -95,7 +119,20 @@ impl Authenticator {
             jwt,
             internal,
             signed_body_bytes_max: SIGNED_BODY_BYTES_MAX,
+            gateway_secret: None,
         }
+    }
+
+    /// Trusts the API gateway's user header on requests that prove `secret`
+    /// (`ORDER_SERVICE_TRUST_GATEWAY_HEADERS`).
+    pub fn with_gateway_secret(mut self, secret: impl Into<String>) -> Self {
+        self.gateway_secret = Some(GatewaySecret(secret.into()));
+        self
+    }
+
+    /// Whether gateway headers are trusted at all.
+    pub fn trusts_gateway(&self) -> bool {
+        self.gateway_secret.is_some()
     }
 
     /// Another limit on signed bodies; keep it equal to the JSON body limit.
@@ -125,6 +162,8 @@ pub enum Caller {
     Token,
     /// A signed service call (seed 001), acting for `user_id`.
     Service { identity: String },
+    /// The API gateway, which proved the shared secret and named the user.
+    Gateway,
 }
 
 /// The user a request acts for, and how that was established.
@@ -139,7 +178,8 @@ impl AuthenticatedUser {
     /// `permission`. End users pass: they hold every permission on their own orders.
     pub fn require(&self, permission: Permission) -> Result<(), AuthError> {
         match &self.via {
-            Caller::Token => Ok(()),
+            // The gateway speaks for the user it named, with the user's rights.
+            Caller::Token | Caller::Gateway => Ok(()),
             Caller::Service { identity } => authorize(identity, permission),
         }
     }
@@ -150,12 +190,13 @@ impl AuthenticatedUser {
         match &self.via {
             Caller::Token => format!("user:{}", self.user_id),
             Caller::Service { identity } => format!("service:{identity} for user:{}", self.user_id),
+            Caller::Gateway => format!("gateway for user:{}", self.user_id),
         }
     }
 
     pub fn service(&self) -> Option<&str> {
         match &self.via {
-            Caller::Token => None,
+            Caller::Token | Caller::Gateway => None,
             Caller::Service { identity } => Some(identity),
         }
     }
@@ -196,6 +237,7 @@ fn authenticate(req: &HttpRequest) -> Result<AuthenticatedUser, AuthError> {
         authorization: header(AUTHORIZATION.as_str()),
         signature,
         user_id: header(HEADER_USER_ID),
+        gateway_secret: header(HEADER_GATEWAY_SECRET),
     })
 }
 
@@ -214,6 +256,8 @@ pub struct Presented<'a> {
     pub signature: Option<Result<String, AuthError>>,
     /// The `X-User-Id` value, when sent.
     pub user_id: Option<Result<&'a str, NotText>>,
+    /// The `X-Gateway-Secret` value, when sent.
+    pub gateway_secret: Option<Result<&'a str, NotText>>,
 }
 
 impl Authenticator {
@@ -223,6 +267,9 @@ impl Authenticator {
     pub fn authenticate(&self, presented: Presented<'_>) -> Result<AuthenticatedUser, AuthError> {
         let bearer = bearer_token(presented.authorization)?;
         let Some(outcome) = presented.signature else {
+            if let Some(secret) = presented.gateway_secret {
+                return self.gateway_user(secret, presented.user_id, bearer);
+            }
             let token = bearer.ok_or(AuthError::MissingCredentials)?;
             let claims = self.jwt.verify(token)?;
             return Ok(AuthenticatedUser {
@@ -234,18 +281,52 @@ impl Authenticator {
         // The user comes from the signed header only; a forwarded token is a
         // second opinion that must agree, never a substitute.
         let user_id = user_id_header(presented.user_id)?.ok_or(AuthError::MissingUserId)?;
-        if let Some(token) = bearer {
-            let token_user = self.jwt.verify(token)?.user_id;
-            if token_user != user_id {
-                return Err(AuthError::UserMismatch {
-                    header: user_id,
-                    token: token_user,
-                });
-            }
-        }
+        self.token_agrees(bearer, user_id)?;
         Ok(AuthenticatedUser {
             user_id,
             via: Caller::Service { identity },
+        })
+    }
+}
+
+impl Authenticator {
+    /// A forwarded token, when there is one, must be valid and name `user_id`:
+    /// a second opinion on the header, never a substitute for it.
+    fn token_agrees(&self, bearer: Option<&str>, user_id: Uuid) -> Result<(), AuthError> {
+        let Some(token) = bearer else {
+            return Ok(());
+        };
+        let token_user = self.jwt.verify(token)?.user_id;
+        if token_user != user_id {
+            return Err(AuthError::UserMismatch {
+                header: user_id,
+                token: token_user,
+            });
+        }
+        Ok(())
+    }
+
+    /// The user the API gateway names, once it has proved the shared secret.
+    fn gateway_user(
+        &self,
+        secret: Result<&str, NotText>,
+        user_id: Option<Result<&str, NotText>>,
+        bearer: Option<&str>,
+    ) -> Result<AuthenticatedUser, AuthError> {
+        let Some(GatewaySecret(expected)) = &self.gateway_secret else {
+            return Err(AuthError::GatewayNotTrusted);
+        };
+        // A value that is not text cannot be the secret; compared anyway, so the
+        // answer takes the same time.
+        if !secrets_equal(secret.unwrap_or_default(), expected) {
+            tracing::warn!("gateway request refused: wrong X-Gateway-Secret");
+            return Err(AuthError::GatewaySecretInvalid);
+        }
+        let user_id = user_id_header(user_id)?.ok_or(AuthError::GatewayUserMissing)?;
+        self.token_agrees(bearer, user_id)?;
+        Ok(AuthenticatedUser {
+            user_id,
+            via: Caller::Gateway,
         })
     }
 }

@@ -16,7 +16,7 @@ use crate::clients::signing::VerifyError;
 
 pub use extractor::{
     requires, verify_signed_requests, AuthenticatedUser, Authenticator, Authorized, Caller, NotText, Presented,
-    RequiredPermission, HEADER_USER_ID, SIGNED_BODY_BYTES_MAX,
+    RequiredPermission, HEADER_GATEWAY_SECRET, HEADER_USER_ID, SIGNED_BODY_BYTES_MAX,
 };
 pub use internal::{authorize, permissions_of, InternalVerifier, Permission, ServiceKeys, AUTHORIZED_SERVICES};
 pub use jwt::{mint_dev_token, mint_token, Claims, JwtAlgorithm, JwtConfig, JwtVerifier};
@@ -57,6 +57,12 @@ pub enum AuthError {
     InvalidUserId(String),
     #[error("X-User-Id {header} and the bearer token's subject {token} name different users")]
     UserMismatch { header: Uuid, token: Uuid },
+    #[error("this server does not trust gateway headers (ORDER_SERVICE_TRUST_GATEWAY_HEADERS is off): drop X-Gateway-Secret and send `Authorization: Bearer <token>`")]
+    GatewayNotTrusted,
+    #[error("the gateway secret in X-Gateway-Secret is not the one this server shares with the API gateway")]
+    GatewaySecretInvalid,
+    #[error("a gateway request must name the user it acts for in X-User-Id (a UUID)")]
+    GatewayUserMissing,
     #[error("the body of a signed request is larger than {limit_bytes} bytes")]
     BodyTooLarge { limit_bytes: usize },
     #[error("the request body could not be read: {0}")]
@@ -105,7 +111,10 @@ impl AuthError {
             | Self::Replayed
             | Self::MissingUserId
             | Self::InvalidUserId(_)
-            | Self::UserMismatch { .. } => AuthFailure::Unauthenticated,
+            | Self::UserMismatch { .. }
+            | Self::GatewayNotTrusted
+            | Self::GatewaySecretInvalid
+            | Self::GatewayUserMissing => AuthFailure::Unauthenticated,
         }
     }
 
@@ -130,6 +139,9 @@ impl AuthError {
             Self::MissingUserId => "user-id-missing",
             Self::InvalidUserId(_) => "user-id-invalid",
             Self::UserMismatch { .. } => "user-id-mismatch",
+            Self::GatewayNotTrusted => "gateway-not-trusted",
+            Self::GatewaySecretInvalid => "gateway-secret-invalid",
+            Self::GatewayUserMissing => "gateway-user-missing",
             Self::BodyTooLarge { .. } => "body-too-large",
             Self::BodyUnreadable(_) => "body-unreadable",
             Self::Forbidden { .. } => "permission-denied",

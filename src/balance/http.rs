@@ -84,6 +84,11 @@ impl HttpBalanceClient {
         self.remote.breaker_state()
     }
 
+    /// The breaker, for `/health/circuit-breaker` and `/metrics`.
+    pub fn breaker(&self) -> std::sync::Arc<crate::clients::CircuitBreaker> {
+        self.remote.breaker()
+    }
+
     async fn move_money(&self, action: &str, op: BalanceOp) -> Result<BalanceReceipt, BalanceError> {
         let body = encode(&MoveBody {
             order_id: op.order_id,

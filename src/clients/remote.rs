@@ -9,7 +9,7 @@ use std::sync::Arc;
 use reqwest::{Method, Url};
 
 use super::config::{ConfigError, RemoteServiceConfig, ServiceCredentials};
-use super::resilience::{BreakerState, Resilience, ResilienceError, Transient};
+use super::resilience::{BreakerState, CircuitBreaker, Resilience, ResilienceError, Transient};
 use super::signing;
 use crate::clock::{Clock, SystemClock};
 use crate::telemetry::traces;
@@ -178,6 +178,11 @@ impl RemoteService {
 
     pub fn breaker_state(&self) -> BreakerState {
         self.resilience.breaker().state()
+    }
+
+    /// The breaker, for `/health/circuit-breaker` and `/metrics`.
+    pub fn breaker(&self) -> Arc<CircuitBreaker> {
+        self.resilience.shared_breaker()
     }
 
     /// Sends `call` under the timeout, breaker and retry policy. Each attempt

@@ -5,7 +5,8 @@
 //! open breaker: a caller sees the refusal at once instead of a timeout.
 
 use std::future::Future;
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rand::Rng;
@@ -149,6 +150,34 @@ pub enum BreakerRefusal {
 pub struct CircuitBreaker {
     config: BreakerConfig,
     phase: Mutex<Phase>,
+    /// What the breaker has seen since start, for `/health/circuit-breaker` and `/metrics`.
+    counts: BreakerCounts,
+}
+
+/// Counters since start; relaxed atomics: each is read on its own, for reports.
+#[derive(Debug, Default)]
+struct BreakerCounts {
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    refused: AtomicU64,
+    opened: AtomicU64,
+}
+
+/// A breaker's state and counts at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerSnapshot {
+    pub state: BreakerState,
+    /// Transient failures in a row while closed (0 when open or half-open).
+    pub consecutive_failures: u32,
+    /// Calls the service answered (a permanent refusal included: the service is up).
+    pub succeeded_total: u64,
+    /// Calls that failed transiently or timed out.
+    pub failed_total: u64,
+    /// Calls refused without reaching the service (open, or a probe already out).
+    pub refused_total: u64,
+    /// Times the breaker opened.
+    pub opened_total: u64,
+    pub config: BreakerConfig,
 }
 
 impl CircuitBreaker {
@@ -158,6 +187,25 @@ impl CircuitBreaker {
             phase: Mutex::new(Phase::Closed {
                 consecutive_failures: 0,
             }),
+            counts: BreakerCounts::default(),
+        }
+    }
+
+    /// The state and the counts since start.
+    pub fn snapshot(&self) -> BreakerSnapshot {
+        let consecutive_failures = match *self.lock() {
+            Phase::Closed { consecutive_failures } => consecutive_failures,
+            Phase::Open { .. } | Phase::HalfOpen { .. } => 0,
+        };
+        let count = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        BreakerSnapshot {
+            state: self.state(),
+            consecutive_failures,
+            succeeded_total: count(&self.counts.succeeded),
+            failed_total: count(&self.counts.failed),
+            refused_total: count(&self.counts.refused),
+            opened_total: count(&self.counts.opened),
+            config: self.config,
         }
     }
 
@@ -179,6 +227,14 @@ impl CircuitBreaker {
     /// dropped unsettled (the caller was cancelled) says nothing about the
     /// service, so a probe slot it held is simply freed.
     pub fn try_acquire(&self) -> Result<BreakerPermit<'_>, BreakerRefusal> {
+        let acquired = self.acquire();
+        if acquired.is_err() {
+            self.counts.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        acquired
+    }
+
+    fn acquire(&self) -> Result<BreakerPermit<'_>, BreakerRefusal> {
         let mut phase = self.lock();
         match *phase {
             Phase::Closed { .. } => Ok(BreakerPermit::new(self, false)),
@@ -199,6 +255,7 @@ impl CircuitBreaker {
     }
 
     fn record_success(&self) {
+        self.counts.succeeded.fetch_add(1, Ordering::Relaxed);
         let mut phase = self.lock();
         if matches!(*phase, Phase::HalfOpen { .. }) {
             tracing::info!("circuit breaker closed: the probe call succeeded");
@@ -209,6 +266,7 @@ impl CircuitBreaker {
     }
 
     fn record_failure(&self) {
+        self.counts.failed.fetch_add(1, Ordering::Relaxed);
         let mut phase = self.lock();
         let open = Phase::Open {
             until: Instant::now() + self.config.open_for,
@@ -223,6 +281,7 @@ impl CircuitBreaker {
                         "circuit breaker opened after consecutive transient failures"
                     );
                     *phase = open;
+                    self.counts.opened.fetch_add(1, Ordering::Relaxed);
                 } else {
                     *phase = Phase::Closed {
                         consecutive_failures: failures,
@@ -232,6 +291,7 @@ impl CircuitBreaker {
             Phase::HalfOpen { .. } => {
                 tracing::warn!("circuit breaker re-opened: the probe call failed");
                 *phase = open;
+                self.counts.opened.fetch_add(1, Ordering::Relaxed);
             }
             // A call admitted while closed that failed after the breaker opened:
             // the breaker already knows; restarting the open period would let a
@@ -323,7 +383,8 @@ impl<E: Transient> Transient for ResilienceError<E> {
 pub struct Resilience {
     retry: RetryPolicy,
     timeout: Duration,
-    breaker: CircuitBreaker,
+    /// Shared with the health report (`clients::Breakers`).
+    breaker: Arc<CircuitBreaker>,
 }
 
 impl Resilience {
@@ -331,12 +392,17 @@ impl Resilience {
         Self {
             retry,
             timeout,
-            breaker: CircuitBreaker::new(breaker),
+            breaker: Arc::new(CircuitBreaker::new(breaker)),
         }
     }
 
     pub fn breaker(&self) -> &CircuitBreaker {
         &self.breaker
+    }
+
+    /// The breaker, to report on beside the client (`clients::Breakers`).
+    pub fn shared_breaker(&self) -> Arc<CircuitBreaker> {
+        Arc::clone(&self.breaker)
     }
 
     pub fn retry_policy(&self) -> RetryPolicy {

@@ -4,6 +4,7 @@
 //! message is tested; `from_env` is the only place that reads the process env.
 
 mod cluster;
+pub mod controls;
 mod duration;
 
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use crate::amqp::{
 use crate::clients::{BreakerConfig, RetryPolicy, ServiceCredentials};
 use crate::market::{ConfiguredAddress, GrpcMarketDataConfig};
 pub use cluster::{ClusterMode, ClusterSettings, DEFAULT_HEARTBEAT, DEFAULT_LEASE_TTL, DEFAULT_PARTITIONS};
+pub use controls::{ControlSettings, GatewayTrust};
 pub use duration::{parse_duration, parse_duration_list};
 
 /// Where the embedded default keeps its log.
@@ -113,6 +115,8 @@ pub struct Settings {
     pub outbound_credentials: Option<ServiceCredentials>,
     /// How this process shares the work with others on one database (issue 13).
     pub cluster: ClusterSettings,
+    /// Pre-trade controls and the security layer (`config::controls`).
+    pub controls: ControlSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -310,6 +314,7 @@ impl Settings {
             service_keys: service_keys(&lookup)?,
             outbound_credentials: outbound_credentials(&lookup)?,
             cluster: cluster::cluster(&lookup)?,
+            controls: ControlSettings::from_lookup(&lookup)?,
         })
     }
 }

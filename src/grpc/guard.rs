@@ -10,6 +10,8 @@
 //!   method `POST`, the full method path (`/monolith.OrderService/SubmitOrder`)
 //!   as the path, and the request message's bytes (the one gRPC frame's
 //!   payload) as the body.
+//! - The API gateway, when trusted, sends `x-gateway-secret` and `x-user-id`
+//!   (the HTTP rules, `auth::extractor`).
 //!
 //! Must never run a call whose credentials it could not check: the verdict is
 //! left in the request's extensions ([`CallerOutcome`]) and the service
@@ -33,7 +35,7 @@ use tonic::Code;
 use super::status::refusal;
 use super::CallerOutcome;
 use crate::api::problem::Problem;
-use crate::auth::{AuthError, Authenticator, NotText, Presented, HEADER_USER_ID};
+use crate::auth::{AuthError, Authenticator, NotText, Presented, HEADER_GATEWAY_SECRET, HEADER_USER_ID};
 use crate::clients::signing::{SignatureHeaders, SignedRequest, HEADER_SERVICE_IDENTITY};
 use crate::telemetry::metrics::Metrics;
 
@@ -147,6 +149,7 @@ async fn authenticated(auth: &Authenticator, request: Request) -> Result<Request
         authorization: header(http::header::AUTHORIZATION.as_str()),
         signature,
         user_id: header(HEADER_USER_ID),
+        gateway_secret: header(HEADER_GATEWAY_SECRET),
     });
     parts.extensions.insert(CallerOutcome(caller));
     Ok(Request::from_parts(parts, body))

@@ -181,6 +181,11 @@ impl GrpcMarketData {
         self.resilience.breaker().state()
     }
 
+    /// The breaker, for `/health/circuit-breaker` and `/metrics`.
+    pub fn breaker(&self) -> Arc<crate::clients::CircuitBreaker> {
+        self.resilience.shared_breaker()
+    }
+
     /// Polls the watched symbols into the tick feed every `poll_interval`
     /// until the task is aborted. A failed poll is logged and skipped: no
     /// tick is better than a made-up one.

@@ -21,7 +21,9 @@ pub use order_rows::{order_row_change, order_row_change_of, OrderRow, OrderRowCh
 pub use read_models::{
     HistoryPage, IdempotencyClaim, IdempotencyRecord, ReadModels, HISTORY_LIMIT_MAX, IDEMPOTENCY_IN_FLIGHT,
 };
-pub use runner::{describe_poison, run_orders_projection, ProjectionHealth, ProjectionState, ORDERS_PROJECTION};
+pub use runner::{
+    describe_poison, pause_or_shutdown, run_orders_projection, ProjectionHealth, ProjectionState, ORDERS_PROJECTION,
+};
 pub use sql_postgres::{write_batch as write_batch_postgres, PostgresReadModels};
 pub use sql_sqlite::{write_batch as write_batch_sqlite, SqliteReadModels};
 pub use tail::{LogTail, TAIL_POLL_INTERVAL};

@@ -66,8 +66,9 @@ pub fn describe_poison(event: &RecordedEvent, what: &str, reason: &str) -> Strin
     )
 }
 
-/// Waits `RETRY_DELAY` before a retry; true when shutdown came first.
-async fn pause_or_shutdown(shutdown: &mut watch::Receiver<bool>) -> bool {
+/// Waits `RETRY_DELAY` before a follower of the log retries; true when
+/// shutdown came first. Shared with the audit follower (`controls::audit`).
+pub async fn pause_or_shutdown(shutdown: &mut watch::Receiver<bool>) -> bool {
     if *shutdown.borrow() {
         return true;
     }

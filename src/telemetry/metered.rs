@@ -134,7 +134,7 @@ mod tests {
     use super::*;
     use crate::balance::embedded::{EmbeddedLedger, LedgerConfig};
     use crate::clock::SystemClock;
-    use crate::events::{EventMetadata, NewEvent};
+    use crate::events::{EventMetadata, NewEvent, StreamId};
     use crate::store::{append, SqliteConfig, SqliteStore};
 
     async fn sqlite(dir: &tempfile::TempDir) -> Arc<dyn EventStore> {

@@ -44,6 +44,10 @@ pub const CONFLICTING_SUBMISSIONS_TOTAL: &str = "order_engine_conflicting_submis
 /// gRPC calls answered, by method and status code (the HTTP counter's twin).
 pub const GRPC_REQUESTS_TOTAL: &str = "order_service_grpc_requests_total";
 pub const GRPC_REQUEST_DURATION_SECONDS: &str = "order_service_grpc_request_duration_seconds";
+/// Each remote client's breaker: 0 closed, 1 half-open, 2 open.
+pub const CIRCUIT_BREAKER_STATE: &str = "service_client_circuit_breaker_state";
+/// What each breaker saw, by `event`: succeeded, failed, refused, opened.
+pub const CIRCUIT_BREAKER_EVENTS_TOTAL: &str = "service_client_circuit_breaker_events_total";
 
 /// The `route` label of a request no route matched: one series for all of
 /// them, whatever paths scanners try.
@@ -99,6 +103,12 @@ pub struct Metrics {
     pub grpc_requests_total: IntCounterVec,
     /// Label `method`: time from the request's arrival to its answer's headers.
     pub grpc_request_duration_seconds: HistogramVec,
+    /// Label `service`; set at scrape time from the breakers.
+    pub circuit_breaker_state: IntGaugeVec,
+    /// Labels `service`, `event`; brought up to the breakers' counts at scrape time.
+    pub circuit_breaker_events_total: IntCounterVec,
+    /// Two scrapes at once would each add the same difference: one at a time.
+    breakers_observed: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 impl Metrics {
@@ -183,6 +193,20 @@ impl Metrics {
                 .buckets(GRPC_BUCKETS_SECONDS.to_vec()),
             &["method"],
         )?;
+        let circuit_breaker_state = IntGaugeVec::new(
+            Opts::new(
+                CIRCUIT_BREAKER_STATE,
+                "A remote client's circuit breaker: 0 closed, 1 half-open, 2 open.",
+            ),
+            &["service"],
+        )?;
+        let circuit_breaker_events_total = IntCounterVec::new(
+            Opts::new(
+                CIRCUIT_BREAKER_EVENTS_TOTAL,
+                "What a remote client's circuit breaker saw: calls succeeded, failed or refused, and openings.",
+            ),
+            &["service", "event"],
+        )?;
 
         registry.register(Box::new(http_requests_total.clone()))?;
         registry.register(Box::new(orders_total.clone()))?;
@@ -198,6 +222,8 @@ impl Metrics {
         registry.register(Box::new(conflicting_submissions_total.clone()))?;
         registry.register(Box::new(grpc_requests_total.clone()))?;
         registry.register(Box::new(grpc_request_duration_seconds.clone()))?;
+        registry.register(Box::new(circuit_breaker_state.clone()))?;
+        registry.register(Box::new(circuit_breaker_events_total.clone()))?;
 
         Ok(Self {
             registry,
@@ -215,7 +241,39 @@ impl Metrics {
             conflicting_submissions_total,
             grpc_requests_total,
             grpc_request_duration_seconds,
+            circuit_breaker_state,
+            circuit_breaker_events_total,
+            breakers_observed: std::sync::Arc::new(std::sync::Mutex::new(())),
         })
+    }
+
+    /// Brings the breaker series up to `breakers` (called at scrape time).
+    /// The counters only ever move up, to the breaker's own count, so they
+    /// stay counters however often they are scraped.
+    pub fn observe_breakers(&self, breakers: &[(&'static str, crate::clients::BreakerSnapshot)]) {
+        use crate::clients::BreakerState;
+        let _one_at_a_time = self
+            .breakers_observed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (service, b) in breakers {
+            let service: &str = service;
+            let state = match b.state {
+                BreakerState::Closed => 0,
+                BreakerState::HalfOpen => 1,
+                BreakerState::Open => 2,
+            };
+            self.circuit_breaker_state.with_label_values(&[service]).set(state);
+            for (event, total) in [
+                ("succeeded", b.succeeded_total),
+                ("failed", b.failed_total),
+                ("refused", b.refused_total),
+                ("opened", b.opened_total),
+            ] {
+                let counter = self.circuit_breaker_events_total.with_label_values(&[service, event]);
+                counter.inc_by(total.saturating_sub(counter.get()));
+            }
+        }
     }
 
     pub fn registry(&self) -> &Registry {

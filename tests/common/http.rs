@@ -15,6 +15,7 @@ use order_engine::clients::ServiceCredentials;
 use order_engine::config::Settings;
 use order_engine::engine::EngineConfig;
 use order_engine::projections::ProjectionHealth;
+use order_engine::projections::ReadModels;
 use order_engine::telemetry::metrics::Metrics;
 use uuid::Uuid;
 
@@ -49,15 +50,27 @@ pub async fn spawn_app_with_auth(db: &TestDb, auth: Authenticator) -> TestApp {
 /// The actor threads stay `serve`'s default, one per core, so the HTTP tests
 /// run the order actors spread over threads as production does.
 pub async fn spawn_app_with(db: &TestDb, config: EngineConfig, auth: Option<Authenticator>) -> TestApp {
-    spawn_app_configured(db, config, auth, |_| {}).await
+    spawn_app_custom(db, config, auth, Custom::default()).await
 }
 
-/// As [`spawn_app_with`], with `adjust` applied to the settings last (clustering on, say).
-pub async fn spawn_app_configured(
+/// Edits the settings before the app is built (a control's setting).
+pub type EditSettings = Box<dyn FnOnce(&mut Settings)>;
+/// Wraps the read models the app serves from (a fault-injecting double).
+pub type WrapModels = Box<dyn FnOnce(Arc<dyn ReadModels>) -> Arc<dyn ReadModels>>;
+
+/// What a test changes in what `serve` would build, beyond the engine's bounds.
+#[derive(Default)]
+pub struct Custom {
+    pub settings: Option<EditSettings>,
+    pub models: Option<WrapModels>,
+}
+
+/// As [`spawn_app_with`], with the settings and read models changed by `custom`.
+pub async fn spawn_app_custom(
     db: &TestDb,
     config: EngineConfig,
     auth: Option<Authenticator>,
-    adjust: impl FnOnce(&mut Settings),
+    custom: Custom,
 ) -> TestApp {
     // Logs go through the test writer (captured); RUST_LOG=order_engine=debug shows them.
     let _ = tracing_subscriber::fmt()
@@ -67,11 +80,17 @@ pub async fn spawn_app_configured(
     let mut settings = test_settings(db.url(), &config);
     settings.http_addr = "127.0.0.1:0".parse().unwrap();
     settings.grpc_addr = "127.0.0.1:0".parse().unwrap();
-    adjust(&mut settings);
+    if let Some(edit) = custom.settings {
+        edit(&mut settings);
+    }
     // The bare backend: the application adds group commit and metering itself.
     let opened = db.open_backend(None).await;
+    let models = match custom.models {
+        Some(wrap) => wrap(Arc::clone(&opened.models)),
+        None => Arc::clone(&opened.models),
+    };
     let mut builder = Application::builder(settings)
-        .log(Arc::clone(&opened.store), Arc::clone(&opened.models))
+        .log(Arc::clone(&opened.store), models)
         // Tests set prices and assert fills at them: no feed moves the market.
         .frozen_market()
         .http_workers(1);
