@@ -16,6 +16,7 @@ pub mod balance;
 pub mod clients;
 pub mod clock;
 pub mod config;
+pub mod configsvc;
 pub mod engine;
 pub mod events;
 pub mod grpc;

@@ -6,6 +6,7 @@
 //! away by themselves are retried, and retried calls carry idempotency keys.
 
 pub mod config;
+pub mod discovery;
 pub mod remote;
 pub mod resilience;
 pub mod signing;
@@ -13,6 +14,7 @@ pub mod signing;
 pub use config::{
     ConfigError, CredentialsError, RemoteServiceConfig, ServiceCredentials, SIGNING_SECRET_BYTES_MIN, TIMEOUT_DEFAULT,
 };
+pub use discovery::AddressLookup;
 pub use remote::{Answer, Call, RemoteError, RemoteService, TransportError};
 pub use resilience::{
     BreakerConfig, BreakerPermit, BreakerRefusal, BreakerState, CircuitBreaker, Resilience, ResilienceError,
