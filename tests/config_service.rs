@@ -208,17 +208,23 @@ async fn new_only_fails_fast_naming_the_url_and_the_cause() {
     assert!(error.to_string().contains("401"), "{error}");
 }
 
+/// Why new_only refuses to start against a stand-in serving `values`.
+async fn start_error(values: &[(&str, &str)]) -> LoadError {
+    let server = MockServer::start().await;
+    serve_config(&server, values).await;
+    unknown_elsewhere(&server).await;
+    source::load(&production(&server.uri(), None, &[]), &quick())
+        .await
+        .err()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_value_that_does_not_parse_names_its_key_and_source() {
     // Proves a bad value from the config service stops the start with the contract's key name.
-    let server = MockServer::start().await;
-    serve_config(&server, &[("ORDER_SERVICE_DAILY_ORDER_LIMIT", "ten"), JWT]).await;
-    unknown_elsewhere(&server).await;
-    let error = source::load(&production(&server.uri(), None, &[]), &quick())
+    let text = start_error(&[("ORDER_SERVICE_DAILY_ORDER_LIMIT", "ten"), JWT])
         .await
-        .err()
-        .unwrap();
-    let text = error.to_string();
+        .to_string();
     assert!(
         text.contains("ORDER_SERVICE_DAILY_ORDER_LIMIT") && text.contains("config service"),
         "{text}"
@@ -228,13 +234,7 @@ async fn a_value_that_does_not_parse_names_its_key_and_source() {
 #[tokio::test]
 async fn test_auth_mode_is_refused_in_prod() {
     // Proves ENVIRONMENT=prod with ORDER_SERVICE_TEST_AUTH_MODE=true never starts, from either source.
-    let server = MockServer::start().await;
-    serve_config(&server, &[("ORDER_SERVICE_TEST_AUTH_MODE", "true"), JWT]).await;
-    unknown_elsewhere(&server).await;
-    let error = source::load(&production(&server.uri(), None, &[]), &quick())
-        .await
-        .err()
-        .unwrap();
+    let error = start_error(&[("ORDER_SERVICE_TEST_AUTH_MODE", "true"), JWT]).await;
     assert!(matches!(error, LoadError::TestAuthInProduction), "{error}");
     let error = source::load(
         &env(&[("ENVIRONMENT", "prod"), ("ORDER_SERVICE_TEST_AUTH_MODE", "true"), JWT]),
@@ -649,28 +649,45 @@ async fn serve_in_production_mode_takes_orders_with_only_the_three_variables() {
     assert_eq!(body["metadata"]["region"], "eu-west-1");
     assert_eq!(body["health_check_url"], format!("{base}/health/ready"));
 
-    let user = Uuid::new_v4();
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_order-engine"));
-    triad(&mut command);
-    let token = command.args(["token", "--user", &user.to_string()]).output().unwrap();
-    assert!(token.status.success(), "{}", String::from_utf8_lossy(&token.stderr));
-    let token = String::from_utf8(token.stdout).unwrap().trim().to_owned();
+    // `token` in production mode reads the same JWT secret from the stand-in.
+    let mint = |user: Uuid| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_order-engine"));
+        triad(&mut command);
+        let token = command.args(["token", "--user", &user.to_string()]).output().unwrap();
+        assert!(token.status.success(), "{}", String::from_utf8_lossy(&token.stderr));
+        String::from_utf8(token.stdout).unwrap().trim().to_owned()
+    };
+    let (token, other) = (mint(Uuid::new_v4()), mint(Uuid::new_v4()));
     let http = reqwest::Client::new();
-    let submit = || {
+    let submit = |token: &str| {
         http.post(format!("{base}/api/v1/orders"))
-            .bearer_auth(&token)
+            .bearer_auth(token)
             .json(&json!({"symbol": "AAPL", "order_type": "MARKET", "order_side": "BUY", "quantity": 1}))
             .send()
     };
-    let first = submit().await.unwrap();
+    let first = submit(&token).await.unwrap();
     assert_eq!(first.status(), 202, "{}\n{}", first.text().await.unwrap(), logged());
-    let second = submit().await.unwrap();
+    let second = submit(&token).await.unwrap();
     assert_eq!(
         second.status(),
         403,
         "the daily limit of 1, flag on: {}",
         second.text().await.unwrap()
     );
+    // The config service goes down: orders keep flowing (the flag cannot be evaluated, so it is off).
+    server.reset().await;
+    Mock::given(method("DELETE"))
+        .and(path("/api/v1/registry/order_service"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(503))
+        .with_priority(u8::MAX)
+        .mount(&server)
+        .await;
+    let third = submit(&other).await.unwrap();
+    assert_eq!(third.status(), 202, "{}", third.text().await.unwrap());
 
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &engine.id().to_string()])

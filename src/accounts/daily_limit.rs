@@ -124,7 +124,6 @@ mod tests {
             daily_order_limit: limit,
             daily_reset_time: NaiveTime::from_hms_opt(9, 0, 0).unwrap(),
             hard_refresh_rate_limit_seconds: 60,
-            market_buffer_bps: 500,
         }
     }
 

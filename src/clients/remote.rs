@@ -326,7 +326,7 @@ fn classify(error: &reqwest::Error) -> TransportError {
 }
 
 /// reqwest's own message is terse ("error sending request"); the cause is in the sources.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

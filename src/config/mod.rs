@@ -146,8 +146,6 @@ pub struct RuntimeValues {
     pub daily_reset_time: NaiveTime,
     /// Least seconds between two forced refreshes by one caller.
     pub hard_refresh_rate_limit_seconds: u32,
-    /// Added to the quote when reserving for MARKET and STOP_LOSS buys.
-    pub market_buffer_bps: u32,
 }
 
 /// The keys (contract names) whose new value [`RuntimeValues`] takes without a restart.
@@ -156,7 +154,6 @@ pub const RUNTIME_KEYS: &[&str] = &[
     "ORDER_SERVICE_DAILY_ORDER_LIMIT",
     "ORDER_SERVICE_DAILY_RESET_TIME",
     "ORDER_SERVICE_HARD_REFRESH_RATE_LIMIT_SECONDS",
-    "ORDER_SERVICE_MARKET_BUFFER_BPS",
 ];
 
 /// Where registration metadata says the engine runs unless `ORDER_SERVICE_REGION` says otherwise.
@@ -327,7 +324,6 @@ impl Settings {
                 60,
                 "a whole number of seconds, such as 60",
             )?,
-            market_buffer_bps,
         };
         Ok(Self {
             database_url: lookup("DATABASE_URL").unwrap_or_else(|| EMBEDDED_DATABASE_URL.to_owned()),

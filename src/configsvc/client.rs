@@ -9,6 +9,8 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode, Url};
 use serde::{Deserialize, Serialize};
 
+use crate::clients::remote::error_chain;
+
 /// The engine's name in the config service and the registry (seed 000's port registry name).
 pub const SERVICE_NAME: &str = "order_service";
 /// The name of the engine's gRPC port in the port registry.
@@ -268,7 +270,7 @@ impl ConfigServiceClient {
     ) -> Result<(StatusCode, Vec<u8>), ConfigServiceError> {
         let unreachable = |e: reqwest::Error| ConfigServiceError::Unreachable {
             url: url.to_string(),
-            cause: cause_chain(&e),
+            cause: error_chain(&e),
         };
         let mut request = self
             .http
@@ -325,16 +327,4 @@ fn status_error(url: &Url, status: StatusCode, body: &[u8]) -> ConfigServiceErro
         status: status.as_u16(),
         body: text.chars().take(200).collect(),
     }
-}
-
-/// reqwest's message and its sources ("error sending request: … connection refused").
-fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

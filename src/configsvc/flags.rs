@@ -28,11 +28,14 @@ pub struct Flag {
     pub default_on_error: bool,
 }
 
+/// Evaluations by (flag, user when per user): whether on, and since when.
+type Evaluations = HashMap<(&'static str, Option<String>), (bool, Instant)>;
+
 /// The evaluator.
 pub struct FeatureFlags {
     client: Option<ConfigServiceClient>,
     ttl: Duration,
-    cache: Mutex<HashMap<(&'static str, Option<String>), (bool, Instant)>>,
+    cache: Mutex<Evaluations>,
     metrics: ConfigMetrics,
 }
 
@@ -82,7 +85,7 @@ impl FeatureFlags {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(&'static str, Option<String>), (bool, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Evaluations> {
         self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
