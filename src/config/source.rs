@@ -149,10 +149,15 @@ impl StartEnv {
 
     /// The client the mode needs, or which variable is missing for it.
     pub fn client(&self) -> Result<ConfigServiceClient, LoadError> {
-        let missing = |variable: &'static str| LoadError::Variable {
+        let missing = |variable: &'static str| {
+            LoadError::Variable {
             variable,
             value: String::new(),
-            expected: format!("set, for {MIGRATION_MODE_ENV}={}", self.mode),
+            expected: format!(
+                "set: the config service is read here ({MIGRATION_MODE_ENV}={}, or `config validate`), and it needs {CONFIG_SERVICE_URL_ENV}, {ENVIRONMENT_ENV} and {INTERNAL_API_KEY_ENV}",
+                self.mode
+            ),
+        }
         };
         let url = self
             .config_service_url
