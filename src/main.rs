@@ -213,7 +213,7 @@ async fn command(cli: Cli) -> anyhow::Result<()> {
             {
                 println!("mode = {}", loaded.mode);
                 println!("environment = {}", loaded.environment.as_deref().unwrap_or("(unset)"));
-                for line in loaded.provenance.lines() {
+                for line in loaded.provenance.lines(&loaded.settings) {
                     println!("{line}");
                 }
             }

@@ -172,7 +172,11 @@ async fn new_only_takes_everything_from_the_service_ports_and_registry() {
         loaded.provenance.0["ORDER_SERVICE_DAILY_ORDER_LIMIT"].origin,
         Origin::ConfigService
     );
-    let shown = loaded.provenance.lines().join("\n");
+    let shown = loaded.provenance.lines(&loaded.settings).join("\n");
+    assert!(
+        shown.contains("ORDER_SERVICE_RETRY_DELAYS = 300s,900s,3600s,21600s (default)"),
+        "{shown}"
+    );
     assert!(
         shown.contains("ORDER_SERVICE_JWT_SECRET = **** (config service)"),
         "{shown}"

@@ -4,6 +4,7 @@
 //! message is tested; `from_env` is the only place that reads the process env.
 
 mod duration;
+mod effective;
 pub mod keys;
 pub mod mode;
 pub mod source;

@@ -42,13 +42,21 @@ pub struct Read {
 pub struct Provenance(pub BTreeMap<String, Read>);
 
 impl Provenance {
-    /// `KEY = value (origin)` lines, secrets masked, defaults shown as such.
-    pub fn lines(&self) -> Vec<String> {
+    /// `KEY = value (origin)` lines, secrets masked; a default shows the
+    /// value it gives in `settings` (or "unset" for an optional one).
+    pub fn lines(&self, settings: &Settings) -> Vec<String> {
+        let effective = settings.effective();
         self.0
             .iter()
-            .map(|(key, read)| match &read.value {
-                Some(value) => format!("{key} = {} ({})", mask(key, value), read.origin),
-                None => format!("{key} = (unset) ({})", read.origin),
+            .map(|(key, read)| {
+                let value = read
+                    .value
+                    .as_deref()
+                    .or_else(|| effective.get(key.as_str()).map(String::as_str));
+                match value {
+                    Some(value) => format!("{key} = {} ({})", mask(key, value), read.origin),
+                    None => format!("{key} = (unset) ({})", read.origin),
+                }
             })
             .collect()
     }
