@@ -17,6 +17,7 @@ pub mod clients;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod configsvc;
 pub mod controls;
 pub mod engine;
 pub mod events;

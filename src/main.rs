@@ -5,9 +5,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use order_engine::amqp::{AmqpConfig, DEFAULT_AMQP_URL};
-use order_engine::app::{jwt_config, AppError, Application};
+use order_engine::app::{jwt_config, AppError, Application, DailyLimitInputs};
 use order_engine::auth::jwt::mint_dev_token;
-use order_engine::config::Settings;
+use order_engine::config::source::{self, Loaded, StartOptions};
+use order_engine::config::{validate, MigrationMode, Settings};
+use order_engine::configsvc::flags::{FeatureFlags, FLAG_TTL_DEFAULT};
+use order_engine::configsvc::{HealthEndpoint, Refresher, Registration, SelfRegistration, HEARTBEAT_INTERVAL};
 use order_engine::loadgen::{LoadConfig, Rate, Transport, DEFAULT_SYMBOLS};
 use order_engine::ops;
 use order_engine::store::{redact_url, EventStore, StoreConfig};
@@ -96,6 +99,17 @@ enum Command {
     },
     /// Offer orders to a running engine (over RabbitMQ or HTTP) and measure end to end, up to the position update.
     Loadgen(LoadgenArgs),
+    /// The configuration: where each setting comes from, and whether the config service agrees with the environment.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// For every key, the environment's value beside the config service's (masked): MATCH, MISMATCH or ERROR. Exit 0 only when all match.
+    Validate,
+    /// The effective settings as `serve` would load them, each with its source (env, config service, default); secrets masked.
+    Show,
 }
 
 #[derive(Debug, clap::Args)]
@@ -189,23 +203,59 @@ async fn run() -> anyhow::Result<()> {
     result
 }
 
+/// The process environment as the settings read it: an empty variable is unset.
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// The settings from the sources the environment chooses (the config
+/// service in production), or a message naming the key or URL and the cause.
+async fn load() -> anyhow::Result<Loaded> {
+    Ok(source::load(&process_env, &StartOptions::default()).await?)
+}
+
 async fn command(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve => serve(Settings::from_env()?).await,
-        Command::Audit { order_id, format } => audit(&Settings::from_env()?, order_id, format).await,
+        Command::Serve => serve(load().await?).await,
+        Command::Config(ConfigCommand::Show) => {
+            let loaded = load().await?;
+            // The CLI's output is the report.
+            #[allow(clippy::print_stdout)]
+            {
+                println!("mode = {}", loaded.mode);
+                println!("environment = {}", loaded.environment.as_deref().unwrap_or("(unset)"));
+                for line in loaded.provenance.lines(&loaded.settings) {
+                    println!("{line}");
+                }
+            }
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Validate) => {
+            let report = validate::validate(&process_env).await?;
+            // The CLI's output is the report; the exit code is the verdict for scripts.
+            #[allow(clippy::print_stdout)]
+            {
+                print!("{}", report.render());
+            }
+            if !report.passed() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Audit { order_id, format } => audit(&load().await?.settings, order_id, format).await,
         Command::Cluster {
             action: ClusterAction::Status,
-        } => cluster_status(&Settings::from_env()?).await,
+        } => cluster_status(&load().await?.settings).await,
         Command::Replay { projection, all, from } => {
             let projections = match (projection, all) {
                 (Some(name), _) => vec![ops::Projection::parse(&name)?],
                 (None, _) => ops::Projection::ALL.to_vec(),
             };
-            replay(&Settings::from_env()?, &projections, from).await
+            replay(&load().await?.settings, &projections, from).await
         }
         Command::Verify => {
             // Exit codes are the contract for scripts: 1 = violations found, 2 = could not check.
-            let code = match verify(&Settings::from_env()?).await {
+            let code = match verify(&load().await?.settings).await {
                 Ok(true) => 0,
                 Ok(false) => 1,
                 Err(error) => {
@@ -216,11 +266,11 @@ async fn command(cli: Cli) -> anyhow::Result<()> {
             std::process::exit(code)
         }
         Command::Export { from, to, output } => {
-            export(&Settings::from_env()?, ops::ExportRange { from, to }, output).await
+            export(&load().await?.settings, ops::ExportRange { from, to }, output).await
         }
-        Command::Import { input } => import(&Settings::from_env()?, input).await,
+        Command::Import { input } => import(&load().await?.settings, input).await,
         Command::Token { user, ttl } => {
-            let settings = Settings::from_env()?;
+            let settings = load().await?.settings;
             let token = mint_dev_token(&jwt_config(&settings)?, user, ttl)?;
             // The CLI's output is the token itself, for `TOKEN=$(order-engine token …)`.
             #[allow(clippy::print_stdout)]
@@ -229,7 +279,7 @@ async fn command(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Loadgen(args) => loadgen(&Settings::from_env()?, args).await,
+        Command::Loadgen(args) => loadgen(&load().await?.settings, args).await,
     }
 }
 
@@ -474,9 +524,88 @@ async fn verify(settings: &Settings) -> anyhow::Result<bool> {
 
 /// Builds the application through the library's composition root and
 /// serves until SIGTERM or SIGINT.
-async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let app = Application::build(settings).await?;
-    match app.run_until_stopped().await {
+async fn serve(loaded: Loaded) -> anyhow::Result<()> {
+    let Loaded {
+        settings,
+        service,
+        metrics: config_metrics,
+        mode,
+        ..
+    } = loaded;
+    // With the config service: flags from it, run-time values reloaded every TTL.
+    let flags = Arc::new(FeatureFlags::new(
+        service.as_ref().map(|cache| cache.client().clone()),
+        FLAG_TTL_DEFAULT,
+        config_metrics.clone(),
+    ));
+    let refresher = service.as_ref().map(|cache| {
+        let env: order_engine::configsvc::refresh::Env = Arc::new(process_env);
+        Arc::new(Refresher::new(
+            Arc::clone(cache),
+            env,
+            mode == MigrationMode::NewWithFallback,
+            settings.runtime.clone(),
+        ))
+    });
+    let runtime = match &refresher {
+        Some(refresher) => refresher.subscribe(),
+        // From the environment: the values never change while the process runs.
+        None => tokio::sync::watch::channel(settings.runtime.clone()).1,
+    };
+    let mut builder = Application::builder(settings.clone()).daily_limit(DailyLimitInputs { runtime, flags });
+    if let Some(cache) = &service {
+        builder = builder.registry(cache.client().clone());
+    }
+    let app = builder.build().await?;
+    for collector in config_metrics.collectors() {
+        app.metrics().register(collector)?;
+    }
+    let refreshing = match (&refresher, &service) {
+        (Some(refresher), Some(cache)) => Some(Arc::clone(refresher).spawn(cache.ttl())),
+        _ => None,
+    };
+    // Registered with heartbeats until the stop signal.
+    let mut registration = None;
+    if let Some(cache) = &service {
+        let service_url = settings.public_url.clone().unwrap_or_else(|| {
+            let ip = settings.http_addr.ip();
+            let host = if ip.is_unspecified() {
+                "127.0.0.1".to_owned()
+            } else {
+                ip.to_string()
+            };
+            format!("http://{host}:{}", app.port())
+        });
+        let readiness = HealthEndpoint::new(format!("http://127.0.0.1:{}/health/ready", app.port()))?;
+        registration = Some(
+            SelfRegistration::start(
+                Arc::new(cache.client().clone()),
+                Arc::new(readiness),
+                Registration {
+                    health_check_url: format!("{}/health/ready", service_url.trim_end_matches('/')),
+                    service_url,
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                    region: settings.region.clone(),
+                },
+                HEARTBEAT_INTERVAL,
+                config_metrics.clone(),
+            )
+            .await,
+        );
+    }
+    // Leave the registry first: callers stop being sent here while requests drain.
+    let stop = async move {
+        let signal = order_engine::app::stop_signal().await;
+        if let Some(registration) = registration {
+            registration.stop().await;
+        }
+        signal
+    };
+    let result = app.run_until(stop).await;
+    if let Some(refreshing) = refreshing {
+        refreshing.abort();
+    }
+    match result {
         Err(AppError::ShutdownTimedOut { step, timeout }) => {
             // A step still stopping at the deadline (a database that never
             // answers, a broker that never closes) may hold the runtime: exit

@@ -13,7 +13,13 @@ use crate::config::Settings;
 /// The `token` and `loadgen` commands mint with it too, so they agree with `serve`.
 pub fn jwt_config(settings: &Settings) -> Result<JwtConfig, AppError> {
     let mut config = JwtConfig::development(settings.jwt_secret.clone());
-    if let Some(path) = &settings.jwt_public_key_file {
+    // The PEM itself (from the config service) before a file holding it (from the environment).
+    if let Some(public_key_pem) = &settings.jwt_public_key_pem {
+        config.algorithm = JwtAlgorithm::Rs256 {
+            public_key_pem: public_key_pem.clone(),
+            private_key_pem: None,
+        };
+    } else if let Some(path) = &settings.jwt_public_key_file {
         let public_key_pem = std::fs::read_to_string(path).map_err(|source| AppError::JwtKeyFile {
             path: path.clone(),
             source,

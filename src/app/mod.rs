@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 pub use auth::jwt_config;
 pub use error::AppError;
 pub use shutdown::stop_signal;
-pub use stack::{engine_config, leader_roles, EngineStack, GivenLog, Overrides};
+pub use stack::{engine_config, leader_roles, DailyLimitInputs, EngineStack, GivenLog, Overrides};
 
 use crate::amqp::{self, AmqpHandle};
 use crate::api::{self, AppState};
@@ -121,6 +121,18 @@ impl ApplicationBuilder {
     /// The engine's bounds in place of those the settings give; see [`Overrides::engine`].
     pub fn engine_config(mut self, config: EngineConfig) -> Self {
         self.overrides.engine = Some(config);
+        self
+    }
+
+    /// Limit each user's orders per trading day with these run-time values and flags (see `accounts::daily_limit`).
+    pub fn daily_limit(mut self, inputs: DailyLimitInputs) -> Self {
+        self.overrides.daily_limit = Some(inputs);
+        self
+    }
+
+    /// Find the balance and account services again through this config service's registry.
+    pub fn registry(mut self, client: crate::configsvc::ConfigServiceClient) -> Self {
+        self.overrides.registry = Some(client);
         self
     }
 

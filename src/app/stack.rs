@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 
 use super::AppError;
+use crate::accounts::daily_limit::DailyOrderLimit;
 use crate::accounts::http::HttpAccountsClient;
 use crate::accounts::{Accounts, EmbeddedAccounts};
 use crate::balance::embedded::{EmbeddedLedger, LedgerConfig};
@@ -18,7 +19,9 @@ use crate::balance::BalanceService;
 use crate::clients::{Breakers, RemoteServiceConfig};
 use crate::clock::{Clock, SystemClock};
 use crate::cluster::{Cluster, ClusterError, ClusterView, FencedStore, MembershipConfig, Partitioning};
+use crate::config::source::{ACCOUNT_SERVICE_NAME, BALANCE_SERVICE_NAME};
 use crate::config::{ClusterMode, MarketDataSource, Settings};
+use crate::configsvc::discovery::RegistryLookup;
 use crate::engine::{CrashPoint, Engine, EngineConfig, EngineDeps};
 use crate::market::{GrpcMarketData, MarketData, MarketSimulator, SimulatorConfig};
 use crate::projections::{self, ReadModels};
@@ -56,6 +59,18 @@ pub struct Overrides {
     /// test that runs a saga out of its local retries). A shorter ladder is a
     /// setting (`retry_delays`), not this.
     pub engine: Option<EngineConfig>,
+    /// The run-time values and feature flags from the config service, for the
+    /// daily order limit around the account checks; without them there is no limit.
+    pub daily_limit: Option<DailyLimitInputs>,
+    /// The config service whose registry the balance and account clients ask
+    /// again when their address stops answering; None: addresses are fixed.
+    pub registry: Option<crate::configsvc::ConfigServiceClient>,
+}
+
+/// What the daily order limit reads: values that change at run time, and its flag.
+pub struct DailyLimitInputs {
+    pub runtime: tokio::sync::watch::Receiver<crate::config::RuntimeValues>,
+    pub flags: Arc<crate::configsvc::flags::FeatureFlags>,
 }
 
 /// A log the caller opened.
@@ -153,13 +168,17 @@ impl EngineStack {
         let (balance, ledger) = match (overrides.balance, &settings.balance_service_url) {
             (Some(balance), _) => (balance, None),
             (None, Some(url)) => {
-                let client =
+                let mut client =
                     HttpBalanceClient::new(&remote(settings, url)).map_err(|source| AppError::RemoteClient {
                         variable: "BALANCE_SERVICE_URL",
                         url: url.clone(),
                         source,
                     })?;
                 breakers.add("balance", client.breaker());
+                if let Some(registry) = &overrides.registry {
+                    client =
+                        client.with_discovery(Arc::new(RegistryLookup::new(registry.clone(), BALANCE_SERVICE_NAME)));
+                }
                 (Arc::new(client) as Arc<dyn BalanceService>, None)
             }
             (None, None) => {
@@ -184,9 +203,20 @@ impl EngineStack {
                         source,
                     })?;
                 breakers.add("accounts", client.breaker());
-                Arc::new(client)
+                match &overrides.registry {
+                    Some(registry) => Arc::new(
+                        client.with_discovery(Arc::new(RegistryLookup::new(registry.clone(), ACCOUNT_SERVICE_NAME))),
+                    ),
+                    None => Arc::new(client),
+                }
             }
             None => Arc::new(EmbeddedAccounts),
+        };
+        let accounts: Arc<dyn Accounts> = match overrides.daily_limit {
+            Some(DailyLimitInputs { runtime, flags }) => {
+                Arc::new(DailyOrderLimit::new(accounts, runtime, flags, Arc::clone(&clock)))
+            }
+            None => accounts,
         };
         let (market, market_data, feed): (_, Arc<dyn MarketData>, _) = match (overrides.market, &settings.market_data) {
             (Some(market), _) => (Some(Arc::clone(&market)), market as Arc<dyn MarketData>, None),

@@ -72,6 +72,13 @@ impl HttpBalanceClient {
         })
     }
 
+    /// Finds the service again through `discovery` when its address stops answering.
+    pub fn with_discovery(self, discovery: Arc<dyn crate::clients::AddressLookup>) -> Self {
+        Self {
+            remote: self.remote.with_discovery(discovery),
+        }
+    }
+
     /// Replaces the clock that timestamps signatures.
     pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
         Self {

@@ -7,6 +7,7 @@
 
 pub mod breakers;
 pub mod config;
+pub mod discovery;
 pub mod remote;
 pub mod resilience;
 pub mod signing;
@@ -15,6 +16,7 @@ pub use breakers::Breakers;
 pub use config::{
     ConfigError, CredentialsError, RemoteServiceConfig, ServiceCredentials, SIGNING_SECRET_BYTES_MIN, TIMEOUT_DEFAULT,
 };
+pub use discovery::AddressLookup;
 pub use remote::{Answer, Call, RemoteError, RemoteService, TransportError};
 pub use resilience::{
     BreakerConfig, BreakerPermit, BreakerRefusal, BreakerSnapshot, BreakerState, CircuitBreaker, Resilience,

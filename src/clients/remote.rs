@@ -4,11 +4,12 @@
 //! Never interprets a 4xx (the typed client knows what it means) and never
 //! retries one; only connection failures, timeouts and 5xx are retried.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use reqwest::{Method, Url};
 
 use super::config::{ConfigError, RemoteServiceConfig, ServiceCredentials};
+use super::discovery::AddressLookup;
 use super::resilience::{BreakerState, CircuitBreaker, Resilience, ResilienceError, Transient};
 use super::signing;
 use crate::clock::{Clock, SystemClock};
@@ -109,17 +110,20 @@ impl<'a> Call<'a> {
 pub struct RemoteService {
     name: &'static str,
     http: reqwest::Client,
-    base_url: String,
+    /// Replaced when discovery finds the service elsewhere.
+    base_url: RwLock<String>,
     credentials: Option<ServiceCredentials>,
     resilience: Resilience,
     clock: Arc<dyn Clock>,
+    /// Asked again after a connection error to `base_url`; None: the address is fixed.
+    discovery: Option<Arc<dyn AddressLookup>>,
 }
 
 impl std::fmt::Debug for RemoteService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RemoteService")
             .field("name", &self.name)
-            .field("base_url", &self.base_url)
+            .field("base_url", &self.base_url())
             .field("credentials", &self.credentials)
             .field("resilience", &self.resilience)
             .finish_non_exhaustive()
@@ -159,11 +163,49 @@ impl RemoteService {
         Ok(Self {
             name,
             http,
-            base_url,
+            base_url: RwLock::new(base_url),
             credentials: config.credentials.clone(),
             resilience: Resilience::new(config.retry, config.breaker, config.timeout),
             clock: Arc::new(SystemClock),
+            discovery: None,
         })
+    }
+
+    /// Looks the service up again through `discovery` when a call cannot connect.
+    pub fn with_discovery(mut self, discovery: Arc<dyn AddressLookup>) -> Self {
+        self.discovery = Some(discovery);
+        self
+    }
+
+    /// The address calls go to now.
+    pub fn base_url(&self) -> String {
+        self.base_url
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// After a connection error: ask discovery where the service is now, so
+    /// the next attempt (this call's retry, or the next call) goes there.
+    async fn rediscover(&self) {
+        let Some(discovery) = &self.discovery else {
+            return;
+        };
+        match discovery.lookup().await {
+            Ok(Some(url)) => {
+                let url = url.trim_end_matches('/').to_owned();
+                let mut current = self.base_url.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if *current != url && Url::parse(&url).is_ok() {
+                    tracing::info!(service = self.name, from = %*current, to = %url, "service moved; calling the address the registry gives");
+                    *current = url;
+                }
+            }
+            Ok(None) => tracing::warn!(
+                service = self.name,
+                "the registry knows no healthy instance; keeping the address"
+            ),
+            Err(error) => tracing::warn!(service = self.name, %error, "service discovery failed; keeping the address"),
+        }
     }
 
     /// Replaces the clock that timestamps signatures (tests, simulation).
@@ -199,7 +241,14 @@ impl RemoteService {
                 let now = self.clock.now().timestamp();
                 let timestamp = previous_timestamp.map_or(now, |previous| now.max(previous.saturating_add(1)));
                 previous_timestamp = Some(timestamp);
-                self.attempt(&call, attempt, timestamp)
+                let call = &call;
+                async move {
+                    let result = self.attempt(call, attempt, timestamp).await;
+                    if matches!(result, Err(TransportError::Connection(_))) {
+                        self.rediscover().await;
+                    }
+                    result
+                }
             })
             .await;
         if let Err(error) = &result {
@@ -209,7 +258,7 @@ impl RemoteService {
     }
 
     async fn attempt(&self, call: &Call<'_>, attempt: u32, timestamp: i64) -> Result<Answer, TransportError> {
-        let url = Url::parse(&format!("{}{}", self.base_url, call.path_and_query))
+        let url = Url::parse(&format!("{}{}", self.base_url(), call.path_and_query))
             .map_err(|e| TransportError::InvalidRequest(format!("{}: {e}", call.path_and_query)))?;
         let body = call.json_body.as_deref().unwrap_or_default();
         let mut request = self.http.request(call.method.clone(), url.clone());
@@ -282,7 +331,7 @@ fn classify(error: &reqwest::Error) -> TransportError {
 }
 
 /// reqwest's own message is terse ("error sending request"); the cause is in the sources.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -6,11 +6,17 @@
 mod cluster;
 pub mod controls;
 mod duration;
+mod effective;
+pub mod keys;
+pub mod mode;
+pub mod source;
+pub mod validate;
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
+use chrono::NaiveTime;
 use rust_decimal::Decimal;
 
 use crate::actors::ACTOR_THREADS_MAX;
@@ -23,6 +29,8 @@ use crate::market::{ConfiguredAddress, GrpcMarketDataConfig};
 pub use cluster::{ClusterMode, ClusterSettings, DEFAULT_HEARTBEAT, DEFAULT_LEASE_TTL, DEFAULT_PARTITIONS};
 pub use controls::{ControlSettings, GatewayTrust};
 pub use duration::{parse_duration, parse_duration_list};
+pub use keys::{contract_key, mask, Origin};
+pub use mode::MigrationMode;
 
 /// Where the embedded default keeps its log.
 pub const EMBEDDED_DATABASE_URL: &str = "sqlite:data/order-engine.db";
@@ -117,7 +125,45 @@ pub struct Settings {
     pub cluster: ClusterSettings,
     /// Pre-trade controls and the security layer (`config::controls`).
     pub controls: ControlSettings,
+    /// RS256 public key (PEM text, `ORDER_SERVICE_JWT_PUBLIC_KEY` in the config
+    /// service); takes precedence over the key file and the secret.
+    pub jwt_public_key_pem: Option<String>,
+    /// The values that may change while the engine runs (log level, limits),
+    /// refreshed from the config service without a restart.
+    pub runtime: RuntimeValues,
+    /// The address other services reach this engine at, for self-registration
+    /// (`ORDER_SERVICE_PRODUCTION_HOST_HTTP`); `http://` + the listen address when unset.
+    pub public_url: Option<String>,
+    /// Registration metadata: where this instance runs.
+    pub region: String,
 }
+
+/// The settings a running engine may take a new value of without a restart
+/// (contract: limits, thresholds, flags, log level). Published through a
+/// `tokio::sync::watch` by `configsvc::refresh`; everything else on
+/// [`Settings`] needs a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeValues {
+    /// A tracing filter such as `info` or `order_engine=debug`; RUST_LOG's when None.
+    pub log_level: Option<String>,
+    /// Orders one user may submit per trading day; unlimited when None.
+    pub daily_order_limit: Option<u32>,
+    /// When the trading day rolls over (`HH:MM`, the exchange's time zone).
+    pub daily_reset_time: NaiveTime,
+    /// Least seconds between two forced refreshes by one caller.
+    pub hard_refresh_rate_limit_seconds: u32,
+}
+
+/// The keys (contract names) whose new value [`RuntimeValues`] takes without a restart.
+pub const RUNTIME_KEYS: &[&str] = &[
+    "ORDER_SERVICE_LOG_LEVEL",
+    "ORDER_SERVICE_DAILY_ORDER_LIMIT",
+    "ORDER_SERVICE_DAILY_RESET_TIME",
+    "ORDER_SERVICE_HARD_REFRESH_RATE_LIMIT_SECONDS",
+];
+
+/// Where registration metadata says the engine runs unless `ORDER_SERVICE_REGION` says otherwise.
+pub const DEFAULT_REGION: &str = "unknown";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{variable}={value:?} is not valid: {expected}")]
@@ -254,6 +300,37 @@ impl Settings {
                 expected: actor_threads_expected,
             });
         }
+        let market_buffer_bps = parse(
+            &lookup,
+            "ORDER_ENGINE_MARKET_BUFFER_BPS",
+            500,
+            "basis points as a whole number, such as 500 for 5 %",
+        )?;
+        let runtime = RuntimeValues {
+            log_level: lookup("ORDER_ENGINE_LOG_LEVEL"),
+            daily_order_limit: match lookup("ORDER_ENGINE_DAILY_ORDER_LIMIT") {
+                None => None,
+                Some(value) => Some(value.trim().parse::<u32>().map_err(|_| ConfigError {
+                    variable: "ORDER_ENGINE_DAILY_ORDER_LIMIT",
+                    value,
+                    expected: "a whole number of orders, such as 100".into(),
+                })?),
+            },
+            daily_reset_time: match lookup("ORDER_ENGINE_DAILY_RESET_TIME") {
+                None => NaiveTime::MIN,
+                Some(value) => NaiveTime::parse_from_str(value.trim(), "%H:%M").map_err(|_| ConfigError {
+                    variable: "ORDER_ENGINE_DAILY_RESET_TIME",
+                    value,
+                    expected: "a time of day as HH:MM, such as 09:15".into(),
+                })?,
+            },
+            hard_refresh_rate_limit_seconds: parse(
+                &lookup,
+                "ORDER_ENGINE_HARD_REFRESH_RATE_LIMIT_SECONDS",
+                60,
+                "a whole number of seconds, such as 60",
+            )?,
+        };
         Ok(Self {
             database_url: lookup("DATABASE_URL").unwrap_or_else(|| EMBEDDED_DATABASE_URL.to_owned()),
             http_addr: parse(
@@ -277,12 +354,7 @@ impl Settings {
                 "an address and port such as 127.0.0.1:50051 or 0.0.0.0:50051",
             )?,
             demo_balance,
-            market_buffer_bps: parse(
-                &lookup,
-                "ORDER_ENGINE_MARKET_BUFFER_BPS",
-                500,
-                "basis points as a whole number, such as 500 for 5 %",
-            )?,
+            market_buffer_bps,
             retry_delays,
             passivate_after: duration("ORDER_ENGINE_PASSIVATE_AFTER", Duration::from_secs(60))?,
             // Non-zero: with 0, every order actor started would evict another at once.
@@ -315,6 +387,10 @@ impl Settings {
             outbound_credentials: outbound_credentials(&lookup)?,
             cluster: cluster::cluster(&lookup)?,
             controls: ControlSettings::from_lookup(&lookup)?,
+            jwt_public_key_pem: lookup("ORDER_ENGINE_JWT_PUBLIC_KEY"),
+            runtime,
+            public_url: lookup("ORDER_ENGINE_PRODUCTION_HOST_HTTP"),
+            region: lookup("ORDER_ENGINE_REGION").unwrap_or_else(|| DEFAULT_REGION.to_owned()),
         })
     }
 }

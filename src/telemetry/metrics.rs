@@ -295,6 +295,12 @@ impl Metrics {
 
     /// Every metric in the Prometheus text exposition format. A vector metric
     /// appears once it has at least one series.
+    /// Adds metrics kept elsewhere (the settings layer's, created before
+    /// the engine) to this registry, so `/metrics` exports them too.
+    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) -> Result<(), prometheus::Error> {
+        self.registry.register(collector)
+    }
+
     pub fn render(&self) -> String {
         let mut buffer = Vec::new();
         // Encoding only fails on a malformed family, which `new` rules out; say so
