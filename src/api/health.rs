@@ -82,7 +82,7 @@ pub async fn readiness(state: &AppState) -> (bool, serde_json::Value) {
             "leases": status.leases.iter().map(|(name, lease)| json!({
                 "name": name,
                 "token": lease.token,
-                "held_seconds": (now - lease.acquired).num_milliseconds().max(0) as f64 / 1000.0,
+                "held_seconds": lease.held_seconds(now),
             })).collect::<Vec<_>>(),
         });
     }

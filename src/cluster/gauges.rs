@@ -66,11 +66,7 @@ impl ClusterGauges {
         self.members
             .set(i64::try_from(status.members.len()).unwrap_or(i64::MAX));
         let now = Utc::now();
-        let ages: Vec<f64> = status
-            .leases
-            .values()
-            .map(|lease| (now - lease.acquired).num_milliseconds().max(0) as f64 / 1000.0)
-            .collect();
+        let ages: Vec<f64> = status.leases.values().map(|lease| lease.held_seconds(now)).collect();
         let oldest = ages.iter().copied().fold(0.0, f64::max);
         let newest = ages.iter().copied().reduce(f64::min).unwrap_or(0.0);
         self.claim_age_seconds.with_label_values(&["oldest"]).set(oldest);

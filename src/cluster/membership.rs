@@ -58,6 +58,13 @@ pub struct HeldLease {
     pub acquired: DateTime<Utc>,
 }
 
+impl HeldLease {
+    /// Seconds this process has held the lease, as of `now` (for health and metrics).
+    pub fn held_seconds(&self, now: DateTime<Utc>) -> f64 {
+        (now - self.acquired).num_milliseconds().max(0) as f64 / 1000.0
+    }
+}
+
 /// What the membership task needs to know.
 #[derive(Debug, Clone)]
 pub struct MembershipConfig {

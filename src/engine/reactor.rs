@@ -375,8 +375,13 @@ impl Reactor {
         tail_position: u64,
         saved: &mut HashMap<String, u64>,
     ) {
+        let oldest = self.oldest_open(checkpoints.len());
         for (name, partition) in checkpoints {
-            let mark = self.low_water_mark(*partition, tail_position);
+            let open = match partition {
+                None => self.open_since.keys().next(),
+                Some(partition) => oldest.get(partition),
+            };
+            let mark = self.low_water_mark(open.copied(), tail_position);
             if saved.get(name) == Some(&mark) {
                 continue;
             }
@@ -391,14 +396,28 @@ impl Reactor {
         }
     }
 
-    /// The position before the oldest open saga (of `partition`, or of all).
-    fn low_water_mark(&self, partition: Option<Partition>, tail_position: u64) -> u64 {
-        let oldest = self
-            .open_since
-            .iter()
-            .find(|(_, order_id)| partition.is_none() || self.open_partition.get(order_id) == partition.as_ref())
-            .map(|(position, _)| *position);
-        let open = match oldest {
+    /// The oldest open submission of each partition, in one pass over the
+    /// open orders (oldest first), stopping once `partitions` are found.
+    fn oldest_open(&self, partitions: usize) -> HashMap<Partition, u64> {
+        let mut oldest = HashMap::new();
+        if self.owned.is_none() {
+            return oldest;
+        }
+        for (position, order_id) in &self.open_since {
+            if let Some(partition) = self.open_partition.get(order_id) {
+                oldest.entry(*partition).or_insert(*position);
+                if oldest.len() == partitions {
+                    break;
+                }
+            }
+        }
+        oldest
+    }
+
+    /// The position before `oldest_open` (the tail's when nothing is open),
+    /// never past a poison event.
+    fn low_water_mark(&self, oldest_open: Option<u64>, tail_position: u64) -> u64 {
+        let open = match oldest_open {
             Some(oldest) => oldest.saturating_sub(1),
             None => tail_position,
         };
