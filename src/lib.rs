@@ -31,4 +31,5 @@ pub mod saga;
 pub mod store;
 pub mod submission;
 pub mod telemetry;
+pub mod trading_day;
 pub mod wire;

@@ -21,6 +21,7 @@ const PURE: &[&str] = &[
     "src/projections/coalesce.rs",
     "src/events/codec.rs",
     "src/submission",
+    "src/trading_day",
 ];
 
 /// What a pure module must not mention outside comments.
