@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use order_engine::amqp::{AmqpConfig, DEFAULT_AMQP_URL};
-use order_engine::app::{jwt_config, AppError, Application, DailyLimitInputs};
+use order_engine::app::{jwt_config, AppError, Application, LiveInputs};
 use order_engine::auth::jwt::mint_dev_token;
 use order_engine::config::source::{self, Loaded, StartOptions};
 use order_engine::config::{validate, MigrationMode, Settings};
@@ -102,6 +102,28 @@ enum Command {
     /// The configuration: where each setting comes from, and whether the config service agrees with the environment.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// A user's pre-trade controls as the log says: today's count, anomalies and hold; lift a hold.
+    #[command(subcommand)]
+    Controls(ControlsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ControlsCommand {
+    /// The user's trading day so far: orders counted, the last minute, the symbols, the anomalies fired, the hold.
+    Show {
+        #[arg(long)]
+        user: uuid::Uuid,
+    },
+    /// Lift the hold an anomaly put on the user's orders; recorded in the log with who lifted it and why.
+    Lift {
+        #[arg(long)]
+        user: uuid::Uuid,
+        /// Who lifts it (recorded as `operator:<by>`).
+        #[arg(long)]
+        by: String,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -246,6 +268,7 @@ async fn command(cli: Cli) -> anyhow::Result<()> {
         Command::Cluster {
             action: ClusterAction::Status,
         } => cluster_status(&load().await?.settings).await,
+        Command::Controls(command) => controls(&load().await?.settings, command).await,
         Command::Replay { projection, all, from } => {
             let projections = match (projection, all) {
                 (Some(name), _) => vec![ops::Projection::parse(&name)?],
@@ -351,6 +374,40 @@ async fn audit(settings: &Settings, order_id: uuid::Uuid, format: AuditFormat) -
     let text = match format {
         AuditFormat::Table => order_engine::audit::render_table(order_id, &story),
         AuditFormat::Json => serde_json::to_string_pretty(&story)? + "\n",
+    };
+    // The report is the command's output.
+    #[allow(clippy::print_stdout)]
+    {
+        print!("{text}");
+    }
+    Ok(())
+}
+
+/// Shows a user's trading day, or lifts the hold on their orders.
+async fn controls(settings: &Settings, command: ControlsCommand) -> anyhow::Result<()> {
+    let store = StoreConfig::from_url(&settings.database_url)?
+        .open()
+        .await
+        .with_context(|| format!("opening the event log at {}", redact_url(&settings.database_url)))?;
+    let controls = order_engine::controls::trading_day::UserControls::new(
+        Arc::clone(&store),
+        settings.pretrade.clone(),
+        tokio::sync::watch::channel(settings.runtime.clone()).1,
+        None,
+        Arc::new(order_engine::clock::SystemClock),
+        &prometheus::Registry::new(),
+    )?;
+    let text = match command {
+        ControlsCommand::Show { user } => {
+            let now = chrono::Utc::now();
+            let day = controls.calendar().trading_day(now);
+            let hydrated = order_engine::controls::trading_day::read_day(store.as_ref(), user, day).await?;
+            order_engine::controls::trading_day::render_day(user, day, &hydrated.state, now)
+        }
+        ControlsCommand::Lift { user, by, reason } => {
+            let until = controls.lift_hold(user, &format!("operator:{by}"), &reason).await?;
+            format!("the hold on user {user}'s orders (until {until}) is lifted\n")
+        }
     };
     // The report is the command's output.
     #[allow(clippy::print_stdout)]
@@ -552,7 +609,7 @@ async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         // From the environment: the values never change while the process runs.
         None => tokio::sync::watch::channel(settings.runtime.clone()).1,
     };
-    let mut builder = Application::builder(settings.clone()).daily_limit(DailyLimitInputs { runtime, flags });
+    let mut builder = Application::builder(settings.clone()).live(LiveInputs { runtime, flags });
     if let Some(cache) = &service {
         builder = builder.registry(cache.client().clone());
     }

@@ -20,6 +20,7 @@ use common::TestDb;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use order_engine::amqp::wire::wire_uuid;
 use order_engine::amqp::{self, AmqpConfig, AmqpHandle, OrderSubmitter};
+use order_engine::app::ApplicationBuilder;
 use order_engine::clock::SystemClock;
 use order_engine::engine::{Engine, EngineError, SubmitRequest};
 use order_engine::events::{decode, EventMetadata, StreamId};
@@ -38,6 +39,7 @@ on_every_backend_in_actix!(
     a_malformed_message_is_dead_lettered_once_with_its_reason,
     a_refused_order_is_published_as_order_rejected,
     an_order_without_market_data_is_rejected_at_once_not_laddered,
+    a_user_past_the_daily_limit_hears_order_rejected_with_the_reason,
     a_transient_failure_is_retried_then_succeeds,
     a_submission_that_keeps_failing_lands_in_the_dlq_after_the_last_retry,
     closing_the_engines_connections_mid_publish_loses_nothing,
@@ -218,10 +220,22 @@ impl Harness {
         config: impl FnOnce(AmqpConfig) -> AmqpConfig,
         submitter: impl FnOnce(Arc<Engine>) -> Arc<dyn OrderSubmitter>,
     ) -> Option<Self> {
+        Self::start_built(test, db, hook, |app| app, config, submitter).await
+    }
+
+    /// Like `start_hooked`, with the application's parts changed by `parts`.
+    async fn start_built(
+        test: &str,
+        db: &TestDb,
+        hook: Option<BeforeCommitHook>,
+        parts: impl FnOnce(ApplicationBuilder) -> ApplicationBuilder,
+        config: impl FnOnce(AmqpConfig) -> AmqpConfig,
+        submitter: impl FnOnce(Arc<Engine>) -> Arc<dyn OrderSubmitter>,
+    ) -> Option<Self> {
         let broker = TestBroker::new(test).await?;
         let TestEngine {
             engine, market, store, ..
-        } = start_on(db, db.open_backend(hook).await, |app| app).await;
+        } = start_on(db, db.open_backend(hook).await, parts).await;
         market.set_price("AAPL", dec!(150.25)).unwrap();
         let metrics = Arc::new(Metrics::new().unwrap());
         let handle = amqp::start(
@@ -519,6 +533,70 @@ async fn a_refused_order_is_published_as_order_rejected(db: TestDb) {
     assert!(unknown_event["event_data"]["reason"].as_str().unwrap().contains("ZZZZ"));
     assert_eq!(by_order[&negative.to_string()]["event_data"]["code"], "InvalidQuantity");
     assert!(h.order_events(unknown).await.is_empty());
+    assert_eq!(dlq.len(), 0);
+    h.stop().await;
+}
+
+async fn a_user_past_the_daily_limit_hears_order_rejected_with_the_reason(db: TestDb) {
+    // Proves the daily order limit refuses over RabbitMQ too: with a limit of 2, the third
+    // submission of one user becomes one OrderRejected with code daily_order_limit_reached,
+    // is not laddered or dead-lettered, and records no order; the first two stand.
+    let mut runtime = order_engine::config::Settings::from_lookup(|_| None).unwrap().runtime;
+    runtime.daily_order_limit = Some(2);
+    let live = order_engine::app::LiveInputs {
+        runtime: tokio::sync::watch::channel(runtime).1,
+        flags: Arc::new(order_engine::configsvc::flags::FeatureFlags::new(
+            None,
+            order_engine::configsvc::flags::FLAG_TTL_DEFAULT,
+            order_engine::configsvc::ConfigMetrics::new().unwrap(),
+        )),
+    };
+    let Some(h) = Harness::start_built(
+        "a_user_past_the_daily_limit_hears_order_rejected_with_the_reason",
+        &db,
+        None,
+        move |app| app.live(live),
+        |c| c,
+        |e| e as Arc<dyn OrderSubmitter>,
+    )
+    .await
+    else {
+        return;
+    };
+    let test = h.broker.connect("reader").await;
+    let events = Collector::start(&test, "orders.events").await;
+    let dlq = Collector::start(&test, "orders.dlq").await;
+    let channel = producer(&test).await;
+    let user = Uuid::new_v4();
+    let orders: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+    for order in &orders {
+        publish(
+            &channel,
+            &body(&seed_submission(*order, user, "AAPL", json!(1))),
+            FieldTable::default(),
+        )
+        .await;
+        // In order: the third is the one past the limit.
+        eventually("the submission recorded or refused", WAIT, || async {
+            !h.order_events(*order).await.is_empty() || events.len() > 0
+        })
+        .await;
+    }
+    wait_count("the rejection", &events, 1).await;
+    let rejected = &events.all()[0].json;
+    assert_eq!(rejected["event_type"], "OrderRejected");
+    assert_eq!(rejected["aggregate_id"], orders[2].to_string());
+    assert_eq!(rejected["event_data"]["code"], "daily_order_limit_reached");
+    assert!(
+        rejected["event_data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("limit of 2"),
+        "{rejected}"
+    );
+    assert!(h.order_events(orders[2]).await.is_empty());
+    assert!(!h.order_events(orders[0]).await.is_empty() && !h.order_events(orders[1]).await.is_empty());
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(dlq.len(), 0);
     h.stop().await;
 }

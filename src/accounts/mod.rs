@@ -3,7 +3,6 @@
 //! Implementations: `EmbeddedAccounts` (every account active) and the HTTP
 //! client (`http.rs`).
 
-pub mod daily_limit;
 pub mod http;
 
 use async_trait::async_trait;

@@ -406,10 +406,13 @@ impl SubmissionConsumer {
             Err(
                 error @ (EngineError::AccountNotAllowed(_)
                 | EngineError::NotFound(_)
-                | EngineError::MarketDataUnavailable(_)),
+                | EngineError::MarketDataUnavailable(_)
+                | EngineError::Refused { .. }),
             ) => {
-                let code = match error {
+                let code = match &error {
                     EngineError::AccountNotAllowed(_) => "AccountNotAllowed",
+                    // The control's own reason (`daily_order_limit_reached`, `rate_limited`, `orders_held`).
+                    EngineError::Refused { rejection, .. } => rejection.code(),
                     EngineError::MarketDataUnavailable(_) => "MarketDataUnavailable",
                     _ => "NotFound",
                 };

@@ -513,10 +513,11 @@ pub async fn details(
     state: &AppState,
     caller: &AuthenticatedUser,
     order_id: Uuid,
+    refresh: Refresh,
     request_id: &str,
 ) -> Result<OrderDetailsResponse, Problem> {
     caller.require(Permission::GetOrders)?;
-    let order = state.engine.owned(order_id, caller.user_id).await?;
+    let order = read_order(state, caller, order_id, refresh).await?;
     Ok(OrderDetailsResponse {
         api_response: ApiResponse::ok(StatusCode::OK, "the order as it stands", request_id),
         order: OrderDetails::from(&order),
@@ -528,14 +529,42 @@ pub async fn status(
     state: &AppState,
     caller: &AuthenticatedUser,
     order_id: Uuid,
+    refresh: Refresh,
     request_id: &str,
 ) -> Result<OrderStatusResponse, Problem> {
     caller.require(Permission::GetOrders)?;
-    let order = state.engine.owned(order_id, caller.user_id).await?;
+    let order = read_order(state, caller, order_id, refresh).await?;
     Ok(OrderStatusResponse::new(
         &order,
         ApiResponse::ok(StatusCode::OK, "the order's status", request_id),
     ))
+}
+
+/// Whether a read may be served from the engine's state (`Cached`), or must
+/// be folded again from the log (`Forced`, `Cache-Control: no-cache` over
+/// HTTP): a forced refresh is rate limited per caller by
+/// `ORDER_SERVICE_HARD_REFRESH_RATE_LIMIT_SECONDS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refresh {
+    Cached,
+    Forced,
+}
+
+async fn read_order(
+    state: &AppState,
+    caller: &AuthenticatedUser,
+    order_id: Uuid,
+    refresh: Refresh,
+) -> Result<crate::order::Order, Problem> {
+    match refresh {
+        Refresh::Cached => Ok(state.engine.owned(order_id, caller.user_id).await?),
+        Refresh::Forced => {
+            if let Err(retry_after_secs) = state.engine.deps().controls.hard_refresh(caller.user_id) {
+                return Err(Problem::hard_refresh_limited(retry_after_secs));
+            }
+            Ok(state.engine.reread(order_id, caller.user_id).await?)
+        }
+    }
 }
 
 /// Cancels one of the caller's orders.

@@ -155,7 +155,7 @@ pub fn shared_responses() -> Vec<(&'static str, Response)> {
         (
             "403",
             problem_response(
-                "The caller may not do this: a service without the permission, or an account that may not trade",
+                "The caller may not do this: a service without the permission, an account that may not trade, or a user whose orders are held after an anomaly (`orders_held`, with Retry-After)",
                 None,
             ),
         ),

@@ -46,7 +46,9 @@ fn request_id(request: &HttpRequest) -> String {
             headers(("Retry-After" = u32, description = "Seconds to wait"))),
         (status = 413, description = "Body over the size limit", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 415, description = "Body not sent as application/json", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "The order breaks a rule (quantity, price, symbol), or the key was reused with another body", body = ProblemDoc, content_type = "application/problem+json")),
+        (status = 422, description = "The order breaks a rule (quantity, price, symbol), or the key was reused with another body", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "A per-user pre-trade control refused the order: `reason` is `daily_order_limit_reached` (with `limit` and `resets_at`) or `rate_limited` (with `limit_per_minute`); nothing was recorded", body = ProblemDoc, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds until a new order can pass")))),
     security(("bearer" = [])))]
 pub async fn submit(
     state: web::Data<AppState>,
@@ -135,6 +137,21 @@ fn bounded(name: &str, raw: Option<&str>, minimum: u64, maximum: u64) -> Result<
     value.map(Some).ok_or_else(|| out_of_bounds(name, minimum, maximum))
 }
 
+/// A read with `Cache-Control: no-cache` is a forced refresh.
+fn refresh(request: &HttpRequest) -> commands::Refresh {
+    let forced = request
+        .headers()
+        .get_all(actix_web::http::header::CACHE_CONTROL)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|directive| directive.trim().eq_ignore_ascii_case("no-cache"));
+    if forced {
+        commands::Refresh::Forced
+    } else {
+        commands::Refresh::Cached
+    }
+}
+
 pub(crate) fn out_of_bounds(name: &str, minimum: u64, maximum: u64) -> Problem {
     Problem::new(StatusCode::BAD_REQUEST, "invalid-query", "Invalid query")
         .with_detail(format!("{name} must be a whole number from {minimum} to {maximum}"))
@@ -143,9 +160,11 @@ pub(crate) fn out_of_bounds(name: &str, minimum: u64, maximum: u64) -> Problem {
         .with_extension("maximum", maximum)
 }
 
-#[utoipa::path(get, path = "/api/v1/orders/{order_id}", tag = "orders", params(("order_id" = Uuid, Path)),
+#[utoipa::path(get, path = "/api/v1/orders/{order_id}", tag = "orders", params(("order_id" = Uuid, Path), ("Cache-Control" = Option<String>, Header, description = "`no-cache` forces a refresh: the order is folded again from the log past every cache; at most once per ORDER_SERVICE_HARD_REFRESH_RATE_LIMIT_SECONDS per caller (429 with Retry-After sooner)")),
     responses((status = 200, body = OrderDetailsResponse), (status = 400, description = "order_id is not a UUID", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such order for this user", body = ProblemDoc, content_type = "application/problem+json")),
+        (status = 404, description = "No such order for this user", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "A forced refresh sooner than the interval allows", body = ProblemDoc, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds until a forced refresh is allowed")))),
     security(("bearer" = [])))]
 pub async fn get(
     state: web::Data<AppState>,
@@ -153,13 +172,22 @@ pub async fn get(
     request: HttpRequest,
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, Problem> {
-    let details = commands::details(&state, &caller, path.into_inner(), &request_id(&request)).await?;
+    let details = commands::details(
+        &state,
+        &caller,
+        path.into_inner(),
+        refresh(&request),
+        &request_id(&request),
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(details))
 }
 
-#[utoipa::path(get, path = "/api/v1/orders/{order_id}/status", tag = "orders", params(("order_id" = Uuid, Path)),
+#[utoipa::path(get, path = "/api/v1/orders/{order_id}/status", tag = "orders", params(("order_id" = Uuid, Path), ("Cache-Control" = Option<String>, Header, description = "`no-cache` forces a refresh: the order is folded again from the log past every cache; at most once per ORDER_SERVICE_HARD_REFRESH_RATE_LIMIT_SECONDS per caller (429 with Retry-After sooner)")),
     responses((status = 200, body = OrderStatusResponse), (status = 400, description = "order_id is not a UUID", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such order for this user", body = ProblemDoc, content_type = "application/problem+json")),
+        (status = 404, description = "No such order for this user", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "A forced refresh sooner than the interval allows", body = ProblemDoc, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds until a forced refresh is allowed")))),
     security(("bearer" = [])))]
 pub async fn status(
     state: web::Data<AppState>,
@@ -167,7 +195,14 @@ pub async fn status(
     request: HttpRequest,
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, Problem> {
-    let status = commands::status(&state, &caller, path.into_inner(), &request_id(&request)).await?;
+    let status = commands::status(
+        &state,
+        &caller,
+        path.into_inner(),
+        refresh(&request),
+        &request_id(&request),
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(status))
 }
 
@@ -188,7 +223,7 @@ pub async fn cancel(
 }
 
 #[utoipa::path(get, path = "/api/v1/orders/{order_id}/events", tag = "orders", params(("order_id" = Uuid, Path)),
-    responses((status = 200, description = "The order's events, its saga's steps and the ledger entries it caused, in log order", body = OrderEventsDoc),
+    responses((status = 200, description = "The order's events, its saga's steps, the ledger entries it caused and what the pre-trade controls recorded of it (its count, anomalies, a hold), in log order", body = OrderEventsDoc),
         (status = 400, description = "order_id is not a UUID", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such order for this user", body = ProblemDoc, content_type = "application/problem+json")),
     security(("bearer" = [])))]

@@ -46,6 +46,7 @@ use serde_json::{Map, Value};
 use crate::auth::{AuthError, AuthFailure};
 use crate::engine::EngineError;
 use crate::order::OrderRejection;
+use crate::trading_day::TradingDayRejection;
 
 /// The media type of every error response (RFC 9457 §3).
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -107,6 +108,20 @@ impl Problem {
             self.extensions.insert(name.to_owned(), value.into());
         }
         self
+    }
+
+    /// A forced refresh asked for sooner than the interval allows.
+    pub fn hard_refresh_limited(retry_after_secs: u64) -> Self {
+        Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "hard-refresh-rate-limited",
+            "Forced refresh too soon",
+        )
+        .with_detail(format!(
+            "a forced refresh (Cache-Control: no-cache) is allowed once per ORDER_SERVICE_HARD_REFRESH_RATE_LIMIT_SECONDS; \
+             retry in {retry_after_secs} s, or read without no-cache"
+        ))
+        .with_retry_after(Duration::from_secs(retry_after_secs))
     }
 
     pub fn with_retry_after(mut self, after: Duration) -> Self {
@@ -246,6 +261,39 @@ impl From<EngineError> for Problem {
             EngineError::AccountNotAllowed(_) => {
                 Problem::new(StatusCode::FORBIDDEN, "account-not-allowed", "Account may not trade")
                     .with_detail(error.to_string())
+            }
+            EngineError::Refused {
+                ref rejection,
+                retry_after_secs,
+            } => {
+                let (status, title) = match rejection {
+                    TradingDayRejection::OrdersHeld { .. } => (StatusCode::FORBIDDEN, "Orders held"),
+                    TradingDayRejection::DailyOrderLimitReached { .. } => {
+                        (StatusCode::TOO_MANY_REQUESTS, "Daily order limit reached")
+                    }
+                    _ => (StatusCode::TOO_MANY_REQUESTS, "Too many orders"),
+                };
+                let mut problem = Problem::new(status, &rejection.code().replace('_', "-"), title)
+                    .with_detail(error.to_string())
+                    .with_extension("reason", rejection.code())
+                    .with_retry_after(Duration::from_secs(retry_after_secs));
+                match rejection {
+                    TradingDayRejection::DailyOrderLimitReached { limit, resets_at } => {
+                        problem = problem
+                            .with_extension("limit", *limit)
+                            .with_extension("resets_at", resets_at.to_rfc3339());
+                    }
+                    TradingDayRejection::RateLimited { limit, .. } => {
+                        problem = problem.with_extension("limit_per_minute", *limit);
+                    }
+                    TradingDayRejection::OrdersHeld { anomaly, until } => {
+                        problem = problem
+                            .with_extension("anomaly", anomaly.as_str())
+                            .with_extension("held_until", until.to_rfc3339());
+                    }
+                    TradingDayRejection::NotHeld { .. } => {}
+                }
+                problem
             }
             EngineError::NotFound(order_id) => {
                 Problem::new(StatusCode::NOT_FOUND, "order-not-found", "Order not found")

@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 pub use auth::jwt_config;
 pub use error::AppError;
 pub use shutdown::stop_signal;
-pub use stack::{engine_config, leader_roles, DailyLimitInputs, EngineStack, GivenLog, Overrides};
+pub use stack::{engine_config, leader_roles, EngineStack, GivenLog, LiveInputs, Overrides};
 
 use crate::amqp::{self, AmqpHandle};
 use crate::api::{self, AppState};
@@ -33,7 +33,7 @@ use crate::balance::embedded::EmbeddedLedger;
 use crate::balance::BalanceService;
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::controls::{audit, Controls};
+use crate::controls::{audit, Controls, UserRateLimiter};
 use crate::engine::{CrashPoint, Engine, EngineConfig};
 use crate::grpc::GrpcServer;
 use crate::market::MarketSimulator;
@@ -124,9 +124,9 @@ impl ApplicationBuilder {
         self
     }
 
-    /// Limit each user's orders per trading day with these run-time values and flags (see `accounts::daily_limit`).
-    pub fn daily_limit(mut self, inputs: DailyLimitInputs) -> Self {
-        self.overrides.daily_limit = Some(inputs);
+    /// Take the run-time values (daily limit, reset time) and the feature flags from the config service.
+    pub fn live(mut self, inputs: LiveInputs) -> Self {
+        self.overrides.live = Some(inputs);
         self
     }
 
@@ -240,7 +240,12 @@ impl ApplicationBuilder {
             orders_projection: Arc::clone(&orders_projection),
             broker_connected,
             cluster: stack.cluster.clone(),
-            controls: Arc::new(Controls::new(settings.controls.clone(), stack.breakers.clone())),
+            controls: Arc::new({
+                let mut controls = Controls::new(settings.controls.clone(), stack.breakers.clone());
+                let per_user = Arc::clone(&stack.engine.deps().controls);
+                controls.user_limiter = Some(per_user as Arc<dyn UserRateLimiter>);
+                controls
+            }),
         });
         let auth = web::Data::new(match self.authenticator {
             Some(authenticator) => authenticator,

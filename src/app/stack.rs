@@ -10,7 +10,6 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 
 use super::AppError;
-use crate::accounts::daily_limit::DailyOrderLimit;
 use crate::accounts::http::HttpAccountsClient;
 use crate::accounts::{Accounts, EmbeddedAccounts};
 use crate::balance::embedded::{EmbeddedLedger, LedgerConfig};
@@ -22,6 +21,7 @@ use crate::cluster::{Cluster, ClusterError, ClusterView, FencedStore, Membership
 use crate::config::source::{ACCOUNT_SERVICE_NAME, BALANCE_SERVICE_NAME};
 use crate::config::{ClusterMode, MarketDataSource, Settings};
 use crate::configsvc::discovery::RegistryLookup;
+use crate::controls::trading_day::UserControls;
 use crate::engine::{CrashPoint, Engine, EngineConfig, EngineDeps};
 use crate::market::{GrpcMarketData, MarketData, MarketSimulator, SimulatorConfig};
 use crate::projections::{self, ReadModels};
@@ -59,16 +59,17 @@ pub struct Overrides {
     /// test that runs a saga out of its local retries). A shorter ladder is a
     /// setting (`retry_delays`), not this.
     pub engine: Option<EngineConfig>,
-    /// The run-time values and feature flags from the config service, for the
-    /// daily order limit around the account checks; without them there is no limit.
-    pub daily_limit: Option<DailyLimitInputs>,
+    /// The run-time values (the daily order limit, its reset time) and the
+    /// feature flags from the config service; without them the settings'
+    /// values hold for the whole run and every flag is off.
+    pub live: Option<LiveInputs>,
     /// The config service whose registry the balance and account clients ask
     /// again when their address stops answering; None: addresses are fixed.
     pub registry: Option<crate::configsvc::ConfigServiceClient>,
 }
 
-/// What the daily order limit reads: values that change at run time, and its flag.
-pub struct DailyLimitInputs {
+/// Values that change at run time, and the feature flags.
+pub struct LiveInputs {
     pub runtime: tokio::sync::watch::Receiver<crate::config::RuntimeValues>,
     pub flags: Arc<crate::configsvc::flags::FeatureFlags>,
 }
@@ -212,12 +213,21 @@ impl EngineStack {
             }
             None => Arc::new(EmbeddedAccounts),
         };
-        let accounts: Arc<dyn Accounts> = match overrides.daily_limit {
-            Some(DailyLimitInputs { runtime, flags }) => {
-                Arc::new(DailyOrderLimit::new(accounts, runtime, flags, Arc::clone(&clock)))
-            }
-            None => accounts,
+        let (runtime, flags) = match overrides.live {
+            Some(LiveInputs { runtime, flags }) => (runtime, Some(flags)),
+            None => (tokio::sync::watch::channel(settings.runtime.clone()).1, None),
         };
+        let controls = Arc::new(
+            UserControls::new(
+                Arc::clone(&store),
+                settings.pretrade.clone(),
+                runtime,
+                flags,
+                Arc::clone(&clock),
+                metrics.registry(),
+            )
+            .map_err(AppError::Metrics)?,
+        );
         let (market, market_data, feed): (_, Arc<dyn MarketData>, _) = match (overrides.market, &settings.market_data) {
             (Some(market), _) => (Some(Arc::clone(&market)), market as Arc<dyn MarketData>, None),
             (None, MarketDataSource::Simulator) => {
@@ -255,6 +265,7 @@ impl EngineStack {
                     accounts,
                     clock: Arc::clone(&clock),
                     cluster: view,
+                    controls: Arc::clone(&controls),
                 },
                 overrides.crash,
             )

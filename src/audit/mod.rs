@@ -1,5 +1,6 @@
 //! An order's whole story from the log: the failed tries of its submission,
-//! its events, its saga's steps and the ledger entries it caused, in log order. Read-only; used by the HTTP audit
+//! its events, its saga's steps, the ledger entries it caused and what the
+//! pre-trade controls recorded of it (its count, anomalies, a hold), in log order. Read-only; used by the HTTP audit
 //! route and the operator's `audit` command.
 
 use chrono::{DateTime, Utc};
@@ -14,7 +15,7 @@ use crate::store::{read_stream_all, EventStore, StoreError};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditEntry {
     pub global_position: u64,
-    /// `submission`, `order`, `saga` or `ledger`.
+    /// `submission`, `order`, `saga`, `ledger` or `controls` (the user's trading day).
     pub source: &'static str,
     pub stream_id: String,
     pub stream_version: u64,
@@ -56,10 +57,11 @@ pub async fn order_story(store: &dyn EventStore, order_id: Uuid) -> Result<Optio
     let Some(first) = order_events.first() else {
         return Ok((!tries.is_empty()).then_some(tries));
     };
-    let user_id = match decode::<OrderEvent>(first) {
-        Ok(OrderEvent::OrderSubmitted(submitted)) => Some(submitted.user_id),
+    let submitted = match decode::<OrderEvent>(first) {
+        Ok(OrderEvent::OrderSubmitted(submitted)) => Some((submitted.user_id, submitted.submitted_at)),
         _ => None,
     };
+    let user_id = submitted.map(|(user_id, _)| user_id);
     let mut story = tries;
     story.extend(order_events.into_iter().map(|e| entry("order", e)));
     story.extend(
@@ -78,6 +80,23 @@ pub async fn order_story(store: &dyn EventStore, order_id: Uuid) -> Result<Optio
                 .filter(|e| e.payload.to_value().get("order_id") == Some(&order))
                 .map(|e| entry("ledger", e)),
         );
+    }
+    if let Some((user_id, submitted_at)) = submitted {
+        // The pre-trade controls' count, anomalies and hold for this order, on
+        // its user's trading day: whatever the exchange's zone and reset time,
+        // that day is within two days before and one after the UTC date.
+        let order = serde_json::Value::String(order_id.to_string());
+        let date = submitted_at.date_naive();
+        for offset in -2..=1 {
+            let day = date + chrono::TimeDelta::days(offset);
+            story.extend(
+                read_stream_all(store, &StreamId::trading_day(user_id, day), 1)
+                    .await?
+                    .into_iter()
+                    .filter(|e| e.payload.to_value().get("order_id") == Some(&order))
+                    .map(|e| entry("controls", e)),
+            );
+        }
     }
     story.sort_by_key(|e| e.global_position);
     Ok(Some(story))

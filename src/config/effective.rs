@@ -73,6 +73,48 @@ impl Settings {
         if let Some(limit) = self.runtime.daily_order_limit {
             values.insert("ORDER_SERVICE_DAILY_ORDER_LIMIT", limit.to_string());
         }
+        let pretrade = &self.pretrade;
+        let thresholds = &pretrade.thresholds;
+        values.extend([
+            (
+                "ORDER_SERVICE_PRE_TRADE_CONTROLS",
+                if pretrade.enabled { "on" } else { "off" }.to_owned(),
+            ),
+            (
+                "ORDER_SERVICE_RATE_LIMIT_PER_MINUTE",
+                pretrade.rate_limit_per_minute.unwrap_or(0).to_string(),
+            ),
+            (
+                "ORDER_SERVICE_EXCHANGE_TIMEZONE",
+                pretrade.exchange_timezone.name().to_owned(),
+            ),
+            (
+                "ORDER_SERVICE_SESSION_HOURS",
+                format!(
+                    "{}-{}",
+                    pretrade.session_open.format("%H:%M"),
+                    pretrade.session_close.format("%H:%M")
+                ),
+            ),
+            (
+                "ORDER_SERVICE_ANOMALY_ORDERS_PER_MINUTE",
+                thresholds.orders_per_minute.to_string(),
+            ),
+            (
+                "ORDER_SERVICE_ANOMALY_ORDER_QUANTITY",
+                thresholds.order_quantity.to_string(),
+            ),
+            ("ORDER_SERVICE_ANOMALY_ORDER_VALUE", thresholds.order_value.to_string()),
+            (
+                "ORDER_SERVICE_ANOMALY_SYMBOLS_PER_DAY",
+                thresholds.symbols_per_day.to_string(),
+            ),
+            (
+                "ORDER_SERVICE_ANOMALY_CANCELLATIONS_PER_MINUTE",
+                thresholds.cancellations_per_minute.to_string(),
+            ),
+            ("ORDER_SERVICE_ANOMALY_HOLD", format!("{:?}", pretrade.hold)),
+        ]);
         values
     }
 }
@@ -89,6 +131,9 @@ mod tests {
         assert_eq!(values["DATABASE_URL"], crate::config::EMBEDDED_DATABASE_URL);
         assert_eq!(values["ORDER_SERVICE_RETRY_DELAYS"], "300s,900s,3600s,21600s");
         assert_eq!(values["ORDER_SERVICE_DAILY_RESET_TIME"], "00:00");
+        assert_eq!(values["ORDER_SERVICE_RATE_LIMIT_PER_MINUTE"], "120");
+        assert_eq!(values["ORDER_SERVICE_EXCHANGE_TIMEZONE"], "Asia/Kolkata");
+        assert_eq!(values["ORDER_SERVICE_SESSION_HOURS"], "09:00-15:30");
         assert!(!values.contains_key("BALANCE_SERVICE_URL"));
     }
 }

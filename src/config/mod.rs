@@ -9,6 +9,7 @@ mod duration;
 mod effective;
 pub mod keys;
 pub mod mode;
+pub mod pretrade;
 pub mod source;
 pub mod validate;
 
@@ -31,6 +32,7 @@ pub use controls::{ControlSettings, GatewayTrust};
 pub use duration::{parse_duration, parse_duration_list};
 pub use keys::{contract_key, mask, Origin};
 pub use mode::MigrationMode;
+pub use pretrade::PreTradeSettings;
 
 /// Where the embedded default keeps its log.
 pub const EMBEDDED_DATABASE_URL: &str = "sqlite:data/order-engine.db";
@@ -125,6 +127,8 @@ pub struct Settings {
     pub cluster: ClusterSettings,
     /// Pre-trade controls and the security layer (`config::controls`).
     pub controls: ControlSettings,
+    /// The per-user pre-trade controls (rate limit, anomaly rules, calendar).
+    pub pretrade: PreTradeSettings,
     /// RS256 public key (PEM text, `ORDER_SERVICE_JWT_PUBLIC_KEY` in the config
     /// service); takes precedence over the key file and the secret.
     pub jwt_public_key_pem: Option<String>,
@@ -387,6 +391,7 @@ impl Settings {
             outbound_credentials: outbound_credentials(&lookup)?,
             cluster: cluster::cluster(&lookup)?,
             controls: ControlSettings::from_lookup(&lookup)?,
+            pretrade: PreTradeSettings::from_lookup(&lookup)?,
             jwt_public_key_pem: lookup("ORDER_ENGINE_JWT_PUBLIC_KEY"),
             runtime,
             public_url: lookup("ORDER_ENGINE_PRODUCTION_HOST_HTTP"),

@@ -8,7 +8,9 @@
 //! log: the rules that count a user's orders belong to the log's aggregates.
 
 pub mod audit;
+pub mod calendar;
 pub mod rate_limits;
+pub mod trading_day;
 
 use std::sync::Arc;
 

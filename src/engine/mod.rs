@@ -26,15 +26,17 @@ pub use reactor::{partition_checkpoint, REACTOR_CHECKPOINT};
 pub use saga_runner::{SagaConfig, ENGINE_NAMESPACE, LOCAL_RETRIES_MAX};
 
 use crate::accounts::{AccountError, Accounts};
-use crate::actors::{ActorConfig, ActorError, ExecuteCommand, OrderRegistry, StartError};
+use crate::actors::{ActorConfig, ActorError, CommandReply, ExecuteCommand, OrderRegistry, StartError};
 use crate::balance::BalanceService;
 use crate::clock::Clock;
 use crate::cluster::ClusterView;
+use crate::controls::trading_day::{Admission, ControlError, OrderFacts, UserControls};
 use crate::events::EventMetadata;
 use crate::market::{MarketData, MarketError};
 use crate::order::{CancelOrder, Order, OrderCommand, OrderEvent, OrderRejection, OrderType, Quote, Side, SubmitOrder};
 use crate::projections::LogFeed;
 use crate::store::EventStore;
+use crate::trading_day::TradingDayRejection;
 use reactor::Reactor;
 use saga_runner::SagaContext;
 
@@ -48,6 +50,23 @@ pub struct EngineDeps {
     pub clock: Arc<dyn Clock>,
     /// Which users' sagas and orders this process drives (all, standalone).
     pub cluster: ClusterView,
+    /// The per-user pre-trade controls: each order and cancellation is
+    /// counted on its user's trading day in the commit that records it.
+    pub controls: Arc<UserControls>,
+}
+
+/// Lost races for a user's trading day before a submission gives up (503):
+/// each loser reads the day again and decides at once, so only a user
+/// submitting from many processes at once comes near it.
+pub const TRADING_DAY_RETRIES_MAX: u32 = 16;
+
+/// What a command counts on its user's trading day.
+enum Counted<'a> {
+    Order(OrderFacts<'a>),
+    Cancellation {
+        user_id: Uuid,
+        at: chrono::DateTime<chrono::Utc>,
+    },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -77,6 +96,14 @@ pub enum EngineError {
     Rejected(#[from] OrderRejection),
     #[error("account {0} is not active or may not trade")]
     AccountNotAllowed(Uuid),
+    /// A per-user pre-trade control refused the order (the daily limit, the
+    /// rate limit, a hold after an anomaly); nothing was written.
+    #[error("{rejection}")]
+    Refused {
+        rejection: TradingDayRejection,
+        /// Whole seconds until a new try can pass (the engine's clock).
+        retry_after_secs: u64,
+    },
     #[error("order {0} not found")]
     NotFound(Uuid),
     #[error("a service the engine needs is unavailable; retry later: {0}")]
@@ -202,17 +229,27 @@ impl Engine {
             }
         };
         let order_id = request.order_id.unwrap_or_else(Uuid::now_v7);
+        let submitted_at = self.deps.clock.now();
+        let price = request.limit_price.or(quote.as_ref().map(|q| q.price));
+        let counted = Counted::Order(OrderFacts {
+            user_id: request.user_id,
+            order_id,
+            symbol: &request.symbol,
+            quantity: request.quantity,
+            value: price.and_then(|price| price.checked_mul(request.quantity)),
+            at: submitted_at,
+        });
         let command = OrderCommand::Submit(SubmitOrder {
             order_id,
             user_id: request.user_id,
-            symbol: request.symbol,
+            symbol: request.symbol.clone(),
             side: request.side,
             order_type: request.order_type,
             quantity: request.quantity,
             limit_price: request.limit_price,
             stop_price: request.stop_price,
             quote,
-            submitted_at: self.deps.clock.now(),
+            submitted_at,
         });
         let mut metadata = request.metadata;
         metadata.correlation_id = metadata.correlation_id.or(Some(order_id));
@@ -223,7 +260,7 @@ impl Engine {
             metadata,
             co_write: None,
         };
-        let reply = self.registry.execute(order_id, message).await?;
+        let reply = self.execute_counted(order_id, message, &counted).await?;
         let submitted = reply.written.iter().find_map(|(event_id, event)| match event {
             OrderEvent::OrderSubmitted(event) => Some((*event_id, event.clone())),
             _ => None,
@@ -259,10 +296,11 @@ impl Engine {
         command_id: Uuid,
     ) -> Result<Order, EngineError> {
         self.owned(order_id, user_id).await?;
+        let cancelled_at = self.deps.clock.now();
         let message = ExecuteCommand {
             command: OrderCommand::Cancel(CancelOrder {
                 reason: reason.to_owned(),
-                cancelled_at: self.deps.clock.now(),
+                cancelled_at,
             }),
             command_id,
             metadata: EventMetadata {
@@ -272,8 +310,85 @@ impl Engine {
             },
             co_write: None,
         };
-        let reply = self.registry.execute(order_id, message).await?;
+        let counted = Counted::Cancellation {
+            user_id,
+            at: cancelled_at,
+        };
+        let reply = self.execute_counted(order_id, message, &counted).await?;
         reply.order.ok_or(EngineError::NotFound(order_id))
+    }
+
+    /// Runs an order command with its count on the user's trading day in the
+    /// same commit. A lost race for the day decides the count again at once;
+    /// a refused count of an order already recorded is a resend, answered by
+    /// the order's own command (which writes nothing new).
+    async fn execute_counted(
+        &self,
+        order_id: Uuid,
+        mut message: ExecuteCommand,
+        counted: &Counted<'_>,
+    ) -> Result<CommandReply, EngineError> {
+        let controls = &self.deps.controls;
+        let mut conflicts = 0;
+        loop {
+            let admitted = match counted {
+                Counted::Order(facts) => controls.admit_order(facts, message.command_id, &message.metadata).await,
+                Counted::Cancellation { user_id, at } => {
+                    controls
+                        .admit_cancellation(*user_id, order_id, *at, message.command_id, &message.metadata)
+                        .await
+                }
+            };
+            let admission: Option<Admission> = match admitted {
+                Ok(admission) => admission,
+                Err(ControlError::Refused(rejection)) => {
+                    if self.registry.get(order_id).await?.is_none() {
+                        let retry_after_secs = rejection.retry_after_secs(self.deps.clock.now());
+                        return Err(EngineError::Refused {
+                            rejection,
+                            retry_after_secs,
+                        });
+                    }
+                    None
+                }
+                Err(error) if error.is_transient() => return Err(EngineError::Unavailable(error.to_string())),
+                Err(error) => return Err(EngineError::Internal(error.to_string())),
+            };
+            message.co_write = admission.as_ref().map(Admission::co_write);
+            let result = self.registry.execute(order_id, message.clone()).await;
+            match (result, admission) {
+                (Err(ActorError::CoWriteConflict { .. }), Some(admission)) if conflicts < TRADING_DAY_RETRIES_MAX => {
+                    admission.conflicted();
+                    conflicts += 1;
+                }
+                (result, admission) => {
+                    if let Some(admission) = admission {
+                        let co_written = result.as_ref().ok().and_then(|reply| reply.co_written.first());
+                        admission.settle(controls, co_written);
+                    }
+                    return Ok(result?);
+                }
+            }
+        }
+    }
+
+    /// A forced refresh: the order folded again from the first event of its
+    /// stream, past every cache (the actor's state included), if `user_id` owns it.
+    pub async fn reread(&self, order_id: Uuid, user_id: Uuid) -> Result<Order, EngineError> {
+        let mut hydrated = crate::store::Hydrated::<crate::order::OrderAggregate>::default();
+        hydrated
+            .catch_up(self.deps.store.as_ref(), &crate::events::StreamId::order(order_id))
+            .await
+            .map_err(|error| match error {
+                crate::store::FoldError::Store(error) if error.is_transient() => {
+                    EngineError::Unavailable(error.to_string())
+                }
+                other => EngineError::Internal(other.to_string()),
+            })?;
+        match hydrated.state.order() {
+            Some(order) if order.user_id == user_id => Ok(order.clone()),
+            _ => Err(EngineError::NotFound(order_id)),
+        }
     }
 
     /// The order as its stream says now, if `user_id` owns it.

@@ -59,6 +59,12 @@ impl StreamId {
         Self(format!("submission-{order_id}"))
     }
 
+    /// One user's trading day (the pre-trade controls): one stream a day, so
+    /// no fold reads more than a day's orders.
+    pub fn trading_day(user_id: Uuid, day: chrono::NaiveDate) -> Self {
+        Self(format!("tradingday-{user_id}-{}", day.format("%Y%m%d")))
+    }
+
     /// The uuid of a `<category>-<uuid>` stream (`order`, `saga`, `account`,
     /// `submission`), if it is one.
     pub fn uuid_in(&self, category: &str) -> Option<Uuid> {

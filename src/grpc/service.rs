@@ -223,9 +223,15 @@ impl OrderService for OrderGrpc {
         let message = request.into_inner();
         call.acting_for(&message.user_id)?;
         let order_id = call.order_id(&message.order_id)?;
-        let details = commands::details(&self.state, &call.caller, order_id, &call.request_id)
-            .await
-            .map_err(|p| call.refuse(&p))?;
+        let details = commands::details(
+            &self.state,
+            &call.caller,
+            order_id,
+            commands::Refresh::Cached,
+            &call.request_id,
+        )
+        .await
+        .map_err(|p| call.refuse(&p))?;
         Ok(Response::new(pb::GetOrderDetailsResponse {
             api_response: Some(api_response(&details.api_response)),
             order: Some(order_details(&details.order)),
@@ -240,9 +246,15 @@ impl OrderService for OrderGrpc {
         let message = request.into_inner();
         call.acting_for(&message.user_id)?;
         let order_id = call.order_id(&message.order_id)?;
-        let status = commands::status(&self.state, &call.caller, order_id, &call.request_id)
-            .await
-            .map_err(|p| call.refuse(&p))?;
+        let status = commands::status(
+            &self.state,
+            &call.caller,
+            order_id,
+            commands::Refresh::Cached,
+            &call.request_id,
+        )
+        .await
+        .map_err(|p| call.refuse(&p))?;
         Ok(Response::new(pb::GetOrderStatusResponse {
             api_response: Some(api_response(&status.api_response)),
             order_id: status.order_id.to_string(),

@@ -43,7 +43,7 @@ pub fn code_of(problem: &Problem) -> Code {
         (403, _) => Code::PermissionDenied,
         (404, _) => Code::NotFound,
         (409, _) => Code::Aborted,
-        (413, _) => Code::ResourceExhausted,
+        (413 | 429, _) => Code::ResourceExhausted,
         (503, _) => Code::Unavailable,
         _ => Code::Internal,
     }

@@ -65,6 +65,13 @@ pub fn test_settings(url: &str, config: &EngineConfig) -> Settings {
     // second "process" on the same database means a rival, not a member
     // taking half the work. tests/cluster.rs turns clustering on.
     settings.cluster.mode = ClusterMode::Off;
+    // Tests send bursts from one user far past the per-user rate limit, at
+    // any hour of the day: no rate limit, and a session that never closes so
+    // the off-hours rule does not depend on when CI runs. The controls still
+    // count every order; tests/pretrade.rs sets its own limits and clock.
+    settings.pretrade.rate_limit_per_minute = None;
+    settings.pretrade.session_open = chrono::NaiveTime::MIN;
+    settings.pretrade.session_close = chrono::NaiveTime::from_hms_nano_opt(23, 59, 59, 999_999_999).unwrap();
     settings
 }
 

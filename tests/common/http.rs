@@ -63,6 +63,10 @@ pub type WrapModels = Box<dyn FnOnce(Arc<dyn ReadModels>) -> Arc<dyn ReadModels>
 pub struct Custom {
     pub settings: Option<EditSettings>,
     pub models: Option<WrapModels>,
+    /// The engine's clock in place of the system's (a trading day's roll-over).
+    pub clock: Option<Arc<dyn order_engine::clock::Clock>>,
+    /// Run-time values and feature flags, as `serve` takes them from the config service.
+    pub live: Option<order_engine::app::LiveInputs>,
 }
 
 /// As [`spawn_app_with`], with the settings and read models changed by `custom`.
@@ -96,6 +100,12 @@ pub async fn spawn_app_custom(
         .http_workers(1);
     if let Some(auth) = auth {
         builder = builder.authenticator(auth);
+    }
+    if let Some(clock) = custom.clock {
+        builder = builder.clock(clock);
+    }
+    if let Some(live) = custom.live {
+        builder = builder.live(live);
     }
     let app = builder.build().await.unwrap();
     let engine = Arc::new(TestEngine {

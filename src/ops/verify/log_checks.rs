@@ -18,6 +18,7 @@ use crate::events::{decode, RecordedEvent};
 use crate::order::{OrderEvent, OrderStatus, Side};
 use crate::saga::SagaEvent;
 use crate::submission::SubmissionEvent;
+use crate::trading_day::TradingDayEvent;
 
 /// An order that finished this long before the log's last event must have
 /// settled (its saga deducted, credited or released): a running engine's
@@ -98,6 +99,8 @@ impl LogChecks {
             "account" => self.account(event),
             // Only readable: a failed try says nothing about money or endings.
             "submission" => decode::<SubmissionEvent>(event).map(drop).map_err(|e| e.to_string()),
+            // Readable, too: a count or an anomaly says nothing about money or endings.
+            "tradingday" => decode::<TradingDayEvent>(event).map(drop).map_err(|e| e.to_string()),
             _ => Ok(()),
         };
         if let Err(reason) = decoded {
