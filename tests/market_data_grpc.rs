@@ -2,7 +2,8 @@
 //! service built from the same proto, on port 0: quotes pass through exactly;
 //! a slow, down or wrong service is `Unavailable` (never a made-up price); the
 //! breaker opens after repeated failures (calls stop reaching the stub) and a
-//! probe closes it; and the real app, built through the composition root with
+//! probe closes it; an address that stops accepting connections is looked up
+//! again in a registry stand-in (wiremock); and the real app, built through the composition root with
 //! `ORDER_ENGINE_MARKET_DATA=grpc`, refuses an order with
 //! `market-data-unavailable` and appends nothing for it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -16,7 +17,10 @@ use std::time::{Duration, Instant};
 
 use order_engine::app::Application;
 use order_engine::clients::{BreakerConfig, BreakerState, RetryPolicy};
+use order_engine::config::source::MARKET_DATA_SERVICE_NAME;
 use order_engine::config::MarketDataSource;
+use order_engine::configsvc::discovery::RegistryLookup;
+use order_engine::configsvc::ConfigServiceClient;
 use order_engine::market::proto::market_data_service_server::{MarketDataService, MarketDataServiceServer};
 use order_engine::market::proto::{
     BatchMarketDataRequest, BatchMarketDataResponse, MarketData as MarketDataMessage, MarketOpenResponse,
@@ -27,6 +31,8 @@ use serde_json::json;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use common::engine::{fast_config, test_settings};
 use common::http::token;
@@ -182,14 +188,23 @@ impl MarketDataService for Stub {
 
 /// Serves `stub` on 127.0.0.1 at a port the OS picks; returns its address.
 async fn serve(stub: Stub) -> String {
+    serve_until(stub, std::future::pending()).await.0
+}
+
+/// Serves `stub` until `stop` resolves, then closes its connections; returns
+/// its address and the server's task, which ends once it has stopped.
+async fn serve_until(
+    stub: Stub,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (String, tokio::task::JoinHandle<Result<(), tonic::transport::Error>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(
+    let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(MarketDataServiceServer::new(stub))
-            .serve_with_incoming(TcpIncoming::from(listener)),
+            .serve_with_incoming_shutdown(TcpIncoming::from(listener), stop),
     );
-    address
+    (address, server)
 }
 
 /// An address where nothing listens: a port the OS gave and took back.
@@ -307,6 +322,68 @@ async fn a_down_service_is_unavailable() {
     let reason = unavailable(market.current_price("AAPL").await);
     assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
     assert!(!reason.is_empty());
+}
+
+/// The registry stand-in's answer for the market data service: `url`.
+fn registered_at(url: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200)
+        .set_body_json(json!({"service_name": MARKET_DATA_SERVICE_NAME, "service_url": url, "status": "healthy"}))
+}
+
+#[tokio::test]
+async fn the_client_finds_the_service_again_when_its_address_stops_answering() {
+    // Proves discovery with a second lookup, as for the balance client: a call to an address that refuses
+    // connections asks the registry and its retry reaches the service there; that address is kept (no lookup
+    // per call); and when that instance goes away, the registry's changed answer is looked up and called.
+    let first = Stub::new();
+    let (stop_first, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (first_address, first_server) = serve_until(first.clone(), async {
+        let _ = stopped.await;
+    })
+    .await;
+    let second = Stub::new();
+    let second_address = serve(second.clone()).await;
+    let registry = MockServer::start().await;
+    let route = format!("/api/v1/registry/{MARKET_DATA_SERVICE_NAME}");
+    Mock::given(method("GET"))
+        .and(path(route.as_str()))
+        .respond_with(registered_at(&first_address))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&registry)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(route.as_str()))
+        .respond_with(registered_at(&second_address))
+        .mount(&registry)
+        .await;
+    let lookup = RegistryLookup::new(
+        ConfigServiceClient::new(&registry.uri(), "prod", "engine-internal-key").unwrap(),
+        MARKET_DATA_SERVICE_NAME,
+    );
+    let lookups = || async { registry.received_requests().await.unwrap().len() };
+    let market = client(&nothing_listening().await, config(3, patient_breaker()))
+        .await
+        .with_discovery(Arc::new(lookup));
+
+    let quote = market.current_price("AAPL").await.unwrap();
+    assert_eq!(quote.price.to_string(), "150.25");
+    assert_eq!(market.address(), first_address);
+    market.current_price("MSFT").await.unwrap();
+    assert_eq!(first.calls(), 2);
+    assert_eq!(lookups().await, 1, "the address is kept between calls");
+
+    stop_first.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), first_server)
+        .await
+        .expect("the first instance stops")
+        .unwrap()
+        .unwrap();
+    let quote = market.current_price("AAPL").await.unwrap();
+    assert_eq!(quote.price.to_string(), "150.25");
+    assert_eq!(market.address(), second_address);
+    assert_eq!((first.calls(), second.calls()), (2, 1));
+    assert_eq!(lookups().await, 2);
 }
 
 #[tokio::test]

@@ -130,7 +130,7 @@ impl ApplicationBuilder {
         self
     }
 
-    /// Find the balance and account services again through this config service's registry.
+    /// Find the balance, account and market data services again through this config service's registry.
     pub fn registry(mut self, client: crate::configsvc::ConfigServiceClient) -> Self {
         self.overrides.registry = Some(client);
         self

@@ -18,7 +18,7 @@ use crate::balance::BalanceService;
 use crate::clients::{Breakers, RemoteServiceConfig};
 use crate::clock::{Clock, SystemClock};
 use crate::cluster::{Cluster, ClusterError, ClusterView, FencedStore, MembershipConfig, Partitioning};
-use crate::config::source::{ACCOUNT_SERVICE_NAME, BALANCE_SERVICE_NAME};
+use crate::config::source::{ACCOUNT_SERVICE_NAME, BALANCE_SERVICE_NAME, MARKET_DATA_SERVICE_NAME};
 use crate::config::{ClusterMode, MarketDataSource, Settings};
 use crate::configsvc::discovery::RegistryLookup;
 use crate::controls::trading_day::UserControls;
@@ -63,8 +63,8 @@ pub struct Overrides {
     /// feature flags from the config service; without them the settings'
     /// values hold for the whole run and every flag is off.
     pub live: Option<LiveInputs>,
-    /// The config service whose registry the balance and account clients ask
-    /// again when their address stops answering; None: addresses are fixed.
+    /// The config service whose registry the balance, account and market data
+    /// clients ask again when their address stops answering; None: addresses are fixed.
     pub registry: Option<crate::configsvc::ConfigServiceClient>,
 }
 
@@ -243,13 +243,21 @@ impl EngineStack {
                 (Some(Arc::clone(&market)), market as Arc<dyn MarketData>, feed)
             }
             (None, MarketDataSource::Grpc { address, config }) => {
-                let client = Arc::new(GrpcMarketData::connect(address, config).await.map_err(|source| {
-                    AppError::MarketData {
-                        address: address.0.clone(),
-                        source,
-                    }
-                })?);
+                let mut client =
+                    GrpcMarketData::connect(address, config)
+                        .await
+                        .map_err(|source| AppError::MarketData {
+                            address: address.0.clone(),
+                            source,
+                        })?;
                 breakers.add("market_data", client.breaker());
+                if let Some(registry) = &overrides.registry {
+                    client = client.with_discovery(Arc::new(RegistryLookup::new(
+                        registry.clone(),
+                        MARKET_DATA_SERVICE_NAME,
+                    )));
+                }
+                let client = Arc::new(client);
                 let feed = (!overrides.frozen_market).then(|| Arc::clone(&client).spawn_feed());
                 (None, client as Arc<dyn MarketData>, feed)
             }

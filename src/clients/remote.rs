@@ -4,12 +4,12 @@
 //! Never interprets a 4xx (the typed client knows what it means) and never
 //! retries one; only connection failures, timeouts and 5xx are retried.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use reqwest::{Method, Url};
 
 use super::config::{ConfigError, RemoteServiceConfig, ServiceCredentials};
-use super::discovery::AddressLookup;
+use super::discovery::{AddressLookup, CachedAddress};
 use super::resilience::{BreakerState, CircuitBreaker, Resilience, ResilienceError, Transient};
 use super::signing;
 use crate::clock::{Clock, SystemClock};
@@ -111,12 +111,10 @@ pub struct RemoteService {
     name: &'static str,
     http: reqwest::Client,
     /// Replaced when discovery finds the service elsewhere.
-    base_url: RwLock<String>,
+    address: CachedAddress,
     credentials: Option<ServiceCredentials>,
     resilience: Resilience,
     clock: Arc<dyn Clock>,
-    /// Asked again after a connection error to `base_url`; None: the address is fixed.
-    discovery: Option<Arc<dyn AddressLookup>>,
 }
 
 impl std::fmt::Debug for RemoteService {
@@ -163,49 +161,29 @@ impl RemoteService {
         Ok(Self {
             name,
             http,
-            base_url: RwLock::new(base_url),
+            address: CachedAddress::new(name, &base_url),
             credentials: config.credentials.clone(),
             resilience: Resilience::new(config.retry, config.breaker, config.timeout),
             clock: Arc::new(SystemClock),
-            discovery: None,
         })
     }
 
     /// Looks the service up again through `discovery` when a call cannot connect.
     pub fn with_discovery(mut self, discovery: Arc<dyn AddressLookup>) -> Self {
-        self.discovery = Some(discovery);
+        self.address = self.address.with_lookup(discovery);
         self
     }
 
     /// The address calls go to now.
     pub fn base_url(&self) -> String {
-        self.base_url
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.address.get()
     }
 
     /// After a connection error: ask discovery where the service is now, so
     /// the next attempt (this call's retry, or the next call) goes there.
     async fn rediscover(&self) {
-        let Some(discovery) = &self.discovery else {
-            return;
-        };
-        match discovery.lookup().await {
-            Ok(Some(url)) => {
-                let url = url.trim_end_matches('/').to_owned();
-                let mut current = self.base_url.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-                if *current != url && Url::parse(&url).is_ok() {
-                    tracing::info!(service = self.name, from = %*current, to = %url, "service moved; calling the address the registry gives");
-                    *current = url;
-                }
-            }
-            Ok(None) => tracing::warn!(
-                service = self.name,
-                "the registry knows no healthy instance; keeping the address"
-            ),
-            Err(error) => tracing::warn!(service = self.name, %error, "service discovery failed; keeping the address"),
-        }
+        let usable = |url: &str| Url::parse(url).map(drop).map_err(|e| e.to_string());
+        self.address.refresh(usable).await;
     }
 
     /// Replaces the clock that timestamps signatures (tests, simulation).

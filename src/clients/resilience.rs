@@ -1,5 +1,6 @@
 //! Retries with backoff, a circuit breaker and per-attempt timeouts around any
-//! async call to a remote service.
+//! async call to a remote service. The retry loop and the backoff schedule are
+//! backon's; the breaker is this file's own (docs/adr/0004-circuit-breaker-stays-hand-written.md).
 //!
 //! Never retries an error its type calls permanent, and never calls through an
 //! open breaker: a caller sees the refusal at once instead of a timeout.
@@ -9,7 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use rand::Rng;
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder, Retryable};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
 /// Attempts per call when nothing is configured.
@@ -22,6 +25,9 @@ pub const MAX_DELAY_DEFAULT: Duration = Duration::from_secs(2);
 pub const FAILURE_THRESHOLD_DEFAULT: u32 = 5;
 /// How long an open breaker refuses calls before letting one probe through.
 pub const OPEN_FOR_DEFAULT: Duration = Duration::from_secs(30);
+/// Doublings after which any cap has reached `max_delay` (2^64 × a nanosecond
+/// is past any `Duration`), so `backoff_cap` never walks further.
+const DOUBLINGS_MAX: u32 = 64;
 
 /// Whether an error may go away if the same call is tried again.
 pub trait Transient {
@@ -32,7 +38,10 @@ pub trait Transient {
 ///
 /// Backoff is exponential with full jitter: the wait after attempt `n` is
 /// uniform in `[0, min(max_delay, base_delay × 2^(n-1))]`, so clients that
-/// failed together do not retry together.
+/// failed together do not retry together. The caps are backon's exponential
+/// schedule; the jitter is drawn here, because backon's own adds up to one
+/// more cap on top (`[cap, 2 × cap)`), which would break "no single backoff
+/// waits longer than `max_delay`".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Attempts in total, the first included; 1 means no retry.
@@ -60,23 +69,68 @@ impl RetryPolicy {
         }
     }
 
+    /// backon's doubling schedule from `base_delay` to `max_delay`, unjittered: the caps.
+    fn caps(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(self.base_delay)
+            .with_max_delay(self.max_delay)
+            .with_factor(2.0)
+    }
+
     /// The longest wait after failed attempt `attempt` (1-based).
     pub fn backoff_cap(&self, attempt: u32) -> Duration {
-        // 2^31 × any positive base already overflows or passes any sane cap;
-        // clamping the exponent keeps the shift defined.
-        let exponent = attempt.saturating_sub(1).min(31);
-        self.base_delay
-            .checked_mul(1u32 << exponent)
-            .map_or(self.max_delay, |delay| delay.min(self.max_delay))
+        let doublings = attempt.saturating_sub(1).min(DOUBLINGS_MAX) as usize;
+        self.caps()
+            .without_max_times()
+            .build()
+            .nth(doublings)
+            .map_or(self.max_delay, |cap| cap.min(self.max_delay))
     }
 
     /// The wait after failed attempt `attempt` (1-based): full jitter below the cap.
     pub fn backoff(&self, attempt: u32, rng: &mut impl Rng) -> Duration {
-        let cap = self.backoff_cap(attempt);
-        if cap.is_zero() {
-            return cap;
+        full_jitter(self.backoff_cap(attempt), rng)
+    }
+}
+
+/// Uniform in `[0, cap]`.
+fn full_jitter(cap: Duration, rng: &mut impl Rng) -> Duration {
+    if cap.is_zero() {
+        return cap;
+    }
+    rng.gen_range(Duration::ZERO..=cap)
+}
+
+/// The waits between the attempts of one call, as backon's retry loop asks
+/// for them: one per retry (`attempts_max - 1`), each fully jittered below its cap.
+#[derive(Debug)]
+pub struct JitteredBackoff {
+    caps: ExponentialBackoff,
+    max_delay: Duration,
+    /// Seeded per call from the thread's generator; `ThreadRng` itself is not
+    /// `Send`, and a call's future must be.
+    rng: SmallRng,
+}
+
+impl Iterator for JitteredBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let cap = self.caps.next()?.min(self.max_delay);
+        Some(full_jitter(cap, &mut self.rng))
+    }
+}
+
+impl BackoffBuilder for RetryPolicy {
+    type Backoff = JitteredBackoff;
+
+    fn build(self) -> JitteredBackoff {
+        let retries_max = self.attempts_max.max(1) - 1;
+        JitteredBackoff {
+            caps: self.caps().with_max_times(retries_max as usize).build(),
+            max_delay: self.max_delay,
+            rng: SmallRng::seed_from_u64(rand::thread_rng().gen()),
         }
-        rng.gen_range(Duration::ZERO..=cap)
     }
 }
 
@@ -369,6 +423,26 @@ pub enum ResilienceError<E> {
     Failed { error: E, attempts: u32 },
 }
 
+impl<E: Transient> ResilienceError<E> {
+    fn refused(refusal: BreakerRefusal) -> Self {
+        match refusal {
+            BreakerRefusal::Open { retry_in } => Self::CircuitOpen { retry_in },
+            BreakerRefusal::ProbeInFlight => Self::ProbeInFlight,
+        }
+    }
+
+    /// Whether another attempt of the same call may help: a timeout or a
+    /// transient failure. A refusal by the breaker is not retried (the caller
+    /// hears it at once), nor is a permanent failure.
+    fn is_worth_retrying(&self) -> bool {
+        match self {
+            Self::TimedOut { .. } => true,
+            Self::Failed { error, .. } => error.is_transient(),
+            Self::CircuitOpen { .. } | Self::ProbeInFlight => false,
+        }
+    }
+}
+
 impl<E: Transient> Transient for ResilienceError<E> {
     fn is_transient(&self) -> bool {
         match self {
@@ -424,48 +498,60 @@ impl Resilience {
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let attempts_max = self.retry.attempts_max.max(1);
-        let mut attempt = 1;
-        loop {
-            let permit = self.breaker.try_acquire().map_err(|refusal| match refusal {
-                BreakerRefusal::Open { retry_in } => ResilienceError::CircuitOpen { retry_in },
-                BreakerRefusal::ProbeInFlight => ResilienceError::ProbeInFlight,
-            })?;
-            let failure = match tokio::time::timeout(self.timeout, call(attempt)).await {
-                Ok(Ok(value)) => {
-                    permit.succeeded();
-                    return Ok(value);
-                }
-                Ok(Err(error)) if !error.is_transient() => {
-                    permit.succeeded();
-                    return Err(ResilienceError::Failed {
-                        error,
-                        attempts: attempt,
-                    });
-                }
-                Ok(Err(error)) => {
-                    permit.failed();
-                    ResilienceError::Failed {
-                        error,
-                        attempts: attempt,
-                    }
-                }
-                Err(_elapsed) => {
-                    permit.failed();
-                    ResilienceError::TimedOut {
-                        timeout: self.timeout,
-                        attempts: attempt,
-                    }
-                }
-            };
-            if attempt >= attempts_max {
-                return Err(failure);
+        let mut attempts = 0;
+        let attempt = || {
+            attempts += 1;
+            let attempt = attempts;
+            // The breaker is asked before `call` runs: a refused attempt never
+            // reaches the caller's code (nor, through it, the service).
+            let admitted = self.breaker.try_acquire().map(|permit| (permit, call(attempt)));
+            async move {
+                let (permit, pending) = admitted.map_err(ResilienceError::refused)?;
+                let outcome = tokio::time::timeout(self.timeout, pending).await;
+                self.settle(permit, outcome, attempt)
             }
-            // The rng is dropped before the await: ThreadRng is not Send.
-            let delay = self.retry.backoff(attempt, &mut rand::thread_rng());
-            tracing::debug!(attempt, delay_ms = delay.as_millis() as u64, error = %failure, "retrying after a transient failure");
-            tokio::time::sleep(delay).await;
-            attempt += 1;
+        };
+        attempt
+            .retry(self.retry)
+            .sleep(tokio::time::sleep)
+            .when(ResilienceError::is_worth_retrying)
+            .notify(|failure, delay| {
+                tracing::debug!(delay_ms = delay.as_millis() as u64, error = %failure, "retrying after a transient failure");
+            })
+            .await
+    }
+
+    /// Tells the breaker how attempt `attempt` went and names its failure.
+    fn settle<T, E: Transient>(
+        &self,
+        permit: BreakerPermit<'_>,
+        outcome: Result<Result<T, E>, tokio::time::error::Elapsed>,
+        attempt: u32,
+    ) -> Result<T, ResilienceError<E>> {
+        match outcome {
+            Ok(Ok(value)) => {
+                permit.succeeded();
+                Ok(value)
+            }
+            Ok(Err(error)) => {
+                // A refusal is an answer: the service is up.
+                if error.is_transient() {
+                    permit.failed();
+                } else {
+                    permit.succeeded();
+                }
+                Err(ResilienceError::Failed {
+                    error,
+                    attempts: attempt,
+                })
+            }
+            Err(_elapsed) => {
+                permit.failed();
+                Err(ResilienceError::TimedOut {
+                    timeout: self.timeout,
+                    attempts: attempt,
+                })
+            }
         }
     }
 }
@@ -546,6 +632,24 @@ mod tests {
             ..p
         };
         assert_eq!(zero.backoff(3, &mut rng), Duration::ZERO);
+    }
+
+    #[test]
+    fn one_call_waits_once_per_retry_each_within_its_cap() {
+        // Proves the schedule backon's retry loop is given: attempts_max - 1 waits, the n-th within cap n.
+        let p = policy(5);
+        let waits: Vec<Duration> = p.build().collect();
+        assert_eq!(waits.len(), 4);
+        for (n, wait) in (1..).zip(&waits) {
+            assert!(*wait <= p.backoff_cap(n), "wait {n}: {wait:?}");
+        }
+        assert_eq!(policy(1).build().count(), 0);
+        assert_eq!(policy(0).build().count(), 0);
+        let absurd = RetryPolicy {
+            base_delay: Duration::from_secs(10),
+            ..p
+        };
+        assert!(absurd.build().all(|wait| wait <= absurd.max_delay));
     }
 
     #[tokio::test(start_paused = true)]

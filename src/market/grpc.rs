@@ -1,7 +1,8 @@
 //! The market data service over gRPC (`docs/contracts/market_data.proto`),
 //! as another implementation of [`MarketData`]: deadlines, retries with
-//! backoff and the circuit breaker of `clients::resilience`, and answers
-//! checked before the engine sees them.
+//! backoff and the circuit breaker of `clients::resilience`, the address
+//! looked up again when it stops accepting connections (as the HTTP clients
+//! do), and answers checked before the engine sees them.
 //!
 //! Must never make up a price: a call that fails, times out, meets an open
 //! breaker or gets a wrong answer (a zero, negative or malformed price, an
@@ -10,7 +11,7 @@
 
 use std::collections::BTreeSet;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -23,7 +24,9 @@ use tonic::transport::{Channel, Endpoint};
 use super::proto::market_data_service_client::MarketDataServiceClient;
 use super::proto::{self, BatchMarketDataRequest, SymbolRequest};
 use super::{AssetDetails, MarketData, MarketError, PriceQuote, Tick, TradingHours};
-use crate::clients::{BreakerConfig, BreakerState, Resilience, ResilienceError, RetryPolicy, Transient};
+use crate::clients::{
+    AddressLookup, BreakerConfig, BreakerState, CachedAddress, Resilience, ResilienceError, RetryPolicy, Transient,
+};
 use crate::order::{check_positive_amount, Symbol};
 
 /// Per-attempt deadline when nothing is configured: a quote is on the
@@ -70,10 +73,10 @@ pub enum DiscoveryError {
     BadAddress { address: String, reason: String },
 }
 
-/// Where the market data service is. The seam service discovery plugs into:
-/// production will look the address up in the configuration service's
-/// registry (seed 000); until that exists the address is a setting
-/// ([`ConfiguredAddress`]).
+/// Where the market data service is at start: a setting
+/// ([`ConfiguredAddress`]), which `config::source` fills from the config
+/// service's registry in production. Later moves are found through
+/// [`GrpcMarketData::with_discovery`].
 #[async_trait]
 pub trait MarketDataDiscovery: Send + Sync {
     /// `http://host:port` of the service.
@@ -131,7 +134,9 @@ impl From<tonic::Status> for CallError {
 
 /// The market data service over gRPC. Share it as `Arc<GrpcMarketData>`.
 pub struct GrpcMarketData {
-    client: MarketDataServiceClient<Channel>,
+    /// A lazy channel to `address`, replaced when discovery finds the service elsewhere.
+    client: RwLock<MarketDataServiceClient<Channel>>,
+    address: CachedAddress,
     resilience: Resilience,
     deadline: Duration,
     poll_interval: Duration,
@@ -144,6 +149,7 @@ pub struct GrpcMarketData {
 impl std::fmt::Debug for GrpcMarketData {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GrpcMarketData")
+            .field("address", &self.address)
             .field("deadline", &self.deadline)
             .field("breaker", &self.resilience.breaker().state())
             .finish_non_exhaustive()
@@ -159,21 +165,32 @@ impl GrpcMarketData {
         config: &GrpcMarketDataConfig,
     ) -> Result<Self, DiscoveryError> {
         let address = discovery.address().await?;
-        let bad = |reason: String| DiscoveryError::BadAddress {
+        let client = lazy_client(&address, config.deadline).map_err(|reason| DiscoveryError::BadAddress {
             address: address.clone(),
             reason,
-        };
-        let endpoint = Endpoint::from_shared(address.clone())
-            .map_err(|e| bad(e.to_string()))?
-            .connect_timeout(config.deadline);
+        })?;
         Ok(Self {
-            client: MarketDataServiceClient::new(endpoint.connect_lazy()),
+            client: RwLock::new(client),
+            address: CachedAddress::new("market_data", &address),
             resilience: Resilience::new(config.retry, config.breaker, config.deadline),
             deadline: config.deadline,
             poll_interval: config.poll_interval,
             watched: Mutex::new(BTreeSet::new()),
             feed: broadcast::channel(FEED_CAPACITY).0,
         })
+    }
+
+    /// Looks the service up again through `discovery` when a call cannot
+    /// connect to the address it has (the registry's `market_data_service`
+    /// in production, as for the balance and account clients).
+    pub fn with_discovery(mut self, discovery: Arc<dyn AddressLookup>) -> Self {
+        self.address = self.address.with_lookup(discovery);
+        self
+    }
+
+    /// The address calls go to now.
+    pub fn address(&self) -> String {
+        self.address.get()
     }
 
     /// What a call arriving now would meet; for tests and health.
@@ -246,9 +263,19 @@ impl GrpcMarketData {
                 // tonic-side one (grpc-timeout) races it and ends the call as
                 // CANCELLED, which reads as a refusal and is not retried.
                 let request = tonic::Request::new(request.clone());
-                let pending = send(self.client.clone(), request);
+                let pending = send(self.current_client(), request);
                 let check = &check;
-                async move { check(pending.await?.into_inner()) }
+                async move {
+                    match pending.await {
+                        Ok(answer) => check(answer.into_inner()),
+                        Err(status) => {
+                            if is_connection_error(&status) {
+                                self.rediscover().await;
+                            }
+                            Err(status.into())
+                        }
+                    }
+                }
             })
             .await;
         answer.map_err(|error| match error {
@@ -263,6 +290,41 @@ impl GrpcMarketData {
             other => MarketError::Unavailable(other.to_string()),
         })
     }
+}
+
+impl GrpcMarketData {
+    fn current_client(&self) -> MarketDataServiceClient<Channel> {
+        // A handle replaced whole; a panic elsewhere cannot leave it torn.
+        self.client.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// After a connection error: ask discovery where the service is now and,
+    /// when it moved, point the channel there, so the next attempt (this
+    /// call's retry, or the next call) goes there.
+    async fn rediscover(&self) {
+        let moved = self.address.refresh(|url| lazy_client(url, self.deadline)).await;
+        if let Some(client) = moved {
+            *self.client.write().unwrap_or_else(PoisonError::into_inner) = client;
+        }
+    }
+}
+
+/// A client whose channel connects at its first call: a service that is down
+/// makes calls fail (and the orders that need them be refused), not the
+/// engine fail to start. The connect is bounded by the per-attempt deadline.
+fn lazy_client(address: &str, deadline: Duration) -> Result<MarketDataServiceClient<Channel>, String> {
+    let endpoint = Endpoint::from_shared(address.to_owned())
+        .map_err(|e| e.to_string())?
+        .connect_timeout(deadline);
+    Ok(MarketDataServiceClient::new(endpoint.connect_lazy()))
+}
+
+/// Whether the channel failed to connect or lost its connection, as opposed
+/// to the service answering UNAVAILABLE: tonic makes the status on this side
+/// then, with the transport's error as its source; a status the service sent
+/// is read from its trailers and has none.
+fn is_connection_error(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unavailable && std::error::Error::source(status).is_some()
 }
 
 /// A price as the contract writes it: plain decimal text, greater than zero,
@@ -515,6 +577,18 @@ mod tests {
         assert!(CallError::WrongAnswer("x".into()).is_transient());
         assert!(!status(tonic::Code::NotFound).is_transient());
         assert!(!status(tonic::Code::InvalidArgument).is_transient());
+    }
+
+    #[test]
+    fn only_a_failed_connection_sends_the_client_back_to_discovery() {
+        // Proves an UNAVAILABLE the service sent keeps the address, and one the transport made looks up again.
+        assert!(!is_connection_error(&tonic::Status::unavailable("draining")));
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let local = tonic::Status::from_error(Box::new(tonic::ConnectError(Box::new(refused))));
+        assert_eq!(local.code(), tonic::Code::Unavailable);
+        assert!(is_connection_error(&local));
+        let not_found = tonic::Status::from_error(Box::new(tonic::Status::not_found("AAPL")));
+        assert!(!is_connection_error(&not_found));
     }
 
     #[test]
