@@ -605,7 +605,8 @@ async fn received_on(server: &MockServer, verb: &str, route: &str, within: Durat
 #[tokio::test]
 async fn serve_in_production_mode_takes_orders_with_only_the_three_variables() {
     // Proves the binary in production mode end to end: configuration, registration with its real address,
-    // orders served, the flagged daily limit refusing the second order, and deregistration on SIGTERM.
+    // orders served, the daily limit from the config service refusing the second order, and
+    // deregistration on SIGTERM.
     let dir = tempfile::tempdir().unwrap();
     let database = format!("sqlite:{}", dir.path().join("engine.db").display());
     let server = MockServer::start().await;
@@ -677,13 +678,11 @@ async fn serve_in_production_mode_takes_orders_with_only_the_three_variables() {
     let first = submit(&token).await.unwrap();
     assert_eq!(first.status(), 202, "{}\n{}", first.text().await.unwrap(), logged());
     let second = submit(&token).await.unwrap();
-    assert_eq!(
-        second.status(),
-        403,
-        "the daily limit of 1, flag on: {}",
-        second.text().await.unwrap()
-    );
-    // The config service goes down: orders keep flowing (the flag cannot be evaluated, so it is off).
+    assert_eq!(second.status(), 429, "the daily limit of 1");
+    let refused: serde_json::Value = second.json().await.unwrap();
+    assert_eq!(refused["reason"], "daily_order_limit_reached", "{refused}");
+    // The config service goes down: orders keep flowing (the cached values and the log decide;
+    // another user has their own day).
     server.reset().await;
     Mock::given(method("DELETE"))
         .and(path("/api/v1/registry/order_service"))

@@ -356,21 +356,21 @@ async fn fail_open_submits_once_under_the_keys_order_id(db: TestDb) {
 
 async fn the_health_routes_report_breakers_and_limits(db: TestDb) {
     // Proves /health/circuit-breaker answers (no remote client: no breaker) and /health/rate-limiter
-    // lists the bounds in force: the fixed ones and the per-user limiter's (the default rate limit
-    // and the forced-refresh interval), with nobody held back yet.
+    // lists the bounds in force: the fixed ones and the per-user limiter's (the forced-refresh
+    // interval; the test settings turn the rate limit off), with nobody held back yet.
     let app = spawn_app(&db).await;
     let breakers = app.get_json("/health/circuit-breaker", None).await;
     assert_eq!(breakers, json!({"status": "ok", "services": {}}));
     let limits = app.get_json("/health/rate-limiter", None).await;
     assert_eq!(limits["per_user_limiter"], true, "{limits}");
     assert_eq!(limits["users_limited"], json!([]), "{limits}");
-    let per_minute = limits["limits"]
+    let refresh = limits["limits"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|l| l["name"] == "orders_per_minute")
+        .find(|l| l["name"] == "hard_refresh_interval")
         .cloned();
-    assert_eq!(per_minute.map(|l| l["limit"].clone()), Some(json!(120)), "{limits}");
+    assert_eq!(refresh.map(|l| l["limit"].clone()), Some(json!(60)), "{limits}");
     let names: Vec<&str> = limits["limits"]
         .as_array()
         .unwrap()

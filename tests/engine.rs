@@ -869,9 +869,9 @@ impl EventStore for Spy {
 
 async fn a_market_buy_with_the_embedded_ledger_is_three_commits(db: TestDb) {
     // Proves the write path's shape: with the embedded ledger, an executed
-    // MARKET BUY is three commits (the submission; reserve and accept; execute,
-    // deduct, release and complete), each all or nothing, and its log still
-    // shows every money movement.
+    // MARKET BUY is three commits (the submission with its count on the user's
+    // trading day; reserve and accept; execute, deduct, release and complete),
+    // each all or nothing, and its log still shows every money movement.
     // The spy sees what reaches the database: the root puts group commit around it.
     let mut store = db.open_backend(None).await;
     let spy = Arc::new(Spy::new(Arc::clone(&store.store), None));
@@ -893,7 +893,12 @@ async fn a_market_buy_with_the_embedded_ledger_is_three_commits(db: TestDb) {
     ];
     let commits = spy.commits_touching(&streams);
     assert_eq!(commits.len(), 3, "{commits:#?}");
-    assert_eq!(commits[0], vec![StreamId::order(order.id)]);
+    let day = t.engine.deps().controls.calendar().trading_day(order.created_at);
+    assert_eq!(
+        commits[0],
+        vec![StreamId::order(order.id), StreamId::trading_day(user, day)],
+        "the submission commits with its count on the user's day"
+    );
     for later in &commits[1..] {
         assert_eq!(
             later,
