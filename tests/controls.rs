@@ -13,13 +13,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use common::engine::fast_config;
-use common::http::{log_state, settled, spawn_app, spawn_app_custom, token, Custom, TestApp};
+use common::http::{
+    grpc_resting_limit, log_state, resting_limit, settled, spawn_app, spawn_app_custom, token, Custom, TestApp,
+};
 use common::TestDb;
 use hmac::{Hmac, Mac};
 use order_engine::app::Application;
 use order_engine::config::{GatewayTrust, Settings};
 use order_engine::grpc::pb::order_service_client::OrderServiceClient;
-use order_engine::grpc::pb::SubmitOrderRequest;
 use order_engine::grpc::status::api_response_of;
 use order_engine::projections::{
     HistoryPage, IdempotencyClaim, IdempotencyRecord, OrderRow, OrderRowChange, ReadModels,
@@ -41,23 +42,6 @@ on_every_backend_in_actix!(
 );
 
 const GATEWAY_SECRET: &str = "gateway-shared-secret-0123456789abcdef";
-
-fn resting_limit() -> Value {
-    json!({"symbol": "AAPL", "order_type": "LIMIT", "order_side": "BUY", "quantity": 1, "price": 100})
-}
-
-/// [`resting_limit`] as a gRPC message.
-fn grpc_resting_limit(user: Uuid) -> SubmitOrderRequest {
-    SubmitOrderRequest {
-        user_id: user.to_string(),
-        symbol: "AAPL".into(),
-        order_type: "LIMIT".into(),
-        order_side: "BUY".into(),
-        quantity: 1.0,
-        price: Some(100.0),
-        stop_price: None,
-    }
-}
 
 fn trusting_gateway() -> Custom {
     Custom {

@@ -457,15 +457,7 @@ async fn a_poison_order_event_stops_the_reactor_loudly_and_fails_readiness(db: T
             && failed.contains("OrderSubmitted")
     })
     .await;
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("order_engine_projection_failed{projection=\"engine.reactor\"} 1"),
         "{metrics}"

@@ -319,15 +319,7 @@ async fn the_jwt_matrix_is_refused_and_leaves_the_log_unchanged(db: TestDb) {
         assert_eq!(body["instance"], ORDERS, "{case}");
         refused_posts += 1;
     }
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     let line = format!(
         r#"order_service_http_requests_total{{method="POST",route="/api/v1/orders",status="401"}} {refused_posts}"#
     );

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono::{DateTime, NaiveTime, TimeDelta, TimeZone, Utc};
 use common::engine::fast_config;
-use common::http::{spawn_app_custom, token, Custom, TestApp};
+use common::http::{grpc_resting_limit, resting_limit, spawn_app_custom, token, Custom, TestApp};
 use common::TestDb;
 use order_engine::app::LiveInputs;
 use order_engine::clock::{Clock, ManualClock};
@@ -24,7 +24,6 @@ use order_engine::configsvc::{ConfigMetrics, ConfigServiceClient};
 use order_engine::controls::trading_day::{read_day, OrderFacts, UserControls, ANOMALY_TARGET};
 use order_engine::events::EventMetadata;
 use order_engine::grpc::pb::order_service_client::OrderServiceClient;
-use order_engine::grpc::pb::SubmitOrderRequest;
 use order_engine::grpc::status::api_response_of;
 use order_engine::trading_day::{AnomalyType, TradingDayEvent, TradingDayRejection};
 use rust_decimal_macros::dec;
@@ -126,10 +125,6 @@ fn in_session() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 2, 5, 0, 0).unwrap()
 }
 
-fn resting_limit() -> Value {
-    json!({"symbol": "AAPL", "order_type": "LIMIT", "order_side": "BUY", "quantity": 1, "price": 100})
-}
-
 struct Spawned {
     app: TestApp,
     clock: Arc<ManualClock>,
@@ -207,15 +202,7 @@ async fn the_daily_limit_is_exact_under_fifty_concurrent_submissions_and_for_a_c
     assert_eq!(stream.state.orders, 10);
 
     let mut grpc = OrderServiceClient::connect(app.grpc_address.clone()).await.unwrap();
-    let mut call = tonic::Request::new(SubmitOrderRequest {
-        user_id: user.to_string(),
-        symbol: "AAPL".into(),
-        order_type: "LIMIT".into(),
-        order_side: "BUY".into(),
-        quantity: 1.0,
-        price: Some(100.0),
-        stop_price: None,
-    });
+    let mut call = tonic::Request::new(grpc_resting_limit(user));
     call.metadata_mut()
         .insert("authorization", format!("Bearer {bearer}").parse().unwrap());
     let status = grpc.submit_order(call).await.unwrap_err();
@@ -360,15 +347,7 @@ async fn thirty_orders_a_minute_pass_and_the_thirty_first_is_an_anomaly_in_log_m
     );
     let decoded: TradingDayEvent = order_engine::events::decode(anomaly).unwrap();
     assert!(matches!(decoded, TradingDayEvent::AnomalyDetected(a) if a.anomaly == AnomalyType::HighFrequencyOrders));
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     let counted = metrics.lines().find(|line| {
         line.starts_with("order_service_anomalies_total{")
             && line.contains(r#"severity="HIGH""#)

@@ -29,11 +29,11 @@ use crate::configsvc::flags::{FeatureFlags, Flag};
 use crate::events::{encode, EventMetadata, StreamId};
 use crate::store::{
     event_id, execute, fold_stream, AppendRequest, Appended, EventStore, ExecuteError, Executed, FoldError, Freshness,
-    Hydrated, Plain, Policy, StoreError,
+    Hydrated, Plain, Policy,
 };
 use crate::trading_day::{
-    AnomalyDetected, CountCancellation, CountOrder, LiftHold, Limits, TradingDayAggregate, TradingDayCommand,
-    TradingDayEvent, TradingDayRejection, TradingDayState,
+    ceil_seconds, AnomalyDetected, CountCancellation, CountOrder, LiftHold, Limits, TradingDayAggregate,
+    TradingDayCommand, TradingDayEvent, TradingDayRejection, TradingDayState,
 };
 
 /// Per user: on, a critical anomaly holds the user's further orders for
@@ -170,14 +170,6 @@ impl UserControls {
         })
     }
 
-    pub fn enabled(&self) -> bool {
-        self.settings.enabled
-    }
-
-    pub fn settings(&self) -> &PreTradeSettings {
-        &self.settings
-    }
-
     /// The calendar under the reset time in force now.
     pub fn calendar(&self) -> Calendar {
         Calendar {
@@ -265,17 +257,19 @@ impl UserControls {
             source: Some("operator".into()),
             ..EventMetadata::default()
         };
+        // Read once here (to name the hold cut short); `execute` decides on
+        // that and reads again only if another writer moved the day.
         let policy = Policy {
-            freshness: Freshness::CatchUp,
+            freshness: Freshness::Held {
+                reload_on_refusal: false,
+            },
             conflict_retries_max: 8,
         };
-        let until = {
-            hydrated
-                .catch_up(self.store.as_ref(), &stream)
-                .await
-                .map_err(ControlError::Read)?;
-            hydrated.state.hold_at(at).map(|hold| hold.until)
-        };
+        hydrated
+            .catch_up(self.store.as_ref(), &stream)
+            .await
+            .map_err(ControlError::Read)?;
+        let until = hydrated.state.hold_at(at).map(|hold| hold.until);
         let executed = execute(
             self.store.as_ref(),
             &stream,
@@ -316,8 +310,7 @@ impl UserControls {
         if let Some(last) = refreshed.get(&caller) {
             let next = *last + interval;
             if next > now {
-                let wait = (next - now).num_milliseconds();
-                return Err(u64::try_from((wait + 999) / 1000).unwrap_or(1).max(1));
+                return Err(ceil_seconds(next - now));
             }
         }
         if refreshed.len() >= REFRESH_CALLERS_MAX {
@@ -570,17 +563,11 @@ impl UserRateLimiter for UserControls {
             .map(|(user_id, (limit, until))| LimitedUser {
                 user_id: *user_id,
                 limit,
-                retry_after_secs: u64::try_from((*until - now).num_seconds().max(1)).unwrap_or(1),
+                retry_after_secs: ceil_seconds(*until - now),
             })
             .collect();
         users.sort_by_key(|user| user.user_id);
         users
-    }
-}
-
-impl From<StoreError> for ControlError {
-    fn from(error: StoreError) -> Self {
-        ControlError::Read(FoldError::Store(error))
     }
 }
 

@@ -91,7 +91,8 @@ impl TradingDayRejection {
     }
 }
 
-fn ceil_seconds(delta: TimeDelta) -> u64 {
+/// Whole seconds in `delta`, rounded up, at least 1: what a Retry-After says.
+pub fn ceil_seconds(delta: TimeDelta) -> u64 {
     let millis = delta.num_milliseconds().max(0);
     u64::try_from((millis + 999) / 1000).unwrap_or(0).max(1)
 }

@@ -21,7 +21,9 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-pub use decide::{decide, CountCancellation, CountOrder, LiftHold, TradingDayCommand, TradingDayRejection};
+pub use decide::{
+    ceil_seconds, decide, CountCancellation, CountOrder, LiftHold, TradingDayCommand, TradingDayRejection,
+};
 pub use event::{AnomalyDetected, CancellationCounted, HoldLifted, OrderCounted, OrdersHeld, TradingDayEvent};
 pub use rules::{AnomalyType, Limits, Severity, Thresholds, RECENT_KEPT_MAX, SYMBOLS_KEPT_MAX, WINDOW_SECONDS};
 pub use state::{orders_in_window, try_evolve, Hold, TradingDayState};

@@ -147,6 +147,18 @@ impl TestApp {
         request.send().await.unwrap()
     }
 
+    /// GET /metrics as text.
+    pub async fn metrics_text(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.address))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// GET `path`'s JSON body, as `bearer` if given.
     pub async fn get_json(&self, path: &str, bearer: Option<&str>) -> serde_json::Value {
         let mut request = self.client.get(format!("{}{path}", self.address));
@@ -209,4 +221,22 @@ pub async fn settled(app: &TestApp) -> LogState {
         last = now;
     }
     last
+}
+
+/// A LIMIT buy far below the market: it rests, its funds reserved.
+pub fn resting_limit() -> serde_json::Value {
+    serde_json::json!({"symbol": "AAPL", "order_type": "LIMIT", "order_side": "BUY", "quantity": 1, "price": 100})
+}
+
+/// [`resting_limit`] as a gRPC message.
+pub fn grpc_resting_limit(user: Uuid) -> order_engine::grpc::pb::SubmitOrderRequest {
+    order_engine::grpc::pb::SubmitOrderRequest {
+        user_id: user.to_string(),
+        symbol: "AAPL".into(),
+        order_type: "LIMIT".into(),
+        order_side: "BUY".into(),
+        quantity: 1.0,
+        price: Some(100.0),
+        stop_price: None,
+    }
 }
