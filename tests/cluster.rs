@@ -6,25 +6,27 @@
 //!   predecessor's leases at once, a partition count that disagrees;
 //! - two engines in one database: each order projected once, both ready
 //!   (standalone, the second process's projection used to stop on a unique
-//!   violation of the orders table);
+//!   violation of the orders table); an order taken by one read and
+//!   cancelled at the other at once (read-your-writes across processes);
 //! - `serve` processes: three under AMQP load with the projection's leader
-//!   killed (-9), and one stopped (SIGSTOP) past its lease, which must write
-//!   nothing when it resumes until it has claimed work again.
+//!   killed (-9); one stopped (SIGSTOP) past its lease, which must write
+//!   nothing when it resumes until it has claimed work again; two forwarding
+//!   each submission to its partition's owner, one of them killed (-9).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 #[path = "common/chaos.rs"]
 mod harness;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::amqp::TestBroker;
 use common::engine::{eventually, fast_config};
-use common::http::{spawn_app_custom, token, Custom, TestApp};
+use common::http::{resting_limit, spawn_app_custom, token, Custom, TestApp};
 use common::TestDb;
-use harness::{assert_common, figures, publish_all, setting, settle, workload, Observer, Producer, Serve};
+use harness::{assert_common, figures, publish_all, setting, settle, workload, Observer, Producer, Serve, Workload};
 use order_engine::app::leader_roles;
 use order_engine::cluster::{Cluster, ClusterError, MembershipConfig, Partitioning};
 use order_engine::config::ClusterMode;
@@ -265,6 +267,69 @@ async fn two_engines_on_one_database_project_each_order_once_and_both_stay_ready
     }
 }
 
+#[actix_rt::test]
+async fn an_order_taken_by_one_process_is_read_and_cancelled_at_another_at_once() {
+    // Proves read-your-writes across clustered processes (issue 13 item 4): an order that got 202 from one engine is found at once by the other (order and status routes, no waiting), the other cancels it through the stream's expected version, and the first reads it cancelled at once.
+    let Some(db) = TestDb::postgres("an_order_taken_by_one_process_is_read_and_cancelled_at_another_at_once").await
+    else {
+        return;
+    };
+    let spawn = || {
+        let custom = Custom {
+            settings: Some(Box::new(|s: &mut order_engine::config::Settings| {
+                s.cluster.mode = ClusterMode::Auto
+            })),
+            ..Custom::default()
+        };
+        spawn_app_custom(&db, fast_config(), None, custom)
+    };
+    let (a, b) = (spawn().await, spawn().await);
+    let read = |app: &TestApp, path: String, user: Uuid| {
+        let request = app
+            .client
+            .get(format!("{}{path}", app.address))
+            .bearer_auth(token(user));
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+        }
+    };
+    for round in 0..10 {
+        // Users of every partition, so some orders are driven by the taker and some by the other.
+        let user = Uuid::new_v4();
+        let (taker, other) = if round % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let response = taker.submit(&token(user), &resting_limit(), None).await;
+        assert_eq!(response.status(), 202);
+        let id = response.json::<Value>().await.unwrap()["order_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+
+        let (status, order) = read(other, format!("/api/v1/orders/{id}"), user).await;
+        assert_eq!(status, 200, "round {round}: {order}");
+        assert_eq!(order["order"]["order_id"], id.as_str(), "{order}");
+        let (status, body) = read(other, format!("/api/v1/orders/{id}/status"), user).await;
+        assert_eq!(status, 200, "round {round}: {body}");
+
+        let cancel = other
+            .client
+            .put(format!("{}/api/v1/orders/{id}/cancel", other.address))
+            .bearer_auth(token(user))
+            .send()
+            .await
+            .unwrap();
+        let cancel_status = cancel.status().as_u16();
+        let cancelled: Value = cancel.json().await.unwrap();
+        assert_eq!(cancel_status, 200, "round {round}: {cancelled}");
+        assert_eq!(cancelled["status"], "CANCELLED", "{cancelled}");
+        let (_, seen) = read(taker, format!("/api/v1/orders/{id}/status"), user).await;
+        assert_eq!(
+            seen["status"], "CANCELLED",
+            "round {round}: the taker still sees {seen}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------- serve processes
 
 fn clustered(db: &TestDb, node: &str, extra: &[(&str, String)]) -> Serve {
@@ -274,6 +339,35 @@ fn clustered(db: &TestDb, node: &str, extra: &[(&str, String)]) -> Serve {
     ];
     env.extend(extra.iter().cloned());
     Serve::new(&env)
+}
+
+/// `count` clustered `serve` processes on `db` (nodes `node-0`…), ready and
+/// each holding a share; with a pool on the database and the number of work items.
+async fn start_members(db: &TestDb, count: usize, env: &[(&str, String)]) -> (Vec<Serve>, PgPool, usize) {
+    let mut processes: Vec<Serve> = (0..count).map(|i| clustered(db, &format!("node-{i}"), env)).collect();
+    for serve in &mut processes {
+        serve.spawn();
+    }
+    for serve in &mut processes {
+        serve.wait_ready(harness::SERVE_READY_TIMEOUT).await;
+    }
+    let pool = PgPool::connect(db.url()).await.unwrap();
+    let work = usize::from(order_engine::config::DEFAULT_PARTITIONS) + leader_roles().len();
+    eventually("every member owns a share", Duration::from_secs(20), || async {
+        let (per, total) = holders(&pool).await;
+        per.len() == count && total == work
+    })
+    .await;
+    (processes, pool, work)
+}
+
+/// Publishes `load` to `orders.submit` at `rate` in a task of its own; the task returns the time it took.
+fn publish_in_background(url: &str, load: &Arc<Workload>, rate: f64) -> tokio::task::JoinHandle<Duration> {
+    let (url, load) = (url.to_owned(), Arc::clone(load));
+    tokio::spawn(async move {
+        let mut producer = Producer::new(&url);
+        publish_all(&mut producer, &load, rate, Duration::from_secs(60)).await
+    })
 }
 
 /// Live leases held per node, and whether all of the work is held.
@@ -298,6 +392,34 @@ async fn leader_of(pool: &PgPool, role: &str) -> Option<String> {
         .fetch_optional(pool)
         .await
         .unwrap()
+}
+
+/// Records who wrote each event in `event_writers`: the engine names its
+/// sessions `order-engine@<node>`.
+async fn note_writers(pool: &PgPool) {
+    for statement in [
+        "CREATE TABLE event_writers (global_position BIGINT, writer TEXT, at TIMESTAMPTZ DEFAULT clock_timestamp())",
+        "CREATE FUNCTION note_writer() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+         INSERT INTO event_writers (global_position, writer) VALUES (NEW.global_position, current_setting('application_name')); \
+         RETURN NEW; END $$",
+        "CREATE TRIGGER note_writer AFTER INSERT ON events FOR EACH ROW EXECUTE FUNCTION note_writer()",
+    ] {
+        sqlx::query(statement).execute(pool).await.unwrap();
+    }
+}
+
+/// Each partition's live holder (by partition number).
+async fn partition_owners(pool: &PgPool) -> BTreeMap<u16, String> {
+    sqlx::query("SELECT name, node FROM cluster_leases WHERE name LIKE 'partition.p%' AND expires_at > now()")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let name: String = r.get("name");
+            (name.trim_start_matches("partition.p").parse().unwrap(), r.get("node"))
+        })
+        .collect()
 }
 
 /// The orders read model, row by row, as text.
@@ -329,28 +451,9 @@ async fn three_processes_share_the_work_and_lose_nothing_when_the_projection_lea
     let load = Arc::new(workload(seed, orders, 60, 5, 5));
     let observer = Observer::start(&broker.url).await;
     let amqp = [("AMQP_URL", broker.url.clone())];
-    let mut processes: Vec<Serve> = (0..3).map(|i| clustered(&db, &format!("node-{i}"), &amqp)).collect();
-    for serve in &mut processes {
-        serve.spawn();
-    }
-    for serve in &mut processes {
-        serve.wait_ready(harness::SERVE_READY_TIMEOUT).await;
-    }
-    let pool = PgPool::connect(db.url()).await.unwrap();
-    let work = usize::from(order_engine::config::DEFAULT_PARTITIONS) + leader_roles().len();
-    eventually("three members each own a share", Duration::from_secs(20), || async {
-        let (per, total) = holders(&pool).await;
-        per.len() == 3 && total == work
-    })
-    .await;
+    let (mut processes, pool, work) = start_members(&db, 3, &amqp).await;
 
-    let publisher = {
-        let (url, load) = (broker.url.clone(), Arc::clone(&load));
-        tokio::spawn(async move {
-            let mut producer = Producer::new(&url);
-            publish_all(&mut producer, &load, rate, Duration::from_secs(60)).await
-        })
-    };
+    let publisher = publish_in_background(&broker.url, &load, rate);
     tokio::time::sleep(Duration::from_secs_f64(orders as f64 / rate / 2.0)).await;
     let victim = leader_of(&pool, order_engine::projections::ORDERS_PROJECTION)
         .await
@@ -424,16 +527,7 @@ async fn a_process_stopped_past_its_lease_writes_nothing_when_it_resumes() {
     a.wait_ready(harness::SERVE_READY_TIMEOUT).await;
     b.spawn();
     b.wait_ready(harness::SERVE_READY_TIMEOUT).await;
-    // Who wrote each event: the engine names its sessions order-engine@<node>.
-    for statement in [
-        "CREATE TABLE event_writers (global_position BIGINT, writer TEXT, at TIMESTAMPTZ DEFAULT clock_timestamp())",
-        "CREATE FUNCTION note_writer() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-         INSERT INTO event_writers (global_position, writer) VALUES (NEW.global_position, current_setting('application_name')); \
-         RETURN NEW; END $$",
-        "CREATE TRIGGER note_writer AFTER INSERT ON events FOR EACH ROW EXECUTE FUNCTION note_writer()",
-    ] {
-        sqlx::query(statement).execute(&pool).await.unwrap();
-    }
+    note_writers(&pool).await;
     eventually("both own a share", Duration::from_secs(20), || async {
         holders(&pool).await.0.len() == 2
     })
@@ -535,4 +629,93 @@ async fn a_process_stopped_past_its_lease_writes_nothing_when_it_resumes() {
     assert_eq!(stale_writes, 0, "b wrote after resuming, before claiming work again");
     assert_eq!(executed_twice, 0);
     assert_eq!(verify, 0, "verify found violations: {verify_line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forwarded_submissions_are_recorded_by_their_partitions_owner_and_outlive_a_killed_owner() {
+    // Proves ORDER_ENGINE_SUBMIT_ROUTING=forward: a submission taken from orders.submit by a process that does not own its user's partition is moved to the partition's queue and recorded by the owner; and when a process is killed -9 mid-load, what waited in its partitions' queues (or was in its hands) is taken by the survivor: nothing lost or done twice, verify clean.
+    let test = "forwarded_submissions_are_recorded_by_their_partitions_owner_and_outlive_a_killed_owner";
+    let Some(db) = TestDb::postgres(test).await else { return };
+    let Some(broker) = TestBroker::new(test).await else {
+        return;
+    };
+    let orders: usize = setting("FORWARD_ORDERS", 300);
+    let rate: f64 = setting("FORWARD_RATE", 60.0);
+    let seed = setting("FORWARD_SEED", rand::random::<u32>() as u64);
+    let load = Arc::new(workload(seed, orders, 60, 5, 5));
+    let observer = Observer::start(&broker.url).await;
+    let env = [
+        ("AMQP_URL", broker.url.clone()),
+        ("ORDER_ENGINE_SUBMIT_ROUTING", "forward".to_owned()),
+    ];
+    let (mut processes, pool, _) = start_members(&db, 2, &env).await;
+    note_writers(&pool).await;
+    let owners_before = partition_owners(&pool).await;
+
+    let publisher = publish_in_background(&broker.url, &load, rate);
+    tokio::time::sleep(Duration::from_secs_f64(orders as f64 / rate / 2.0)).await;
+    let owners_at_kill = partition_owners(&pool).await;
+    let killed_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    processes[1].kill9();
+    publisher.await.unwrap();
+    let (tally, drain) = settle(db.url(), &load, &observer, Duration::from_secs(90)).await;
+    let (verify, verify_line) = processes[0].verify().await;
+
+    // Before the kill, each submission was written by its user's partition's
+    // owner, whichever process the broker handed it to (a partition that
+    // changed hands meanwhile proves nothing either way and is left out).
+    let partitioning = Partitioning::new(order_engine::config::DEFAULT_PARTITIONS);
+    let submitted = sqlx::query(
+        "SELECT e.payload->>'user_id' AS user_id, w.writer FROM events e JOIN event_writers w USING (global_position) \
+         WHERE e.event_type = 'OrderSubmitted' AND w.at < $1",
+    )
+    .bind(killed_at)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let (mut checked, mut by_other) = (0usize, Vec::new());
+    for row in &submitted {
+        let user: Uuid = row.get::<String, _>("user_id").parse().unwrap();
+        let partition = partitioning.of_user(user).0;
+        let (Some(before), Some(at_kill)) = (owners_before.get(&partition), owners_at_kill.get(&partition)) else {
+            continue;
+        };
+        if before != at_kill {
+            continue;
+        }
+        checked += 1;
+        let writer: String = row.get("writer");
+        if !writer.starts_with(&format!("order-engine@{before}")) {
+            by_other.push(format!(
+                "user {user} (partition {partition}, owner {before}) written by {writer}"
+            ));
+        }
+    }
+    let metrics = reqwest::get(format!("{}/metrics", processes[0].http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let forwarded: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("order_engine_forwarded_submissions_total{source=\"amqp\"} "))
+        .map_or(0, |n| n.trim().parse().unwrap());
+    figures(&format!(
+        "cluster forward: seed={seed} orders={orders} rate={rate} drain_s={:.1} {tally} forwarded_by_survivor={forwarded} \
+         submissions_checked={checked} written_by_a_non_owner={} verify={verify}",
+        drain.as_secs_f64(),
+        by_other.len()
+    ));
+    assert_common(test, &tally);
+    assert_eq!(verify, 0, "verify found violations: {verify_line}");
+    assert!(
+        checked >= orders / 4,
+        "too few submissions before the kill to tell: {checked}"
+    );
+    assert!(by_other.is_empty(), "submissions recorded by a non-owner: {by_other:?}");
+    assert!(forwarded > 0, "the survivor forwarded nothing: {metrics}");
 }

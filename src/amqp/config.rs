@@ -113,6 +113,10 @@ pub struct AmqpConfig {
     pub reconnect_max: Duration,
     pub confirm_timeout: Duration,
     pub order_cache_max: usize,
+    /// In a cluster, move each submission whose user's partition another
+    /// process owns to that partition's queue (`ORDER_ENGINE_SUBMIT_ROUTING=forward`)
+    /// instead of recording it here for the owner to pick up from the log.
+    pub forward_submissions: bool,
 }
 
 impl Default for AmqpConfig {
@@ -133,6 +137,7 @@ impl Default for AmqpConfig {
             reconnect_max: DEFAULT_RECONNECT_MAX,
             confirm_timeout: DEFAULT_CONFIRM_TIMEOUT,
             order_cache_max: DEFAULT_ORDER_CACHE_MAX,
+            forward_submissions: false,
         }
     }
 }

@@ -9,6 +9,7 @@
 //! engine decides, and dedups by order id), and never announce an order that
 //! exists as refused: a resend of it is acknowledged quietly.
 
+use std::collections::BTreeSet;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,13 +32,14 @@ use super::ack_window::{Ack, AckWindow};
 use super::attempts::{ladder_step, millis, record_failed_try};
 use super::config::{AmqpConfig, QueueKind};
 use super::topology::{
-    self, retry_queue, DLQ, EVENTS, EXCHANGE, HEADER_DELIVERY_COUNT, HEADER_ORIGINAL_EXCHANGE,
+    self, partition_queue, retry_queue, DLQ, EVENTS, EXCHANGE, HEADER_DELIVERY_COUNT, HEADER_ORIGINAL_EXCHANGE,
     HEADER_ORIGINAL_ROUTING_KEY, HEADER_REJECTION_REASON, HEADER_RETRY_ATTEMPT, HEADER_TRACEPARENT, HEADER_TRACESTATE,
     SUBMIT,
 };
 use super::wire::{parse_traceparent, EventMessage, Submission, EVENT_PRIORITY};
 use super::{AmqpError, TaskHealth};
 use crate::clock::Clock;
+use crate::cluster::{ClusterView, Ownership, Partition, Partitioning};
 use crate::controls::audit::{self, AuditOutcome, AuditRecord};
 use crate::engine::{Engine, EngineError, SubmitRequest};
 use crate::events::{EventMetadata, TraceContext};
@@ -117,6 +119,8 @@ enum Outcome {
     DeadLettered,
     /// Redelivered after an unsettled delivery: re-enqueued with a fresh delivery count.
     Requeued,
+    /// Its user's partition is another process's: moved (confirmed) to that partition's queue.
+    Forwarded,
 }
 
 pub(crate) struct SubmissionConsumer {
@@ -125,80 +129,202 @@ pub(crate) struct SubmissionConsumer {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) health: Arc<TaskHealth>,
     pub(crate) metrics: Option<Arc<Metrics>>,
+    /// Set on the consumer of `orders.submit` in a cluster that forwards
+    /// (`ORDER_ENGINE_SUBMIT_ROUTING=forward`): a submission whose user's
+    /// partition this process does not own goes to that partition's queue,
+    /// which only its owner consumes (`run_partitions`).
+    pub(crate) forward: Option<ClusterView>,
+}
+
+/// What a session ends on besides shutdown: the partitions it consumes are
+/// no longer the ones held.
+struct Holding<'a> {
+    partitioning: Partitioning,
+    ownership: &'a mut watch::Receiver<Ownership>,
+    partitions: &'a BTreeSet<Partition>,
 }
 
 impl SubmissionConsumer {
-    /// Consumes until `shutdown` turns true, reconnecting with backoff.
+    /// Consumes `orders.submit` until `shutdown` turns true, reconnecting with backoff.
     pub(crate) async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let queues = [self.config.name(SUBMIT)];
         let mut attempt = 0u32;
         loop {
             if *shutdown.borrow() {
                 return;
             }
-            let result = self.session(&mut shutdown, &mut attempt).await;
-            self.health.set_connected(false);
-            match result {
-                Ok(()) => return,
+            match self.session(&queues, &mut shutdown, &mut attempt, None).await {
+                Ok(()) => {
+                    self.health.set_connected(false);
+                    return;
+                }
                 Err(error) => {
-                    let delay = self.config.reconnect_delay(attempt);
-                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "submission consumer lost the broker; reconnecting");
-                    attempt = attempt.saturating_add(1);
-                    tokio::select! {
-                        _ = shutdown.changed() => return,
-                        () = tokio::time::sleep(delay) => {}
+                    if !self.wait_to_reconnect(&error, &mut attempt, &mut shutdown).await {
+                        return;
                     }
                 }
             }
         }
     }
 
-    /// One connection's life: declare, consume, until the connection breaks
-    /// (Err) or shutdown (Ok). Unacked deliveries return to the queue.
-    async fn session(&self, shutdown: &mut watch::Receiver<bool>, attempt: &mut u32) -> Result<(), AmqpError> {
+    /// After a session ended on `error`: waits the reconnection delay, false
+    /// if shutdown came first.
+    async fn wait_to_reconnect(
+        &self,
+        error: &AmqpError,
+        attempt: &mut u32,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        self.health.set_connected(false);
+        let delay = self.config.reconnect_delay(*attempt);
+        tracing::warn!(%error, consumer = self.health.name(), retry_in_ms = delay.as_millis() as u64, "submission consumer lost the broker; reconnecting");
+        *attempt = attempt.saturating_add(1);
+        tokio::select! {
+            _ = shutdown.changed() => false,
+            () = tokio::time::sleep(delay) => true,
+        }
+    }
+
+    /// Consumes the queues of the partitions `view` holds, each delivery
+    /// handled here (never forwarded again), until `shutdown`; when the
+    /// partitions held change, the session ends (what was handled is acked,
+    /// the rest returns to its queue) and a new one consumes the new set.
+    /// A process whose leases lapsed holds nothing and consumes nothing.
+    pub(crate) async fn run_partitions(self, view: ClusterView, mut shutdown: watch::Receiver<bool>) {
+        let partitioning = view.partitioning();
+        let mut ownership = view.subscribe();
+        let mut attempt = 0u32;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let held: BTreeSet<Partition> = ownership
+                .borrow_and_update()
+                .partitions()
+                .cloned()
+                .unwrap_or_else(|| partitioning.all().collect());
+            if held.is_empty() {
+                self.health.set_connected(false);
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    changed = ownership.changed() => if changed.is_err() { return },
+                }
+                continue;
+            }
+            let queues: Vec<String> = held
+                .iter()
+                .map(|p| self.config.name(&partition_queue(partitioning, *p)))
+                .collect();
+            let holding = Holding {
+                partitioning,
+                ownership: &mut ownership,
+                partitions: &held,
+            };
+            let result = self.session(&queues, &mut shutdown, &mut attempt, Some(holding)).await;
+            self.health.set_connected(false);
+            if let Err(error) = result {
+                if !self.wait_to_reconnect(&error, &mut attempt, &mut shutdown).await {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One connection's life: declare, consume `queues`, until the connection
+    /// breaks (Err), shutdown or the partitions held change (Ok). Unacked
+    /// deliveries return to their queue.
+    async fn session(
+        &self,
+        queues: &[String],
+        shutdown: &mut watch::Receiver<bool>,
+        attempt: &mut u32,
+        mut holding: Option<Holding<'_>>,
+    ) -> Result<(), AmqpError> {
         let connection = topology::connect(&self.config, "consumer").await?;
-        let channel = connection.create_channel().await?;
-        topology::declare(&channel, &self.config).await?;
-        channel
-            .basic_qos(self.config.prefetch, BasicQosOptions::default())
-            .await?;
-        // A separate channel for the retry, DLQ and rejection publishes, in
-        // confirm mode: the delivery is acked only after the broker has them.
+        let setup = connection.create_channel().await?;
+        topology::declare(&setup, &self.config).await?;
+        let partitioning =
+            (self.forward.as_ref().map(ClusterView::partitioning)).or_else(|| holding.as_ref().map(|h| h.partitioning));
+        if let Some(partitioning) = partitioning {
+            topology::declare_partition_queues(&setup, &self.config, partitioning).await?;
+        }
+        // A separate channel for the retry, DLQ, rejection and forward
+        // publishes, in confirm mode: a delivery is acked only after the
+        // broker has what it became.
         let publisher = connection.create_channel().await?;
         publisher.confirm_select(ConfirmSelectOptions::default()).await?;
-        let mut consumer = channel
-            .basic_consume(
-                &self.config.name(SUBMIT),
-                &format!("{} consumer", self.config.connection_name),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        // The prefetch is shared out among the queues, so the deliveries in
+        // hand stay within it (plus one per queue).
+        let share = usize::from(self.config.prefetch.max(1)).div_ceil(queues.len().max(1));
+        let mut lanes = Vec::with_capacity(queues.len());
+        for queue in queues {
+            let channel = connection.create_channel().await?;
+            channel
+                .basic_qos(u16::try_from(share).unwrap_or(u16::MAX), BasicQosOptions::default())
+                .await?;
+            let consumer = channel
+                .basic_consume(
+                    queue,
+                    &format!("{} consumer {queue}", self.config.connection_name),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            lanes.push((channel, consumer));
+        }
         // The probe turns false as soon as the broker drops us, not when the stream ends.
         let _loss = super::watch_loss(&connection, Arc::clone(&self.health));
         self.health.set_connected(true);
         *attempt = 0;
-        tracing::info!(queue = %self.config.name(SUBMIT), prefetch = self.config.prefetch, "submission consumer started");
+        tracing::info!(queues = %queues.join(","), prefetch = self.config.prefetch, "submission consumer started");
+        let (stop, stopped) = watch::channel(false);
+        let lanes = futures_util::future::try_join_all(
+            lanes
+                .into_iter()
+                .map(|(channel, consumer)| self.lane(channel, consumer, &publisher, share, stopped.clone())),
+        );
+        tokio::pin!(lanes);
+        let reason = tokio::select! {
+            biased;
+            _ = shutdown.changed() => "order-engine shutting down",
+            // The deliveries of partitions no longer held go back to their
+            // queue for the new owner.
+            () = held_changed(&mut holding) => "partitions moved",
+            ended = &mut lanes => return Err(ended.err().unwrap_or(AmqpError::StreamEnded)),
+        };
+        // What was handled is acknowledged, so it is not redelivered;
+        // submissions still in hand are dropped unacked: the broker
+        // redelivers them and the engine's dedup makes the second try harmless.
+        let _ = stop.send(true);
+        if let Err(error) = lanes.await {
+            tracing::warn!(%error, "could not acknowledge every handled submission on stopping; the broker will redeliver them");
+        }
+        let _ = connection.close(200, reason).await;
+        Ok(())
+    }
+
+    /// One queue's deliveries on a channel of its own (delivery tags rise per
+    /// channel, and the ack window relies on it), up to `in_hand_max` at once,
+    /// until `stop` (Ok, with what was handled acknowledged) or a broker error.
+    async fn lane(
+        &self,
+        channel: Channel,
+        mut consumer: lapin::Consumer,
+        publisher: &Channel,
+        in_hand_max: usize,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), AmqpError> {
         // Every delivery the broker hands over starts at once: the prefetch
         // is the bound on work in hand, so a slow delivery (one under quick
         // retries) never keeps the others waiting.
-        let in_hand_max = usize::from(self.config.prefetch.max(1));
         let mut window = AckWindow::new(in_hand_max / ACK_HELD_SHARE_DIVISOR, ACK_HOLD_MAX);
         let mut in_hand = FuturesUnordered::new();
         loop {
             let deadline = window.deadline();
             tokio::select! {
                 biased;
-                _ = shutdown.changed() => {
-                    // What was handled is acknowledged, so it is not
-                    // redelivered; submissions still in hand are dropped
-                    // unacked: the broker redelivers them and the engine's
-                    // dedup makes the second attempt harmless.
-                    let acks = window.all();
-                    if let Err(error) = self.send_acks(&channel, &acks).await {
-                        tracing::warn!(%error, "could not acknowledge handled submissions at shutdown; the broker will redeliver them");
-                    }
-                    let _ = connection.close(200, "order-engine shutting down").await;
-                    return Ok(());
+                _ = stop.changed() => {
+                    return self.send_acks(&channel, &window.all()).await;
                 }
                 Some((tag, settlement)) = in_hand.next(), if !in_hand.is_empty() => {
                     self.settle(&channel, &mut window, tag, settlement).await?;
@@ -215,7 +341,7 @@ impl SubmissionConsumer {
                 delivery = consumer.next(), if in_hand.len() < in_hand_max => match delivery {
                     Some(Ok(delivery)) => {
                         window.received(delivery.delivery_tag)?;
-                        in_hand.push(self.handle(delivery, &publisher));
+                        in_hand.push(self.handle(delivery, publisher));
                     }
                     Some(Err(error)) => tracing::warn!(%error, "consumer stream error"),
                     None => return Err(AmqpError::StreamEnded),
@@ -355,6 +481,23 @@ impl SubmissionConsumer {
             }
         };
         tracing::Span::current().record("order_id", tracing::field::display(submission.order_id));
+        if let Some(view) = &self.forward {
+            if !view.owns_user(submission.user_id) {
+                let queue = partition_queue(view.partitioning(), view.partitioning().of_user(submission.user_id));
+                let headers = delivery.properties.headers().clone().unwrap_or_default();
+                publish_confirmed(
+                    publisher,
+                    &self.config.name(EXCHANGE),
+                    &queue,
+                    &delivery.data,
+                    forwarded(&delivery.properties, headers),
+                )
+                .await?;
+                self.health.add_forwarded(1);
+                self.count(|m| &m.forwarded_submissions_total);
+                return Ok(Outcome::Forwarded);
+            }
+        }
         let request = SubmitRequest {
             order_id: Some(submission.order_id),
             user_id: submission.user_id,
@@ -611,6 +754,24 @@ impl SubmissionConsumer {
 
 /// The fields in which a resubmission differs from the order recorded under
 /// its id (numbers compared by value: `10` and `10.0` are the same quantity).
+/// Resolves once the partitions held differ from those the session consumes
+/// (a renewal that only moves the deadline is no change); never without a holding.
+async fn held_changed(holding: &mut Option<Holding<'_>>) {
+    let Some(holding) = holding else {
+        return std::future::pending().await;
+    };
+    loop {
+        if holding.ownership.changed().await.is_err() {
+            // The membership task is gone (the process is stopping): nothing moves any more.
+            return std::future::pending().await;
+        }
+        let now = holding.ownership.borrow_and_update().partitions().cloned();
+        if now.as_ref() != Some(holding.partitions) {
+            return;
+        }
+    }
+}
+
 fn differences(order: &Order, submission: &Submission) -> Vec<&'static str> {
     let mut differs = Vec::new();
     if order.user_id != submission.user_id {

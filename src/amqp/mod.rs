@@ -72,6 +72,7 @@ pub struct TaskHealth {
     standby: AtomicBool,
     processed: AtomicU64,
     ack_frames: AtomicU64,
+    forwarded: AtomicU64,
     stopped: Mutex<Option<String>>,
 }
 
@@ -83,6 +84,7 @@ impl TaskHealth {
             standby: AtomicBool::new(false),
             processed: AtomicU64::new(0),
             ack_frames: AtomicU64::new(0),
+            forwarded: AtomicU64::new(0),
             stopped: Mutex::new(None),
         })
     }
@@ -97,6 +99,10 @@ impl TaskHealth {
 
     fn add_ack_frames(&self, count: u64) {
         self.ack_frames.fetch_add(count, Ordering::Relaxed);
+    }
+
+    fn add_forwarded(&self, count: u64) {
+        self.forwarded.fetch_add(count, Ordering::Relaxed);
     }
 
     fn stop(&self, reason: String) {
@@ -129,6 +135,12 @@ impl TaskHealth {
     /// `processed` when one `multiple` ack settled several submissions.
     pub fn ack_frames(&self) -> u64 {
         self.ack_frames.load(Ordering::Relaxed)
+    }
+
+    /// Submissions the consumer of `orders.submit` moved to their
+    /// partition's queue since start (`ORDER_ENGINE_SUBMIT_ROUTING=forward`).
+    pub fn forwarded(&self) -> u64 {
+        self.forwarded.load(Ordering::Relaxed)
     }
 
     /// Why the task stopped for good (a poison event), if it did.
@@ -174,6 +186,8 @@ pub struct AmqpHandle {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     consumer: Arc<TaskHealth>,
+    /// The consumer of the held partitions' queues, when submissions are forwarded.
+    partition_consumer: Option<Arc<TaskHealth>>,
     publishers: Vec<Arc<TaskHealth>>,
 }
 
@@ -186,6 +200,10 @@ impl AmqpHandle {
 
     pub fn consumer(&self) -> &TaskHealth {
         &self.consumer
+    }
+
+    pub fn partition_consumer(&self) -> Option<&TaskHealth> {
+        self.partition_consumer.as_deref()
     }
 
     pub fn publishers(&self) -> &[Arc<TaskHealth>] {
@@ -237,9 +255,11 @@ pub fn start(
 
 /// [`start`], with the publishers following a log feed the caller shares
 /// (the engine's, in `serve`: one reader of the log for the whole process).
-/// In a cluster every process consumes `orders.submit` (any process records
-/// a submission; its partition's owner drives it), and each publisher runs
-/// only where its leader role is held.
+/// In a cluster every process consumes `orders.submit` and each publisher
+/// runs only where its leader role is held. A submission for a partition
+/// another process owns is recorded here and driven by its owner from the
+/// log (`SubmitRouting::Log`), or moved to the partition's queue, which only
+/// its owner consumes (`config.forward_submissions`).
 pub fn start_following(
     config: AmqpConfig,
     submitter: Arc<dyn OrderSubmitter>,
@@ -252,12 +272,27 @@ pub fn start_following(
     let (shutdown, shutdown_rx) = watch::channel(false);
     let consumer_health = TaskHealth::new("consumer orders.submit");
     let mut tasks = Vec::new();
+    let forward = (config.forward_submissions && cluster.is_clustered()).then(|| cluster.clone());
+    let partition_consumer = forward.as_ref().map(|view| {
+        let health = TaskHealth::new("consumer orders.submit partitions");
+        let consumer = SubmissionConsumer {
+            config: Arc::clone(&config),
+            submitter: Arc::clone(&submitter),
+            clock: Arc::clone(&clock),
+            health: Arc::clone(&health),
+            metrics: metrics.clone(),
+            forward: None,
+        };
+        tasks.push(tokio::spawn(consumer.run_partitions(view.clone(), shutdown_rx.clone())));
+        health
+    });
     let consumer = SubmissionConsumer {
         config: Arc::clone(&config),
         submitter,
         clock,
         health: Arc::clone(&consumer_health),
         metrics,
+        forward,
     };
     tasks.push(tokio::spawn(consumer.run(shutdown_rx.clone())));
     let mut publishers = Vec::new();
@@ -292,6 +327,7 @@ pub fn start_following(
         shutdown,
         tasks,
         consumer: consumer_health,
+        partition_consumer,
         publishers,
     }
 }

@@ -14,6 +14,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 
 use super::config::{AmqpConfig, QueueKind};
+use crate::cluster::{Partition, Partitioning};
 
 /// The seed's topic exchange. Every queue below is bound to it.
 pub const EXCHANGE: &str = "orders.exchange";
@@ -37,6 +38,15 @@ pub const QUEUES: [&str; 8] = [SUBMIT, PROCESSING, SETTLEMENT, STATUS, RETRY, DL
 
 /// The seed's "DLQ: Yes" queues: rejected or over-delivered messages go to `orders.dlq`.
 const DEAD_LETTERED: [&str; 3] = [SUBMIT, PROCESSING, SETTLEMENT];
+
+/// The queue of one partition's submissions, for a cluster that forwards
+/// each submission to its user's partition owner
+/// (`ORDER_ENGINE_SUBMIT_ROUTING=forward`): `orders.submit.<count>.<partition>`.
+/// The count is in the name so that a cluster re-partitioned with another
+/// count declares new queues instead of mixing the two.
+pub fn partition_queue(partitioning: Partitioning, partition: Partition) -> String {
+    format!("{SUBMIT}.{}.{}", partitioning.count(), partition.0)
+}
 
 /// Headers the engine writes on messages it dead-letters or retries.
 pub const HEADER_REJECTION_REASON: &str = "x-rejection-reason";
@@ -100,7 +110,7 @@ fn queue_arguments(config: &AmqpConfig, queue: &str) -> FieldTable {
     let mut args = FieldTable::default();
     args.insert("x-queue-type".into(), string(config.queue_kind.as_str()));
     let exchange = config.name(EXCHANGE);
-    if DEAD_LETTERED.contains(&queue) {
+    if DEAD_LETTERED.contains(&queue) || queue.starts_with(&format!("{SUBMIT}.")) {
         args.insert("x-dead-letter-exchange".into(), string(&exchange));
         args.insert("x-dead-letter-routing-key".into(), string(DLQ));
         if config.queue_kind == QueueKind::Quorum {
@@ -162,26 +172,56 @@ pub async fn declare(channel: &Channel, config: &AmqpConfig) -> Result<(), lapin
         .into_iter()
         .map(|queue| (queue.to_owned(), queue_arguments(config, queue)));
     for (queue, arguments) in seed.chain(rungs) {
-        let name = config.name(&queue);
-        channel
-            .queue_declare(
-                &name,
-                QueueDeclareOptions {
-                    durable: true,
-                    ..QueueDeclareOptions::default()
-                },
-                arguments,
-            )
-            .await?;
-        channel
-            .queue_bind(
-                &name,
-                &exchange,
-                &queue,
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        declare_bound(channel, config, &exchange, &queue, arguments).await?;
+    }
+    Ok(())
+}
+
+/// Declares one durable queue (`queue` with the prefix) and binds it to
+/// `exchange` under its unprefixed name.
+async fn declare_bound(
+    channel: &Channel,
+    config: &AmqpConfig,
+    exchange: &str,
+    queue: &str,
+    arguments: FieldTable,
+) -> Result<(), lapin::Error> {
+    let name = config.name(queue);
+    channel
+        .queue_declare(
+            &name,
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            arguments,
+        )
+        .await?;
+    channel
+        .queue_bind(
+            &name,
+            exchange,
+            queue,
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+}
+
+/// Declares every partition's submission queue, bound to the exchange by its
+/// name. Declared by every process that forwards or consumes them, before it
+/// does: a forward to a queue that does not exist yet would be dropped by the
+/// broker and still confirmed.
+pub async fn declare_partition_queues(
+    channel: &Channel,
+    config: &AmqpConfig,
+    partitioning: Partitioning,
+) -> Result<(), lapin::Error> {
+    let exchange = config.name(EXCHANGE);
+    for partition in partitioning.all() {
+        let queue = partition_queue(partitioning, partition);
+        let arguments = queue_arguments(config, &queue);
+        declare_bound(channel, config, &exchange, &queue, arguments).await?;
     }
     Ok(())
 }
@@ -275,6 +315,16 @@ mod tests {
         let submit = queue_arguments(&config, SUBMIT);
         assert_eq!(submit.inner().len(), 4, "{submit:?}");
         assert_eq!(submit.inner().get("x-delivery-limit"), Some(&AMQPValue::LongLongInt(5)));
+    }
+
+    #[test]
+    fn a_partitions_queue_names_its_count_and_dead_letters_like_orders_submit() {
+        // Proves forwarded submissions keep orders.submit's DLQ routing and delivery limit, and that another partition count gets other queues.
+        let config = AmqpConfig::default();
+        let queue = partition_queue(Partitioning::new(16), Partition(7));
+        assert_eq!(queue, "orders.submit.16.7");
+        assert_ne!(queue, partition_queue(Partitioning::new(32), Partition(7)));
+        assert_eq!(queue_arguments(&config, &queue), queue_arguments(&config, SUBMIT));
     }
 
     #[test]

@@ -22,6 +22,18 @@ pub enum ClusterMode {
     Off,
 }
 
+/// Where a submission taken from `orders.submit` by a process that does not
+/// own its user's partition goes (docs/adr/0005-submissions-to-the-owner.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubmitRouting {
+    /// Recorded by the receiver (the order stream's expected version
+    /// decides); the owner starts its saga from its log tail.
+    Log,
+    /// Moved (confirmed) to the partition's own queue, which only the
+    /// owner consumes; the owner records it and starts its saga at once.
+    Forward,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterSettings {
     pub mode: ClusterMode,
@@ -31,6 +43,7 @@ pub struct ClusterSettings {
     pub partitions: u16,
     pub lease_ttl: Duration,
     pub heartbeat: Duration,
+    pub submit_routing: SubmitRouting,
 }
 
 impl Default for ClusterSettings {
@@ -41,6 +54,7 @@ impl Default for ClusterSettings {
             partitions: DEFAULT_PARTITIONS,
             lease_ttl: DEFAULT_LEASE_TTL,
             heartbeat: DEFAULT_HEARTBEAT,
+            submit_routing: SubmitRouting::Log,
         }
     }
 }
@@ -84,6 +98,17 @@ pub(super) fn cluster(lookup: &impl Fn(&str) -> Option<String>) -> Result<Cluste
             format!("a beat above zero and at most a third of ORDER_ENGINE_LEASE_TTL ({lease_ttl:?})"),
         ));
     }
+    let submit_routing = match lookup("ORDER_ENGINE_SUBMIT_ROUTING").as_deref().map(str::trim) {
+        None | Some("log") => SubmitRouting::Log,
+        Some("forward") => SubmitRouting::Forward,
+        Some(other) => {
+            return Err(error(
+                "ORDER_ENGINE_SUBMIT_ROUTING",
+                other.to_owned(),
+                "log (the receiver records it, the owner drives it from the log) or forward (to the owner's partition queue)".into(),
+            ))
+        }
+    };
     let node_id = lookup("ORDER_ENGINE_NODE_ID").map(|v| v.trim().to_owned());
     if let Some(node) = &node_id {
         if node.is_empty() || node.len() > 200 || node.chars().any(char::is_control) {
@@ -100,6 +125,7 @@ pub(super) fn cluster(lookup: &impl Fn(&str) -> Option<String>) -> Result<Cluste
         partitions,
         lease_ttl,
         heartbeat,
+        submit_routing,
     })
 }
 
@@ -128,6 +154,10 @@ mod tests {
             (vec![("ORDER_ENGINE_LEASE_TTL", "soon")], "ORDER_ENGINE_LEASE_TTL"),
             (vec![("ORDER_ENGINE_HEARTBEAT", "3s")], "ORDER_ENGINE_HEARTBEAT"),
             (vec![("ORDER_ENGINE_NODE_ID", "a\nb")], "ORDER_ENGINE_NODE_ID"),
+            (
+                vec![("ORDER_ENGINE_SUBMIT_ROUTING", "owner")],
+                "ORDER_ENGINE_SUBMIT_ROUTING",
+            ),
         ] {
             assert_eq!(read(&pairs).unwrap_err().variable, variable, "{pairs:?}");
         }
@@ -141,6 +171,7 @@ mod tests {
             ("ORDER_ENGINE_PARTITIONS", "64"),
             ("ORDER_ENGINE_LEASE_TTL", "9s"),
             ("ORDER_ENGINE_HEARTBEAT", "3s"),
+            ("ORDER_ENGINE_SUBMIT_ROUTING", "forward"),
         ])
         .unwrap();
         assert_eq!(settings.mode, ClusterMode::Off);
@@ -148,5 +179,6 @@ mod tests {
         assert_eq!(settings.partitions, 64);
         assert_eq!(settings.lease_ttl, Duration::from_secs(9));
         assert_eq!(settings.heartbeat, Duration::from_secs(3));
+        assert_eq!(settings.submit_routing, SubmitRouting::Forward);
     }
 }

@@ -27,7 +27,9 @@ use crate::amqp::{
 };
 use crate::clients::{BreakerConfig, RetryPolicy, ServiceCredentials};
 use crate::market::{ConfiguredAddress, GrpcMarketDataConfig};
-pub use cluster::{ClusterMode, ClusterSettings, DEFAULT_HEARTBEAT, DEFAULT_LEASE_TTL, DEFAULT_PARTITIONS};
+pub use cluster::{
+    ClusterMode, ClusterSettings, SubmitRouting, DEFAULT_HEARTBEAT, DEFAULT_LEASE_TTL, DEFAULT_PARTITIONS,
+};
 pub use controls::{ControlSettings, GatewayTrust};
 pub use duration::{parse_duration, parse_duration_list};
 pub use keys::{contract_key, mask, Origin};
@@ -568,6 +570,7 @@ impl Settings {
             quick_retry_min: self.amqp_quick_retry_min,
             quick_retry_max: self.amqp_quick_retry_max,
             prefetch: self.amqp_prefetch,
+            forward_submissions: self.cluster.submit_routing == SubmitRouting::Forward,
             ..AmqpConfig::new(url)
         }
     }

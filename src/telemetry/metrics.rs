@@ -41,6 +41,7 @@ pub const PROJECTION_FAILED: &str = "order_engine_projection_failed";
 pub const SAGAS_STALLED: &str = "order_engine_sagas_stalled";
 pub const DUPLICATE_SUBMISSIONS_TOTAL: &str = "order_engine_duplicate_submissions_total";
 pub const CONFLICTING_SUBMISSIONS_TOTAL: &str = "order_engine_conflicting_submissions_total";
+pub const FORWARDED_SUBMISSIONS_TOTAL: &str = "order_engine_forwarded_submissions_total";
 /// gRPC calls answered, by method and status code (the HTTP counter's twin).
 pub const GRPC_REQUESTS_TOTAL: &str = "order_service_grpc_requests_total";
 pub const GRPC_REQUEST_DURATION_SECONDS: &str = "order_service_grpc_request_duration_seconds";
@@ -99,6 +100,8 @@ pub struct Metrics {
     pub duplicate_submissions_total: IntCounterVec,
     /// Label `source` (amqp): resends under an existing order's id with other fields, set aside.
     pub conflicting_submissions_total: IntCounterVec,
+    /// Label `source` (amqp): submissions moved to the queue of their user's partition, owned by another process.
+    pub forwarded_submissions_total: IntCounterVec,
     /// Labels `method` (one of the service's five RPCs, or `unknown`), `code` (the gRPC status name, e.g. `OK`, `NOT_FOUND`).
     pub grpc_requests_total: IntCounterVec,
     /// Label `method`: time from the request's arrival to its answer's headers.
@@ -184,6 +187,13 @@ impl Metrics {
             ),
             &["source"],
         )?;
+        let forwarded_submissions_total = IntCounterVec::new(
+            Opts::new(
+                FORWARDED_SUBMISSIONS_TOTAL,
+                "Submissions taken from orders.submit and moved to the queue of their user's partition, which another process owns.",
+            ),
+            &["source"],
+        )?;
         let grpc_requests_total = IntCounterVec::new(
             Opts::new(GRPC_REQUESTS_TOTAL, "gRPC calls answered, by method and status code."),
             &["method", "code"],
@@ -220,6 +230,7 @@ impl Metrics {
         registry.register(Box::new(sagas_stalled.clone()))?;
         registry.register(Box::new(duplicate_submissions_total.clone()))?;
         registry.register(Box::new(conflicting_submissions_total.clone()))?;
+        registry.register(Box::new(forwarded_submissions_total.clone()))?;
         registry.register(Box::new(grpc_requests_total.clone()))?;
         registry.register(Box::new(grpc_request_duration_seconds.clone()))?;
         registry.register(Box::new(circuit_breaker_state.clone()))?;
@@ -239,6 +250,7 @@ impl Metrics {
             sagas_stalled,
             duplicate_submissions_total,
             conflicting_submissions_total,
+            forwarded_submissions_total,
             grpc_requests_total,
             grpc_request_duration_seconds,
             circuit_breaker_state,
@@ -376,6 +388,7 @@ mod tests {
         metrics.sagas_stalled.set(0);
         metrics.duplicate_submissions_total.with_label_values(&["amqp"]).inc();
         metrics.conflicting_submissions_total.with_label_values(&["amqp"]).inc();
+        metrics.forwarded_submissions_total.with_label_values(&["amqp"]).inc();
         metrics
             .grpc_requests_total
             .with_label_values(&["GetOrderStatus", "OK"])
@@ -399,6 +412,7 @@ mod tests {
             "order_engine_sagas_stalled",
             "order_engine_duplicate_submissions_total",
             "order_engine_conflicting_submissions_total",
+            "order_engine_forwarded_submissions_total",
             "order_service_grpc_requests_total",
             "order_service_grpc_request_duration_seconds",
         ] {
