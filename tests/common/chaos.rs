@@ -1210,8 +1210,13 @@ pub struct Tally {
 
 impl Tally {
     /// Everything valid is executed, resting, failed with a reason or cancelled, and positions are in.
+    /// Every order has its outcome, invalid ones too: an invalid submission
+    /// that met a fault on its way to its refusal climbs the retry rungs
+    /// (invisible to the observer) and is refused later, after the valid ones
+    /// may have settled.
     pub fn settled(&self) -> bool {
-        self.unfinished == 0
+        self.invalid_not_refused == 0
+            && self.unfinished == 0
             && self.lost == 0
             && self.parked_on_retry == 0
             && self.crossing_not_executed == 0
