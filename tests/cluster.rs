@@ -202,6 +202,17 @@ async fn submit_market_buy(app: &TestApp, user: Uuid) -> String {
     body["order_id"].as_str().unwrap().to_owned()
 }
 
+/// An engine on `db` with HTTP, in cluster `mode` (the test settings run standalone).
+async fn spawn_in_mode(db: &TestDb, mode: ClusterMode) -> TestApp {
+    let custom = Custom {
+        settings: Some(Box::new(move |s: &mut order_engine::config::Settings| {
+            s.cluster.mode = mode
+        })),
+        ..Custom::default()
+    };
+    spawn_app_custom(db, fast_config(), None, custom).await
+}
+
 async fn ready(app: &TestApp) -> (u16, Value) {
     let response = app
         .client
@@ -221,16 +232,7 @@ async fn two_engines_on_one_database_project_each_order_once_and_both_stay_ready
         else {
             return;
         };
-        let spawn = || {
-            let custom = Custom {
-                settings: Some(Box::new(move |s: &mut order_engine::config::Settings| {
-                    s.cluster.mode = mode
-                })),
-                ..Custom::default()
-            };
-            spawn_app_custom(&db, fast_config(), None, custom)
-        };
-        let (a, b) = (spawn().await, spawn().await);
+        let (a, b) = (spawn_in_mode(&db, mode).await, spawn_in_mode(&db, mode).await);
         let mut orders = Vec::new();
         for i in 0..20 {
             let app = if i % 2 == 0 { &a } else { &b };
@@ -274,16 +276,10 @@ async fn an_order_taken_by_one_process_is_read_and_cancelled_at_another_at_once(
     else {
         return;
     };
-    let spawn = || {
-        let custom = Custom {
-            settings: Some(Box::new(|s: &mut order_engine::config::Settings| {
-                s.cluster.mode = ClusterMode::Auto
-            })),
-            ..Custom::default()
-        };
-        spawn_app_custom(&db, fast_config(), None, custom)
-    };
-    let (a, b) = (spawn().await, spawn().await);
+    let (a, b) = (
+        spawn_in_mode(&db, ClusterMode::Auto).await,
+        spawn_in_mode(&db, ClusterMode::Auto).await,
+    );
     let read = |app: &TestApp, path: String, user: Uuid| {
         let request = app
             .client

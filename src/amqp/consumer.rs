@@ -493,7 +493,6 @@ impl SubmissionConsumer {
                     forwarded(&delivery.properties, headers),
                 )
                 .await?;
-                self.health.add_forwarded(1);
                 self.count(|m| &m.forwarded_submissions_total);
                 return Ok(Outcome::Forwarded);
             }

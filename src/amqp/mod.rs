@@ -72,7 +72,6 @@ pub struct TaskHealth {
     standby: AtomicBool,
     processed: AtomicU64,
     ack_frames: AtomicU64,
-    forwarded: AtomicU64,
     stopped: Mutex<Option<String>>,
 }
 
@@ -84,7 +83,6 @@ impl TaskHealth {
             standby: AtomicBool::new(false),
             processed: AtomicU64::new(0),
             ack_frames: AtomicU64::new(0),
-            forwarded: AtomicU64::new(0),
             stopped: Mutex::new(None),
         })
     }
@@ -99,10 +97,6 @@ impl TaskHealth {
 
     fn add_ack_frames(&self, count: u64) {
         self.ack_frames.fetch_add(count, Ordering::Relaxed);
-    }
-
-    fn add_forwarded(&self, count: u64) {
-        self.forwarded.fetch_add(count, Ordering::Relaxed);
     }
 
     fn stop(&self, reason: String) {
@@ -135,12 +129,6 @@ impl TaskHealth {
     /// `processed` when one `multiple` ack settled several submissions.
     pub fn ack_frames(&self) -> u64 {
         self.ack_frames.load(Ordering::Relaxed)
-    }
-
-    /// Submissions the consumer of `orders.submit` moved to their
-    /// partition's queue since start (`ORDER_ENGINE_SUBMIT_ROUTING=forward`).
-    pub fn forwarded(&self) -> u64 {
-        self.forwarded.load(Ordering::Relaxed)
     }
 
     /// Why the task stopped for good (a poison event), if it did.
@@ -186,8 +174,6 @@ pub struct AmqpHandle {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     consumer: Arc<TaskHealth>,
-    /// The consumer of the held partitions' queues, when submissions are forwarded.
-    partition_consumer: Option<Arc<TaskHealth>>,
     publishers: Vec<Arc<TaskHealth>>,
 }
 
@@ -200,10 +186,6 @@ impl AmqpHandle {
 
     pub fn consumer(&self) -> &TaskHealth {
         &self.consumer
-    }
-
-    pub fn partition_consumer(&self) -> Option<&TaskHealth> {
-        self.partition_consumer.as_deref()
     }
 
     pub fn publishers(&self) -> &[Arc<TaskHealth>] {
@@ -273,19 +255,18 @@ pub fn start_following(
     let consumer_health = TaskHealth::new("consumer orders.submit");
     let mut tasks = Vec::new();
     let forward = (config.forward_submissions && cluster.is_clustered()).then(|| cluster.clone());
-    let partition_consumer = forward.as_ref().map(|view| {
-        let health = TaskHealth::new("consumer orders.submit partitions");
+    if let Some(view) = &forward {
+        // Not part of readiness: a process that holds no partition consumes none of their queues.
         let consumer = SubmissionConsumer {
             config: Arc::clone(&config),
             submitter: Arc::clone(&submitter),
             clock: Arc::clone(&clock),
-            health: Arc::clone(&health),
+            health: TaskHealth::new("consumer orders.submit partitions"),
             metrics: metrics.clone(),
             forward: None,
         };
         tasks.push(tokio::spawn(consumer.run_partitions(view.clone(), shutdown_rx.clone())));
-        health
-    });
+    }
     let consumer = SubmissionConsumer {
         config: Arc::clone(&config),
         submitter,
@@ -327,7 +308,6 @@ pub fn start_following(
         shutdown,
         tasks,
         consumer: consumer_health,
-        partition_consumer,
         publishers,
     }
 }
